@@ -1,0 +1,19 @@
+# The two newcomer commands are `make run` and `make test` (see README.md).
+.PHONY: setup run test lint bench
+
+setup:
+	./scripts/bootstrap.sh
+
+run: setup
+	./scripts/run.sh
+
+test: setup
+	./scripts/test.sh
+
+lint: setup
+	.venv/bin/ruff check service tests bench load_tests
+	.venv/bin/ruff format --check service tests bench load_tests
+	.venv/bin/mypy
+
+bench: setup
+	.venv/bin/python -m bench.run_all
