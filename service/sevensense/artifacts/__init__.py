@@ -1,0 +1,1 @@
+"""Versioned model artifacts: manifests, the local registry, labels, import and pull."""

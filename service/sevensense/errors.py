@@ -1,0 +1,115 @@
+"""Typed errors shared by the engine, CLI, worker and service.
+
+Every error carries a stable machine-readable ``code`` and the HTTP status the service maps
+it to, so the outer layers never have to parse messages to decide what went wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SevensenseError(Exception):
+    """Base of every error the platform raises on purpose."""
+
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class ConfigError(SevensenseError):
+    code = "invalid_config"
+    http_status = 400
+
+
+# --- audio -------------------------------------------------------------------------------
+
+
+class AudioError(SevensenseError):
+    code = "invalid_audio"
+    http_status = 422
+
+
+class EmptyAudioError(AudioError):
+    code = "empty_audio"
+
+
+class CorruptAudioError(AudioError):
+    """The bytes claim to be audio but cannot be decoded (truncated, damaged, not audio)."""
+
+    code = "undecodable_audio"
+
+
+class UnsupportedAudioError(AudioError):
+    code = "unsupported_audio_format"
+    http_status = 415
+
+
+class InvalidSamplesError(AudioError):
+    """Decoded samples that no model should see (NaN or infinite values)."""
+
+    code = "invalid_samples"
+
+
+class AudioTooLongError(AudioError):
+    code = "audio_too_long"
+    http_status = 413
+
+
+# --- models and artifacts ----------------------------------------------------------------
+
+
+class ModelError(SevensenseError):
+    code = "model_error"
+    http_status = 500
+
+
+class ModelNotFoundError(ModelError):
+    code = "model_not_found"
+    http_status = 404
+
+
+class ManifestError(ModelError):
+    code = "invalid_manifest"
+
+
+class ArtifactMissingError(ModelError):
+    """A manifest exists but its weights do not (e.g. Perch 2.0 before `models pull`)."""
+
+    code = "artifact_missing"
+    http_status = 503
+
+
+class ChecksumMismatchError(ModelError):
+    code = "checksum_mismatch"
+    http_status = 409
+
+
+class ContractMismatchError(ModelError):
+    """The ONNX graph does not have the inputs/outputs its manifest promises."""
+
+    code = "contract_mismatch"
+    http_status = 409
+
+
+class DownloadError(ModelError):
+    code = "download_failed"
+    http_status = 502
+
+
+# --- inference ---------------------------------------------------------------------------
+
+
+class InferenceError(SevensenseError):
+    code = "inference_failed"
+    http_status = 500

@@ -1,0 +1,1 @@
+"""Model execution: ONNX Runtime sessions, batched inference, embedding post-processing."""

@@ -1,0 +1,166 @@
+"""ONNX Runtime sessions: one per (name, version, variant), providers in priority order.
+
+The provider actually running a session is read back from the session: on a machine
+without a GPU, ``onnxruntime-gpu`` still *lists* CUDA (and TensorRT) as available, then
+falls back to CPU when the session is created (FACTS.md), so the available list cannot say
+what will run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnxruntime as ort
+from packaging.version import Version
+
+from sevensense.artifacts.labels import load_labels
+from sevensense.artifacts.manifest import ModelIdentity, ModelManifest, OutputRole
+from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
+from sevensense.errors import ModelError
+from sevensense.settings import InferenceSettings
+
+log = logging.getLogger(__name__)
+
+PROVIDER_NAMES = {
+    "cuda": "CUDAExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+_GRAPH_OPT = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+# ORT logs the CUDA→CPU fallback at warning level on every session; we report it ourselves.
+ort.set_default_logger_severity(3)
+
+
+def provider_chain(settings: InferenceSettings) -> list[tuple[str, dict[str, str]]]:
+    """Requested providers that this ORT build knows, in priority order, CPU always last."""
+    available = set(ort.get_available_providers())
+    chain: list[tuple[str, dict[str, str]]] = []
+    for key in settings.providers:
+        name = PROVIDER_NAMES[key]
+        if name not in available or any(name == c[0] for c in chain):
+            continue
+        opts = {"device_id": str(settings.device_id)} if key == "cuda" else {}
+        chain.append((name, opts))
+    if not any(c[0] == "CPUExecutionProvider" for c in chain):
+        chain.append(("CPUExecutionProvider", {}))
+    return chain
+
+
+@dataclass
+class LoadedModel:
+    artifact: Artifact
+    session: ort.InferenceSession
+    providers: list[str]
+    requested: list[str]
+    labels: list[str] | None
+    load_ms: float
+    input_name: str = field(init=False)
+    output_names: dict[OutputRole, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.input_name = self.manifest.input.name
+        self.output_names = {role: spec.name for role, spec in self.manifest.outputs.items()}
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.artifact.manifest
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return self.manifest.identity
+
+    @property
+    def provider(self) -> str:
+        return self.providers[0]
+
+
+def create_session(
+    model_path: Path, settings: InferenceSettings
+) -> tuple[ort.InferenceSession, list[str], list[str]]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.resolved_intra_threads()
+    opts.inter_op_num_threads = settings.inter_threads
+    opts.graph_optimization_level = _GRAPH_OPT[settings.graph_optimization]
+    opts.log_severity_level = 3
+    chain = provider_chain(settings)
+    session = ort.InferenceSession(
+        str(model_path),
+        sess_options=opts,
+        providers=[name for name, _ in chain],
+        provider_options=[o for _, o in chain],
+    )
+    return session, session.get_providers(), [name for name, _ in chain]
+
+
+def load_model(
+    artifact: Artifact, registry: ModelRegistry, settings: InferenceSettings
+) -> LoadedModel:
+    """Verify, create and describe one session; not cached (hot swap warms models this way)."""
+    manifest = artifact.manifest
+    if Version(ort.__version__) < Version(manifest.min_onnxruntime):
+        raise ModelError(
+            f"{manifest.identity} needs onnxruntime >= {manifest.min_onnxruntime}, "
+            f"this is {ort.__version__}"
+        )
+    registry.verify(artifact)
+    start = time.perf_counter()
+    try:
+        session, used, requested = create_session(artifact.model_path, settings)
+    except Exception as exc:  # ORT raises its own untyped errors
+        raise ModelError(
+            f"{manifest.identity}: ONNX Runtime could not load the model: {exc}"
+        ) from exc
+    labels = load_labels(manifest.labels, artifact.directory) if manifest.labels else None
+    loaded = LoadedModel(
+        artifact, session, used, requested, labels, (time.perf_counter() - start) * 1e3
+    )
+    if used[0] != requested[0]:
+        log.warning(
+            "%s: requested %s first but the session runs on %s",
+            manifest.identity,
+            requested[0],
+            used[0],
+        )
+    log.info("loaded %s on %s in %.0f ms", manifest.identity, used[0], loaded.load_ms)
+    return loaded
+
+
+class SessionManager:
+    """Thread-safe cache of loaded models keyed by (name, version, variant)."""
+
+    def __init__(self, registry: ModelRegistry, settings: InferenceSettings) -> None:
+        self.registry = registry
+        self.settings = settings
+        self._models: dict[tuple[str, str, str], LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def get(self, ref: str | ModelRef | Artifact) -> LoadedModel:
+        if isinstance(ref, Artifact):
+            artifact = ref
+        else:
+            artifact = self.registry.resolve(ref, default_variant=self.settings.model_variant)
+        with self._lock:
+            cached = self._models.get(artifact.key)
+            if cached is not None:
+                return cached
+            loaded = load_model(artifact, self.registry, self.settings)
+            self._models[artifact.key] = loaded
+            return loaded
+
+    def evict(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._models.pop(key, None)
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._models.values())
