@@ -37,8 +37,9 @@ _GRAPH_OPT = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 
-# ORT logs the CUDA→CPU fallback at warning level on every session; we report it ourselves.
-ort.set_default_logger_severity(3)
+# ORT prints the CUDA→CPU fallback as an alarming error on every session on GPU-less
+# machines; the provider really used is reported by us instead (log, CLI, metrics).
+ort.set_default_logger_severity(4)
 
 
 def provider_chain(settings: InferenceSettings) -> list[tuple[str, dict[str, str]]]:
@@ -125,7 +126,7 @@ def load_model(
         artifact, session, used, requested, labels, (time.perf_counter() - start) * 1e3
     )
     if used[0] != requested[0]:
-        log.warning(
+        log.info(
             "%s: requested %s first but the session runs on %s",
             manifest.identity,
             requested[0],

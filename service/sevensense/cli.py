@@ -1,0 +1,303 @@
+"""The ``sevensense`` command line: embed recordings and manage model artifacts.
+
+Exit status of ``embed``: 0 every recording embedded; 1 some recordings failed or were
+only partly embedded (the rest are in the output, the summary says which); 2 nothing could
+be embedded or the command was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from sevensense.artifacts.manifest import OutputRole
+from sevensense.artifacts.registry import ModelRegistry
+from sevensense.errors import SevensenseError
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
+from sevensense.jobs import embed_recordings, expand_paths
+from sevensense.outputs.writers import open_writer
+from sevensense.settings import PROFILE_NAMES, Settings, load_settings
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
+
+
+def _fail(exc: SevensenseError) -> None:
+    click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+    sys.exit(EXIT_FAILED)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+@click.group()
+@click.option(
+    "--profile", type=str, default=None, help=f"one of {', '.join(PROFILE_NAMES)} or a TOML path"
+)
+@click.option("--models-dir", type=click.Path(path_type=Path), default=None, help="registry root")
+@click.option("-v", "--verbose", count=True, help="-v info, -vv debug logging")
+@click.pass_context
+def main(ctx: click.Context, profile: str | None, models_dir: Path | None, verbose: int) -> None:
+    """7sense: bioacoustic embeddings and species scores from real recordings."""
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        overrides: dict[str, Any] = {"models_dir": models_dir} if models_dir else {}
+        ctx.obj = {"settings": load_settings(profile, **overrides)}
+    except SevensenseError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model", "model_ref", default=None, help="name[:version][:variant]; default from the profile"
+)
+@click.option(
+    "--out", "out_path", required=True, type=click.Path(path_type=Path), help="output file"
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "npz"]),
+    default=None,
+    help="default: from --out suffix",
+)
+@click.option("--overlap", type=float, default=None, help="window overlap fraction, e.g. 0.5")
+@click.option("--hop", type=float, default=None, help="hop in seconds (alternative to --overlap)")
+@click.option(
+    "--padding", type=click.Choice(["zero_pad", "reflect", "discard", "overlap_fill"]), default=None
+)
+@click.option(
+    "--energy-threshold",
+    type=float,
+    default=None,
+    help="mean-square below which a window is skipped; 0 = off",
+)
+@click.option("--top-k", type=int, default=None, help="top-k species per window (default 5)")
+@click.option("--include-logits", is_flag=True, help="store raw logits too")
+@click.option("--batch-size", type=int, default=None, help="override max batch size")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.pass_context
+def embed(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    model_ref: str | None,
+    out_path: Path,
+    fmt: str | None,
+    overlap: float | None,
+    hop: float | None,
+    padding: str | None,
+    energy_threshold: float | None,
+    top_k: int | None,
+    include_logits: bool,
+    batch_size: int | None,
+    quiet: bool,
+) -> None:
+    """Embed recordings (files or directories, recursively) into Parquet or .npz."""
+    settings = _settings(ctx)
+    if batch_size is not None:
+        settings.inference.max_batch_size = batch_size
+    if overlap is not None and hop is not None:
+        raise click.UsageError("give --overlap or --hop, not both")
+    fmt = fmt or ("npz" if out_path.suffix == ".npz" else "parquet")
+    try:
+        engine = EmbeddingEngine(settings)
+        model = engine.model(model_ref)
+        if hop is not None:
+            window_s = model.manifest.window_seconds
+            if not 0 < hop <= window_s:
+                raise click.UsageError(f"--hop must be in (0, {window_s}] s for {model.identity}")
+            overlap = 1.0 - hop / window_s
+        options = EmbedOptions(
+            overlap=overlap,
+            padding=padding,  # type: ignore[arg-type]
+            energy_threshold=energy_threshold,
+            top_k=top_k,
+            include_logits=include_logits,
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+    files = expand_paths(paths)
+    if not files:
+        click.echo("error: no audio files found", err=True)
+        sys.exit(EXIT_FAILED)
+    n_classes = None
+    if include_logits and OutputRole.LOGITS in model.manifest.outputs:
+        width = model.manifest.outputs[OutputRole.LOGITS].shape[-1]
+        n_classes = width if isinstance(width, int) else None
+    writer = open_writer(out_path, fmt, model.manifest.embedding_dim, n_classes)
+    bar = tqdm(
+        total=len(files), unit="file", disable=quiet or None, desc="embedding", file=sys.stderr
+    )
+    seen: set[str] = set()
+    windows = 0
+
+    def progress(result: WindowResult) -> None:
+        nonlocal windows
+        windows += 1
+        if result.source not in seen:
+            seen.add(result.source)
+            bar.update(1)
+        bar.set_postfix(windows=windows, refresh=False)
+
+    summary = embed_recordings(
+        engine, files, writer.write, model=model, options=options, on_window=progress
+    )
+    bar.update(len(files) - bar.n)
+    bar.close()
+    report = summary.to_dict()
+    writer.close(report)
+    for rec in summary.failed:
+        err = rec.error or {}
+        click.echo(
+            f"{rec.status}: {rec.source}: [{err.get('code')}] {err.get('message')}", err=True
+        )
+    skipped = sum(len(r.skipped) for r in summary.recordings)
+    click.echo(
+        f"{summary.windows} windows from {len(files) - len(summary.failed)}/{len(files)} files "
+        f"({summary.audio_s:.1f} s audio, {skipped} windows skipped) in {summary.wall_s:.2f} s "
+        f"[{summary.model} on {summary.provider}] -> {out_path}"
+    )
+    if summary.windows == 0:
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+
+
+@main.group()
+def models() -> None:
+    """List, build, pull, import and verify model artifacts."""
+
+
+def _registry(ctx: click.Context) -> ModelRegistry:
+    return ModelRegistry(_settings(ctx).models_dir)
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_list(ctx: click.Context, as_json: bool) -> None:
+    """Artifacts in the registry, with whether their weights are present."""
+    rows = []
+    for a in _registry(ctx.find_root()).artifacts():
+        m = a.manifest
+        rows.append(
+            {
+                "model": str(m.identity),
+                "present": a.present,
+                "size_bytes": m.size_bytes,
+                "sha256": m.sha256 or f"(hint {m.sha256_hint})",
+                "window": f"{m.window_seconds:g} s @ {m.sample_rate} Hz",
+                "embedding_dim": m.embedding_dim,
+                "test_artifact": m.test_artifact,
+                "license": m.license,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        flag = "present" if r["present"] else "missing (pull)"
+        test = " TEST-ARTIFACT" if r["test_artifact"] else ""
+        click.echo(
+            f"{r['model']:<32} {flag:<15} {r['window']:<18} dim={r['embedding_dim']:<5} "
+            f"{str(r['sha256'])[:16]}{test}"
+        )
+
+
+@models.command("build")
+@click.option("--force", is_flag=True, help="rebuild even when a valid artifact exists")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None)
+@click.pass_context
+def models_build(ctx: click.Context, force: bool, cache_dir: Path | None) -> None:
+    """Build the artifacts that run here (BirdNET v2.4, the Perch-contract test model)."""
+    from sevensense.artifacts.build import build_all
+    from sevensense.settings import repo_root
+
+    registry = _registry(ctx.find_root())
+    try:
+        for artifact in build_all(registry, cache_dir or repo_root() / ".cache", force=force):
+            m = artifact.manifest
+            click.echo(f"ok {m.identity} sha256={m.sha256} ({m.size_bytes} bytes)")
+    except SevensenseError as exc:
+        _fail(exc)
+
+
+@models.command("verify")
+@click.argument("refs", nargs=-1)
+@click.pass_context
+def models_verify(ctx: click.Context, refs: tuple[str, ...]) -> None:
+    """Check size, SHA-256 and I/O contract of present artifacts (or the named ones)."""
+    registry = _registry(ctx.find_root())
+    targets = (
+        [registry.resolve(r) for r in refs]
+        if refs
+        else [a for a in registry.artifacts() if a.present]
+    )
+    bad = 0
+    for artifact in targets:
+        try:
+            registry.verify(artifact, use_cache=False)
+            click.echo(f"ok {artifact.manifest.identity}")
+        except SevensenseError as exc:
+            bad += 1
+            click.echo(f"FAIL {artifact.manifest.identity}: [{exc.code}] {exc.message}", err=True)
+    sys.exit(EXIT_PARTIAL if bad else EXIT_OK)
+
+
+@models.command("pull")
+@click.argument("ref")
+@click.option("--url", default=None, help="mirror to download from instead of the manifest source")
+@click.option("--sha256", default=None, help="pin the expected digest")
+@click.pass_context
+def models_pull(ctx: click.Context, ref: str, url: str | None, sha256: str | None) -> None:
+    """Download a catalogued model (e.g. perch-v2), resumably, and verify it."""
+    from sevensense.artifacts.fetch import pull
+
+    try:
+        artifact = pull(_registry(ctx.find_root()), ref, url=url, sha256=sha256)
+    except SevensenseError as exc:
+        _fail(exc)
+    click.echo(f"ok {artifact.manifest.identity} sha256={artifact.manifest.sha256}")
+
+
+@models.command("import")
+@click.argument("location")
+@click.option("--ref", default=None, help="name:version:variant of a catalogued manifest")
+@click.option("--manifest", "manifest_path", type=click.Path(path_type=Path), default=None)
+@click.option("--sha256", default=None, help="pin the expected digest")
+@click.pass_context
+def models_import(
+    ctx: click.Context,
+    location: str,
+    ref: str | None,
+    manifest_path: Path | None,
+    sha256: str | None,
+) -> None:
+    """Import a model from a path, http(s):// or s3:// URL, verify it and register it."""
+    from sevensense.artifacts.fetch import import_artifact
+
+    try:
+        artifact = import_artifact(
+            _registry(ctx.find_root()),
+            location,
+            ref=ref,
+            manifest_path=manifest_path,
+            sha256=sha256,
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+    click.echo(f"ok {artifact.manifest.identity} sha256={artifact.manifest.sha256}")
+
+
+if __name__ == "__main__":
+    main()
