@@ -1,0 +1,1 @@
+"""Build-time generators for model artifacts the platform cannot download."""

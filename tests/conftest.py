@@ -1,0 +1,89 @@
+"""Shared fixtures: real audio from ../shared/audio, real models built by the project."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from sevensense.artifacts.build import build_birdnet, build_perch_contract, ensure_catalog_manifests
+from sevensense.artifacts.registry import ModelRegistry
+from sevensense.inference.engine import EmbeddingEngine
+from sevensense.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+AUDIO = REPO.parent / "shared" / "audio"
+MODELS = REPO / "models"
+CACHE = REPO / ".cache"
+
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+
+
+def audio(name: str) -> Path:
+    path = AUDIO / name
+    assert path.is_file(), f"shared test audio missing: {path}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def registry() -> ModelRegistry:
+    reg = ModelRegistry(MODELS)
+    ensure_catalog_manifests(reg)
+    return reg
+
+
+@pytest.fixture(scope="session")
+def birdnet_artifact(registry: ModelRegistry):  # type: ignore[no-untyped-def]
+    return build_birdnet(registry, CACHE)
+
+
+@pytest.fixture(scope="session")
+def perch_artifact(registry: ModelRegistry):  # type: ignore[no-untyped-def]
+    return build_perch_contract(registry)
+
+
+def make_settings(**overrides: object) -> Settings:
+    settings = load_settings("default", models_dir=MODELS)
+    settings.inference.providers = ["cpu"]
+    settings.inference.intra_threads = 2
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        setattr(getattr(settings, section), field, value)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def engine(birdnet_artifact, perch_artifact) -> EmbeddingEngine:  # type: ignore[no-untyped-def]
+    return EmbeddingEngine(make_settings())
+
+
+@pytest.fixture(scope="session")
+def perch_engine(perch_artifact) -> EmbeddingEngine:  # type: ignore[no-untyped-def]
+    settings = make_settings(inference__model="perch-contract")
+    return EmbeddingEngine(settings)
+
+
+@pytest.fixture
+def wav_factory(tmp_path: Path) -> Iterator[object]:
+    """Write synthetic audio to a temporary file: factory(samples, rate, name, subtype)."""
+
+    def make(
+        samples: np.ndarray, rate: int, name: str = "x.wav", subtype: str | None = None
+    ) -> Path:
+        path = tmp_path / name
+        sf.write(path, samples, rate, subtype=subtype)
+        return path
+
+    yield make
+
+
+def tone(freq: float, seconds: float, rate: int, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
