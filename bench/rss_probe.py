@@ -1,0 +1,66 @@
+"""Embed one recording to Parquet in a fresh process and print its peak RSS as JSON.
+
+Run in a subprocess so the figure is this job's alone: ``python -m bench.rss_probe FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+from sevensense.jobs import embed_recordings
+from sevensense.outputs.writers import open_writer
+from sevensense.settings import load_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--model", default="perch-contract")
+    parser.add_argument("--models-dir", type=Path, default=None)
+    parser.add_argument("--overlap", type=float, default=0.0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    overrides = {"models_dir": args.models_dir} if args.models_dir else {}
+    settings = load_settings("default", **overrides)
+    settings.inference.providers = ["cpu"]
+    settings.inference.intra_threads = args.threads
+    engine = EmbeddingEngine(settings)
+    model = engine.model(args.model)
+    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory() as tmp:
+        writer = open_writer(Path(tmp) / "out.parquet", "parquet", model.manifest.embedding_dim)
+        start = time.perf_counter()
+        summary = embed_recordings(
+            engine,
+            [args.path],
+            writer.write,
+            model=model,
+            options=EmbedOptions(overlap=args.overlap),
+        )
+        writer.close(summary.to_dict())
+        wall = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(
+        json.dumps(
+            {
+                "windows": summary.windows,
+                "audio_s": summary.audio_s,
+                "wall_s": wall,
+                "x_realtime": summary.audio_s / wall if wall else None,
+                "peak_rss_mb": peak_kb / 1024,
+                "after_model_load_rss_mb": baseline_kb / 1024,
+                "failed": [r.source for r in summary.failed],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

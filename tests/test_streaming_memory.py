@@ -1,0 +1,42 @@
+"""A 2-hour recording streams: peak memory must not grow with the recording's length."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.synthetic_audio import write_long_recording
+from tests.conftest import MODELS, REPO
+
+# Measured on the 2-core dev machine: ~260 MB peak for 10 min and for 2 h (ONNX Runtime,
+# numpy and pyarrow account for ~140 MB before any audio is read). A whole 2-h file held as
+# float32 at 32 kHz would be 920 MB on its own, so 512 MB total cannot be met by accident.
+ABSOLUTE_BOUND_MB = 512
+GROWTH_BOUND_MB = 32
+
+
+def _probe(path: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.rss_probe", str(path), "--models-dir", str(MODELS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+@pytest.mark.slow
+def test_peak_rss_is_independent_of_length(tmp_path: Path, perch_artifact) -> None:  # type: ignore[no-untyped-def]
+    short = _probe(write_long_recording(tmp_path / "ten_minutes.wav", 600))
+    long = _probe(write_long_recording(tmp_path / "two_hours.wav", 7200))
+    assert long["windows"] == 1440 and short["windows"] == 120
+    assert long["audio_s"] == pytest.approx(7200)
+    growth = long["peak_rss_mb"] - short["peak_rss_mb"]
+    assert growth < GROWTH_BOUND_MB, f"peak grew {growth:.1f} MB from 10 min to 2 h: {short} {long}"
+    assert long["peak_rss_mb"] < ABSOLUTE_BOUND_MB, long
