@@ -173,6 +173,27 @@ def embed(
     sys.exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
 
 
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--limit", type=int, default=20, help="rows to show (0 = all)")
+def show(path: Path, limit: int) -> None:
+    """Print the windows of a Parquet result: time span and top species."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["source", "start_s", "end_s", "top_labels", "top_scores"])
+    rows = table.to_pylist()
+    for row in rows[: limit or None]:
+        top = ", ".join(
+            f"{label} {score:.2f}"
+            for label, score in zip(row["top_labels"][:3], row["top_scores"][:3], strict=False)
+        )
+        click.echo(
+            f"{Path(row['source']).name:<28} {row['start_s']:8.2f}-{row['end_s']:<8.2f} {top}"
+        )
+    if limit and len(rows) > limit:
+        click.echo(f"... {len(rows) - limit} more windows")
+
+
 @main.group()
 def models() -> None:
     """List, build, pull, import and verify model artifacts."""

