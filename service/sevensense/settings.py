@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,7 +46,11 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
-class InferenceSettings(BaseModel):
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InferenceSettings(_Section):
     providers: list[Provider] = Field(default_factory=lambda: list(_DEFAULT_PROVIDERS))
     device_id: int = 0
     intra_threads: int = Field(0, ge=0, description="0 = min(cores, 4), as ADR-007 §2.3")
@@ -60,7 +64,7 @@ class InferenceSettings(BaseModel):
         return self.intra_threads or min(os.cpu_count() or 1, 4)
 
 
-class PreprocessingSettings(BaseModel):
+class PreprocessingSettings(_Section):
     window_overlap: float | None = Field(
         None, ge=0.0, lt=1.0, description="None = the model's default overlap"
     )
@@ -75,11 +79,11 @@ class PreprocessingSettings(BaseModel):
     max_duration_s: float | None = Field(None, gt=0.0)
 
 
-class FallbackSettings(BaseModel):
+class FallbackSettings(_Section):
     strategies: list[FallbackStrategy] = Field(default_factory=lambda: list(_DEFAULT_FALLBACK))
 
 
-class VerificationSettings(BaseModel):
+class VerificationSettings(_Section):
     enable_birdnet: bool = False
     birdnet_threshold: float = Field(0.5, ge=0.0, le=1.0)
 

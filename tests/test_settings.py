@@ -1,0 +1,57 @@
+"""Profiles (ADR-007 §2.3 and Appendix A) and their precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sevensense.errors import ConfigError
+from sevensense.settings import PROFILE_NAMES, load_settings
+
+
+def test_every_profile_loads_with_the_adr_figures() -> None:
+    expected = {
+        "default": (8, None, ["cuda", "coreml", "cpu"]),
+        "field": (1, 0.25, ["cpu"]),
+        "edge": (16, 0.5, ["cuda", "cpu"]),
+        "server": (32, 0.5, ["cuda", "cpu"]),
+        "cloud": (64, 0.75, ["cuda", "cpu"]),
+    }
+    assert set(PROFILE_NAMES) == set(expected)
+    for name, (batch, overlap, providers) in expected.items():
+        s = load_settings(name)
+        assert s.profile == name
+        assert s.inference.max_batch_size == batch
+        assert s.preprocessing.window_overlap == overlap
+        assert s.inference.providers == providers
+    assert load_settings("field").fallback.strategies == ["deferred_queue"]
+    assert load_settings("field").inference.model_variant == "quantized"
+    assert load_settings("cloud").verification.enable_birdnet is True
+
+
+def test_env_overrides_profile_and_arguments_override_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEVENSENSE_INFERENCE__MAX_BATCH_SIZE", "3")
+    monkeypatch.setenv("SEVENSENSE_PROFILE", "edge")
+    s = load_settings()
+    assert s.profile == "edge" and s.inference.max_batch_size == 3
+    assert s.inference.intra_threads == 4  # still from the edge profile
+    assert load_settings("edge", top_k=9).top_k == 9
+
+
+def test_custom_profile_file(tmp_path: Path) -> None:
+    path = tmp_path / "lab.toml"
+    path.write_text('[inference]\nmax_batch_size = 5\n[preprocessing]\npadding = "reflect"\n')
+    s = load_settings(str(path))
+    assert s.inference.max_batch_size == 5 and s.preprocessing.padding == "reflect"
+
+
+def test_bad_profiles_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown profile"):
+        load_settings("moon")
+    path = tmp_path / "bad.toml"
+    path.write_text("[inference]\nmax_batch_size = 0\n")
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        load_settings(str(path))
+    path.write_text("[inference]\nwarp_drive = true\n")
+    with pytest.raises(ConfigError, match="warp_drive"):
+        load_settings(str(path))
