@@ -117,3 +117,49 @@ def test_models_list_and_verify(perch_artifact) -> None:  # type: ignore[no-unty
     assert by_name["perch-v2:2.0.0:base"]["present"] is False
     proc = run("models", "verify", "perch-contract")
     assert proc.returncode == 0 and "ok perch-contract" in proc.stdout
+
+
+def test_models_import_and_refusal_of_a_tampered_file(perch_artifact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    models = tmp_path / "models"
+    cli = [sys.executable, "-m", "sevensense.cli", "--models-dir", str(models)]
+    src = perch_artifact.directory
+    proc = subprocess.run(
+        [
+            *cli,
+            "models",
+            "import",
+            str(src / "model.onnx"),
+            "--manifest",
+            str(src / "manifest.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ok perch-contract:1.0.0:base" in proc.stdout
+    assert (models / "perch-contract" / "1.0.0" / "base" / "model.onnx").is_file()
+
+    tampered = tmp_path / "tampered.onnx"
+    data = bytearray((src / "model.onnx").read_bytes())
+    data[-100] ^= 0x55
+    tampered.write_bytes(bytes(data))
+    other = tmp_path / "other-models"
+    proc = subprocess.run(
+        [
+            *cli[:-1],
+            str(other),
+            "models",
+            "import",
+            str(tampered),
+            "--manifest",
+            str(src / "manifest.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "checksum_mismatch" in proc.stderr
+    assert not (other / "perch-contract" / "1.0.0" / "base" / "model.onnx").exists()

@@ -203,6 +203,24 @@ def _registry(ctx: click.Context) -> ModelRegistry:
     return ModelRegistry(_settings(ctx).models_dir)
 
 
+class _DownloadBar:
+    """tqdm fed by the downloader's (done, total) callbacks."""
+
+    def __init__(self) -> None:
+        self.bar: tqdm[Any] | None = None
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if self.bar is None:
+            self.bar = tqdm(
+                total=total, unit="B", unit_scale=True, desc="download", file=sys.stderr
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -284,10 +302,13 @@ def models_pull(ctx: click.Context, ref: str, url: str | None, sha256: str | Non
     """Download a catalogued model (e.g. perch-v2), resumably, and verify it."""
     from sevensense.artifacts.fetch import pull
 
+    bar = _DownloadBar()
     try:
-        artifact = pull(_registry(ctx.find_root()), ref, url=url, sha256=sha256)
+        artifact = pull(_registry(ctx.find_root()), ref, url=url, sha256=sha256, progress=bar)
     except SevensenseError as exc:
         _fail(exc)
+    finally:
+        bar.close()
     click.echo(f"ok {artifact.manifest.identity} sha256={artifact.manifest.sha256}")
 
 
