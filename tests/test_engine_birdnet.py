@@ -38,15 +38,18 @@ def test_codecs_of_the_same_soundscape_give_close_embeddings(engine: EmbeddingEn
     for codec in ("ogg", "mp3"):
         other = _embs(engine, f"{SOUNDSCAPE}.{codec}", energy_threshold=0.0)
         assert other.shape == flac.shape == (40, 1024)
-        cos = np.einsum("ij,ij->i", flac, other)
-        # Measured: OGG min 0.97 / median 0.99, MP3 min 0.98 / median 0.995 (lossy codecs
-        # drop the quietest high partials). Unrelated windows of this soundscape sit near
-        # 0.6-0.8, so 0.9 separates "same audio" from "other audio" with a wide margin.
-        assert cos.min() > 0.9, f"{codec}: min cosine {cos.min():.4f}"
-        assert np.median(cos) > 0.97, f"{codec}: median cosine {np.median(cos):.4f}"
+        sims = flac @ other.T
+        same = np.diag(sims)
+        # Measured (BirdNET, and identically with the original TFLite in LiteRT): same window
+        # across codecs OGG min 0.936 / median 0.974, MP3 min 0.904 / median 0.958; different
+        # windows of this soundscape max 0.875 / median 0.69. The bounds sit between the two
+        # populations, and every lossy window's nearest FLAC window must be its own.
+        assert same.min() > 0.88, f"{codec}: min same-window cosine {same.min():.4f}"
+        assert np.median(same) > 0.94, f"{codec}: median {np.median(same):.4f}"
+        assert (sims.argmax(axis=1) == np.arange(40)).all(), codec
     off_diagonal = flac @ flac.T
     np.fill_diagonal(off_diagonal, np.nan)
-    assert np.nanmedian(off_diagonal) < 0.9
+    assert np.nanmedian(off_diagonal) < 0.8
 
 
 def test_batch_size_and_neighbours_do_not_change_embeddings(birdnet_artifact) -> None:  # type: ignore[no-untyped-def]
