@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +17,20 @@ from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
 from sevensense.jobs import embed_recordings
 from sevensense.outputs.writers import open_writer
 from sevensense.settings import load_settings
+
+
+def peak_rss_mb() -> float:
+    """This process image's own peak RSS.
+
+    Linux's ru_maxrss survives exec and so reports the forking parent's size when that was
+    larger (a pytest run holding several models, say); VmHWM belongs to the new image alone.
+    """
+    if sys.platform.startswith("linux"):
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -33,7 +48,7 @@ def main() -> None:
     settings.inference.intra_threads = args.threads
     engine = EmbeddingEngine(settings)
     model = engine.model(args.model)
-    baseline_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline_mb = peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         writer = open_writer(Path(tmp) / "out.parquet", "parquet", model.manifest.embedding_dim)
         start = time.perf_counter()
@@ -46,7 +61,7 @@ def main() -> None:
         )
         writer.close(summary.to_dict())
         wall = time.perf_counter() - start
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = peak_rss_mb()
     print(
         json.dumps(
             {
@@ -54,8 +69,8 @@ def main() -> None:
                 "audio_s": summary.audio_s,
                 "wall_s": wall,
                 "x_realtime": summary.audio_s / wall if wall else None,
-                "peak_rss_mb": peak_kb / 1024,
-                "after_model_load_rss_mb": baseline_kb / 1024,
+                "peak_rss_mb": peak_mb,
+                "after_model_load_rss_mb": baseline_mb,
                 "failed": [r.source for r in summary.failed],
             }
         )

@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from bench.synthetic_audio import write_long_recording
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.audio.pipeline import prepare_windows
 from sevensense.inference.engine import EmbeddingEngine
 from sevensense.jobs import embed_recordings
 from sevensense.outputs.writers import open_writer
 from sevensense.settings import load_settings, repo_root
-
-from bench.synthetic_audio import write_long_recording
 
 REPO = repo_root()
 SOUNDSCAPE = REPO.parent / "shared" / "audio" / "soundscape_birdnet_120s_48k.flac"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from sevensense.artifacts.build import build_birdnet, build_perch_contract, ensure_catalog_manifests
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.inference.engine import EmbeddingEngine

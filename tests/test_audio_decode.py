@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
+
 from sevensense.audio.decode import iter_mono_blocks, probe
 from sevensense.errors import (
     CorruptAudioError,
@@ -12,7 +13,6 @@ from sevensense.errors import (
     InvalidSamplesError,
     UnsupportedAudioError,
 )
-
 from tests.conftest import audio, tone
 
 

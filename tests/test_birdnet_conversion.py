@@ -30,6 +30,7 @@ import pytest
 import soundfile as sf
 import tflite
 from ai_edge_litert.interpreter import Interpreter
+
 from sevensense.builders import birdnet as bn
 from sevensense.builders.tflite_to_onnx import (
     PRODUCER_NAME,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
 
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
 from tests.conftest import audio, cosine, make_settings
 
 SOUNDSCAPE = "soundscape_birdnet_120s_48k"

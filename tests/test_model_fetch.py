@@ -22,6 +22,7 @@ import onnx
 import pytest
 from moto.server import ThreadedMotoServer
 from onnx import TensorProto, helper
+
 from sevensense.artifacts import catalog
 from sevensense.artifacts.fetch import (
     REJECTED_NAME,

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import soundfile as sf
 import soxr
+
 from sevensense.builders import perch_contract as pc
 
 AUDIO_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "audio" / "labelled"

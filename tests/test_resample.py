@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from sevensense.audio.resample import (
     QUALITY_PRESETS,
     StreamResampler,
@@ -11,7 +12,6 @@ from sevensense.audio.resample import (
     resample,
     resample_blocks,
 )
-
 from tests.conftest import tone
 
 RATE_PAIRS = [(16000, 32000), (16000, 48000), (44100, 48000), (48000, 32000), (22050, 32000)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sevensense.errors import ConfigError
 from sevensense.settings import PROFILE_NAMES, load_settings
 

