@@ -77,6 +77,9 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--no-spin", action="store_true", help="ORT threads do not busy-wait (shared cores)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--rss-model", default="birdnet-v2.4", help="model for the 2-hour RSS run")
     parser.add_argument("--skip-rss", action="store_true")
@@ -87,6 +90,7 @@ def main() -> None:
     settings.inference.providers = ["cpu"]
     settings.inference.intra_threads = args.threads
     settings.inference.max_batch_size = args.batch
+    settings.inference.allow_spinning = not args.no_spin
     engine = EmbeddingEngine(settings)
     model = engine.model("birdnet-v2.4")
     perch = engine.model("perch-contract")
@@ -116,6 +120,7 @@ def main() -> None:
     opts.intra_op_num_threads = args.threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0" if args.no_spin else "1")
     raw = ort.InferenceSession(
         str(model.artifact.model_path), opts, providers=["CPUExecutionProvider"]
     )

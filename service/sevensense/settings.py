@@ -56,6 +56,10 @@ class InferenceSettings(_Section):
     intra_threads: int = Field(0, ge=0, description="0 = min(cores, 4), as ADR-007 §2.3")
     inter_threads: int = Field(1, ge=1)
     graph_optimization: GraphOptimization = "all"
+    allow_spinning: bool = Field(
+        True,
+        description="ORT worker threads busy-wait between ops; turn off when cores are shared",
+    )
     max_batch_size: int = Field(8, ge=1, le=1024)
     model: str = "birdnet-v2.4"
     model_variant: str = "base"

@@ -93,6 +93,9 @@ def create_session(
     opts.inter_op_num_threads = settings.inter_threads
     opts.graph_optimization_level = _GRAPH_OPT[settings.graph_optimization]
     opts.log_severity_level = 3
+    opts.add_session_config_entry(
+        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
+    )
     chain = provider_chain(settings)
     session = ort.InferenceSession(
         str(model_path),
