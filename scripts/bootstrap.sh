@@ -16,8 +16,14 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "[bootstrap] installing locked dependencies (about a minute on a fresh machine)"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+  log=$VENV/pip-install.log
+  if ! { "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip &&
+         "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+           -c constraints.txt -e '.[dev]'; } >"$log" 2>&1; then
+    grep -v 'is ignored: it is neither' "$log" | tail -40
+    echo "[bootstrap] pip install failed; full log: $log" >&2
+    exit 1
+  fi
   "$VENV/bin/python" -m pip check
   echo "$want" > "$STAMP"
 else
