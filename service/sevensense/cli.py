@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import ModelRegistry
+from sevensense.audio.decode import probe
 from sevensense.errors import SevensenseError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
 from sevensense.jobs import embed_recordings, expand_paths
@@ -30,6 +31,17 @@ EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 def _fail(exc: SevensenseError) -> None:
     click.echo(f"error [{exc.code}]: {exc.message}", err=True)
     sys.exit(EXIT_FAILED)
+
+
+def _total_seconds(files: list[Path]) -> float:
+    """Header durations for the progress bar; unreadable files count as zero here."""
+    total = 0.0
+    for path in files:
+        try:
+            total += probe(path).duration_s
+        except SevensenseError:
+            continue
+    return total
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -137,23 +149,24 @@ def embed(
         n_classes = width if isinstance(width, int) else None
     writer = open_writer(out_path, fmt, model.manifest.embedding_dim, n_classes)
     bar = tqdm(
-        total=len(files), unit="file", disable=quiet or None, desc="embedding", file=sys.stderr
+        total=round(_total_seconds(files)),
+        unit="s",
+        unit_scale=True,
+        disable=quiet or None,
+        desc="audio embedded",
+        file=sys.stderr,
     )
-    seen: set[str] = set()
-    windows = 0
+    reached: dict[str, float] = {}
 
     def progress(result: WindowResult) -> None:
-        nonlocal windows
-        windows += 1
-        if result.source not in seen:
-            seen.add(result.source)
-            bar.update(1)
-        bar.set_postfix(windows=windows, refresh=False)
+        before = reached.get(result.source, 0.0)
+        if result.end_s > before:
+            reached[result.source] = result.end_s
+            bar.update(result.end_s - before)
 
     summary = embed_recordings(
         engine, files, writer.write, model=model, options=options, on_window=progress
     )
-    bar.update(len(files) - bar.n)
     bar.close()
     report = summary.to_dict()
     writer.close(report)
