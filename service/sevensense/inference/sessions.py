@@ -146,13 +146,20 @@ class SessionManager:
         self.registry = registry
         self.settings = settings
         self._models: dict[tuple[str, str, str], LoadedModel] = {}
+        self._resolved: dict[str, Artifact] = {}
         self._lock = threading.Lock()
 
     def get(self, ref: str | ModelRef | Artifact) -> LoadedModel:
+        """The loaded model for a reference; a reference is resolved on disk only once."""
         if isinstance(ref, Artifact):
             artifact = ref
         else:
-            artifact = self.registry.resolve(ref, default_variant=self.settings.model_variant)
+            text = str(ref)
+            found = self._resolved.get(text)
+            if found is None:
+                found = self.registry.resolve(ref, default_variant=self.settings.model_variant)
+                self._resolved[text] = found
+            artifact = found
         with self._lock:
             cached = self._models.get(artifact.key)
             if cached is not None:
@@ -164,6 +171,12 @@ class SessionManager:
     def evict(self, key: tuple[str, str, str]) -> None:
         with self._lock:
             self._models.pop(key, None)
+            self._resolved = {k: a for k, a in self._resolved.items() if a.key != key}
+
+    def refresh(self) -> None:
+        """Forget how references resolved (call after registering new versions)."""
+        with self._lock:
+            self._resolved.clear()
 
     def loaded(self) -> list[LoadedModel]:
         with self._lock:
