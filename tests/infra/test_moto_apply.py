@@ -137,12 +137,23 @@ def test_apply_storage_queues_and_receive_object_created(
         assert len(allows) == 1
         assert allows[0]["Condition"]["ArnEquals"]["aws:SourceArn"] == f"arn:aws:s3:::{bucket}"
 
-        # A real recording under the prefix, with a space to exercise key encoding.
-        key = f"{prefix}site-42/birdnet sample 3s.wav"
-        s3.upload_file(str(AUDIO_FILE), bucket, key)
-        # Objects outside the filters must not create jobs.
-        s3.put_object(Bucket=bucket, Key=f"{prefix}site-42/notes.txt", Body=b"not audio")
-        s3.put_object(Bucket=bucket, Key="elsewhere/birdnet.wav", Body=b"RIFF")
+        # The TLS-only bucket policy is in place ...
+        bucket_policy = s3.get_bucket_policy(Bucket=bucket)["Policy"]
+        (deny,) = [s for s in json.loads(bucket_policy)["Statement"] if s["Effect"] == "Deny"]
+        assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        # ... but moto 5.2.5 ignores the conditions of bucket-policy statements (it does
+        # not implement the Bool operator), so this Deny would refuse every PutObject on
+        # its plain-HTTP endpoint. Lift it for the upload, put it back before destroy.
+        s3.delete_bucket_policy(Bucket=bucket)
+        try:
+            # A real recording under the prefix, with a space to exercise key encoding.
+            key = f"{prefix}site-42/birdnet sample 3s.wav"
+            s3.upload_file(str(AUDIO_FILE), bucket, key)
+            # Objects outside the filters must not create jobs.
+            s3.put_object(Bucket=bucket, Key=f"{prefix}site-42/notes.txt", Body=b"not audio")
+            s3.put_object(Bucket=bucket, Key="elsewhere/birdnet.wav", Body=b"RIFF")
+        finally:
+            s3.put_bucket_policy(Bucket=bucket, Policy=bucket_policy)
 
         records = _receive_object_created(sqs, queue_url)
         keys = [unquote_plus(r["s3"]["object"]["key"]) for r in records]

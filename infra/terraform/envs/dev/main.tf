@@ -35,10 +35,11 @@ provider "aws" {
 module "platform" {
   source = "../../modules/platform"
 
-  environment     = "dev"
-  image_tag       = var.image_tag
-  certificate_arn = var.certificate_arn
-  vpc_cidr        = "10.41.0.0/16"
+  environment        = "dev"
+  image_tag          = var.image_tag
+  certificate_arn    = var.certificate_arn
+  bucket_name_suffix = var.bucket_name_suffix
+  vpc_cidr           = "10.41.0.0/16"
 
   allowed_ingress_cidrs = var.allowed_ingress_cidrs
   alarm_emails          = var.alarm_emails

@@ -57,3 +57,9 @@ variable "gpu_instance_types" {
   type        = list(string)
   default     = ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
 }
+
+variable "bucket_name_suffix" {
+  description = "Suffix making bucket names globally unique (<project>-<env>-<purpose>-<suffix>); null uses <account id>-<region>."
+  type        = string
+  default     = null
+}

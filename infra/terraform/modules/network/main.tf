@@ -5,12 +5,15 @@
 data "aws_region" "current" {}
 
 data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:Subnets take the first az_count zones of the sorted list (or var.availability_zones when set), so a zone AWS adds later never moves existing subnets.
   state = "available"
 }
 
 locals {
   region = data.aws_region.current.name
-  azs    = slice(data.aws_availability_zones.available.names, 0, var.az_count)
+  azs = (length(var.availability_zones) > 0
+    ? var.availability_zones
+  : slice(sort(data.aws_availability_zones.available.names), 0, var.az_count))
 
   # /16 -> private /20s at netnum 0..n-1, public /24s carved from the top of the range.
   private_cidrs = [for i in range(var.az_count) : cidrsubnet(var.vpc_cidr, 4, i)]

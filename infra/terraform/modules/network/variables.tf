@@ -30,6 +30,19 @@ variable "az_count" {
   }
 }
 
+check "availability_zones_match_az_count" {
+  assert {
+    condition     = length(var.availability_zones) == 0 || length(var.availability_zones) == var.az_count
+    error_message = "availability_zones must list exactly az_count zones."
+  }
+}
+
+variable "availability_zones" {
+  description = "Explicit zone names to use (length must equal az_count); empty: the first az_count available zones."
+  type        = list(string)
+  default     = []
+}
+
 variable "kms_key_arn" {
   description = "CMK ARN for the flow-log log group."
   type        = string

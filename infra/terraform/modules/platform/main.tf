@@ -42,6 +42,7 @@ module "storage_queues" {
   source = "../storage-queues"
 
   name_prefix                      = local.name_prefix
+  bucket_name_suffix               = var.bucket_name_suffix
   kms_key_arn                      = module.kms.key_arn
   batch_input_prefix               = var.batch_input_prefix
   batch_input_suffixes             = var.batch_input_suffixes

@@ -29,6 +29,12 @@ variable "image_tag" {
   }
 }
 
+variable "bucket_name_suffix" {
+  description = "Suffix making bucket names globally unique; null uses <account id>-<region>."
+  type        = string
+  default     = null
+}
+
 variable "certificate_arn" {
   description = "ACM certificate ARN for the ALB's HTTPS listener."
   type        = string

@@ -53,31 +53,22 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
   bucket = aws_s3_bucket.this.id
 
   rule {
-    id     = "abort-incomplete-multipart"
+    id     = "retention"
     status = "Enabled"
     filter {}
+
     abort_incomplete_multipart_upload {
       days_after_initiation = 7
     }
-  }
 
-  rule {
-    id     = "expire-noncurrent-versions"
-    status = "Enabled"
-    filter {}
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_expiration_days
     }
-  }
 
-  dynamic "rule" {
-    for_each = var.expiration_days == null ? [] : [var.expiration_days]
-    content {
-      id     = "expire-current-objects"
-      status = "Enabled"
-      filter {}
-      expiration {
-        days = rule.value
+    dynamic "expiration" {
+      for_each = var.expiration_days == null ? [] : [var.expiration_days]
+      content {
+        days = expiration.value
       }
     }
   }

@@ -19,8 +19,9 @@ locals {
   account_id = data.aws_caller_identity.current.account_id
   region     = data.aws_region.current.name
   partition  = data.aws_partition.current.partition
-  # Bucket names are global: suffix them with account and region.
-  bucket_suffix = "${local.account_id}-${local.region}"
+  # Bucket names are global: suffix them with account and region unless the operator
+  # chose a suffix (an organisation naming convention).
+  bucket_suffix = var.bucket_name_suffix != null ? var.bucket_name_suffix : "${local.account_id}-${local.region}"
 
   bucket_names = {
     access_logs     = "${var.name_prefix}-access-logs-${local.bucket_suffix}"
@@ -122,19 +123,29 @@ data "aws_iam_policy_document" "access_logs" {
     }
   }
 
-  statement {
-    sid       = "S3ServerAccessLogs"
-    effect    = "Allow"
-    actions   = ["s3:PutObject"]
-    resources = ["${aws_s3_bucket.access_logs.arn}/s3/*"]
-    principals {
-      type        = "Service"
-      identifiers = ["logging.s3.amazonaws.com"]
-    }
-    condition {
-      test     = "StringEquals"
-      variable = "aws:SourceAccount"
-      values   = [local.account_id]
+  # S3 server access logs: each source bucket may only write under its own prefix
+  # (the target_prefix of its aws_s3_bucket_logging, s3/<bucket>/).
+  dynamic "statement" {
+    for_each = { for k, v in local.bucket_names : k => v if k != "access_logs" }
+    content {
+      sid       = "S3ServerAccessLogs${replace(title(replace(statement.key, "_", " ")), " ", "")}"
+      effect    = "Allow"
+      actions   = ["s3:PutObject"]
+      resources = ["${aws_s3_bucket.access_logs.arn}/s3/${statement.value}/*"]
+      principals {
+        type        = "Service"
+        identifiers = ["logging.s3.amazonaws.com"]
+      }
+      condition {
+        test     = "ArnLike"
+        variable = "aws:SourceArn"
+        values   = ["arn:${local.partition}:s3:::${statement.value}"]
+      }
+      condition {
+        test     = "StringEquals"
+        variable = "aws:SourceAccount"
+        values   = [local.account_id]
+      }
     }
   }
 

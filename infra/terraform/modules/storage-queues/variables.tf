@@ -8,6 +8,17 @@ variable "name_prefix" {
   }
 }
 
+variable "bucket_name_suffix" {
+  description = "Suffix that makes bucket names globally unique (<name_prefix>-<purpose>-<suffix>). null: <account id>-<region>."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.bucket_name_suffix == null || can(regex("^[a-z0-9][a-z0-9-]{1,24}[a-z0-9]$", coalesce(var.bucket_name_suffix, "x")))
+    error_message = "bucket_name_suffix must be 3-26 chars of lowercase letters, digits and hyphens."
+  }
+}
+
 variable "kms_key_arn" {
   description = "ARN of the CMK that encrypts buckets and queues. Its key policy must let s3.amazonaws.com use it (see the kms module), or S3 cannot notify the encrypted batch queue."
   type        = string
