@@ -11,6 +11,7 @@ module touches points to loopback, and the metadata API is disabled.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -88,6 +89,7 @@ def test_apply_storage_queues_and_receive_object_created(
 
     assert AUDIO_FILE.is_file(), f"shared test audio missing: {AUDIO_FILE}"
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request log lines
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)

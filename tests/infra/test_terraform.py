@@ -36,8 +36,8 @@ def test_init_and_validate(terraform: Terraform, tf_copy: Path, root: Path) -> N
 def test_every_module_has_tests() -> None:
     modules = {p.name for p in (TF_DIR / "modules").iterdir() if p.is_dir()}
     # s3-bucket is exercised through storage-queues' tests; platform through the
-    # validate/structure tests of the environment roots.
-    untested = modules - {p.name for p in MODULES_WITH_TESTS} - {"s3-bucket", "platform", "kms"}
+    # validate/wiring tests of the environment roots.
+    untested = modules - {p.name for p in MODULES_WITH_TESTS} - {"s3-bucket", "platform"}
     assert not untested, f"modules without terraform tests: {sorted(untested)}"
 
 
