@@ -100,10 +100,12 @@ resource "aws_launch_template" "gpu" {
   block_device_mappings {
     device_name = "/dev/xvda"
     ebs {
-      volume_size           = var.gpu_root_volume_gib
-      volume_type           = "gp3"
+      volume_size = var.gpu_root_volume_gib
+      volume_type = "gp3"
+      # Encrypted with the account's AWS-managed EBS key on purpose: a CMK here would
+      # need the AutoScaling service-linked role in its key policy, and that role only
+      # exists after the account's first ASG, so the key policy could not name it.
       encrypted             = true
-      kms_key_id            = var.kms_key_arn
       delete_on_termination = true
     }
   }

@@ -34,7 +34,7 @@ variable "s3_prefix_list_id" {
 }
 
 variable "kms_key_arn" {
-  description = "CMK ARN (EBS volumes, ECS Exec, exec audit log group)."
+  description = "CMK ARN (ECS Exec sessions and their audit log group)."
   type        = string
 }
 

@@ -2,7 +2,8 @@
 #
 # entry      : target tracking on ALB requests per target.
 # model-cpu  : target tracking on average CPU (the CPU model path is CPU-bound).
-# model-gpu  : target tracking on entry requests per running GPU task, plus a
+# model-gpu  : target tracking on entry requests per running GPU task (all requests
+#              while no GPU task runs yet, so a pending task is not scaled away), plus a
 #              "wake from zero" step policy: while the GPU service has 0 desired tasks
 #              and the entry receives requests, add one task. The capacity provider then
 #              launches a GPU instance (managed scaling scales the ASG from zero). Until
@@ -89,7 +90,7 @@ resource "aws_appautoscaling_policy" "model_gpu_requests" {
       metrics {
         id          = "per_task"
         label       = "Entry requests per running GPU task (per minute)"
-        expression  = "IF(running > 0, requests / running, 0)"
+        expression  = "IF(running > 0, requests / running, requests)"
         return_data = true
       }
       metrics {
