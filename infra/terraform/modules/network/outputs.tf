@@ -1,5 +1,5 @@
 output "vpc_id" {
-  description = "VPC ID."
+  description = "ID of the platform VPC."
   value       = aws_vpc.this.id
 }
 

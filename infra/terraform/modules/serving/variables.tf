@@ -75,7 +75,7 @@ variable "model_cpu_command" {
 }
 
 variable "vpc_id" {
-  description = "VPC ID."
+  description = "ID of the platform VPC."
   type        = string
 }
 

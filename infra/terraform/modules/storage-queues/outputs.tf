@@ -1,6 +1,8 @@
 output "access_log_bucket" {
   description = "Name of the access-log bucket (S3 server access logs under s3/, ALB logs under alb/)."
-  value       = aws_s3_bucket.access_logs.id
+  # From the policy resource: an ALB checks that it may write its logs when it is
+  # created, so consumers must wait for the bucket policy, not just the bucket.
+  value = aws_s3_bucket_policy.access_logs.bucket
 }
 
 output "model_artifacts_bucket" {

@@ -52,7 +52,7 @@ variable "cluster_arn" {
 }
 
 variable "vpc_id" {
-  description = "VPC ID."
+  description = "ID of the platform VPC."
   type        = string
 }
 
