@@ -30,9 +30,12 @@ ROOT_CONFIGS = sorted(
     [p.relative_to(TF_DIR) for p in ENVS_DIR.iterdir() if (p / "main.tf").exists()]
     + [p.relative_to(TF_DIR) for p in TF_TEST_ROOTS_DIR.iterdir() if (p / "main.tf").exists()]
 )
-# Modules that carry `terraform test` suites.
+# Modules and environments that carry `terraform test` suites.
 MODULES_WITH_TESTS = sorted(
     p.relative_to(TF_DIR) for p in MODULES_DIR.iterdir() if list(p.glob("tests/*.tftest.hcl"))
+)
+TF_TEST_DIRS = MODULES_WITH_TESTS + sorted(
+    p.relative_to(TF_DIR) for p in ENVS_DIR.iterdir() if list(p.glob("tests/*.tftest.hcl"))
 )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MODULES_WITH_TESTS, ROOT_CONFIGS, TF_DIR, Terraform
+from .conftest import MODULES_WITH_TESTS, ROOT_CONFIGS, TF_DIR, TF_TEST_DIRS, Terraform
 
 
 def test_fmt_check_recursive(terraform: Terraform) -> None:
@@ -36,14 +36,14 @@ def test_init_and_validate(terraform: Terraform, tf_copy: Path, root: Path) -> N
 def test_every_module_has_tests() -> None:
     modules = {p.name for p in (TF_DIR / "modules").iterdir() if p.is_dir()}
     # s3-bucket is exercised through storage-queues' tests; platform through the
-    # validate/wiring tests of the environment roots.
+    # environments' terraform tests and the wiring tests.
     untested = modules - {p.name for p in MODULES_WITH_TESTS} - {"s3-bucket", "platform"}
     assert not untested, f"modules without terraform tests: {sorted(untested)}"
 
 
-@pytest.mark.parametrize("module", MODULES_WITH_TESTS, ids=str)
-def test_terraform_test(terraform: Terraform, tf_copy: Path, module: Path) -> None:
-    workdir = tf_copy / module
+@pytest.mark.parametrize("config", TF_TEST_DIRS, ids=str)
+def test_terraform_test(terraform: Terraform, tf_copy: Path, config: Path) -> None:
+    workdir = tf_copy / config
     terraform.init(workdir)
     proc = terraform.run(["test", "-no-color"], workdir, timeout=300, check=False)
     out = proc.stdout + proc.stderr
