@@ -122,9 +122,7 @@ def terraform(tmp_path_factory: pytest.TempPathFactory) -> Terraform:
         "}\n"
     )
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TF_", "AWS_")) or k == "TF_LOG"
+        k: v for k, v in os.environ.items() if not k.startswith(("TF_", "AWS_")) or k == "TF_LOG"
     }
     env.update(
         TF_CLI_CONFIG_FILE=str(cli_config),

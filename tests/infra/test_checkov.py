@@ -57,7 +57,8 @@ def checkov_report() -> dict:
 def test_checkov_zero_failed(checkov_report: dict) -> None:
     summary = checkov_report["summary"]
     failed = [
-        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']}) {c['check_name']}"
+        f"{c['check_id']} {c['resource']} ({c['file_path']}:{c['file_line_range']}) "
+        f"{c['check_name']}"
         for c in checkov_report["results"]["failed_checks"]
     ]
     print(

@@ -20,6 +20,7 @@ from urllib.parse import unquote_plus
 import boto3
 import pytest
 from botocore.config import Config
+from moto.server import ThreadedMotoServer
 
 from .conftest import REPO_ROOT, Terraform, copy_tree
 
@@ -62,9 +63,7 @@ def _receive_object_created(sqs, queue_url: str, deadline_s: float = 30) -> list
     records: list[dict] = []
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        resp = sqs.receive_message(
-            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
-        )
+        resp = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for msg in resp.get("Messages", []):
             body = json.loads(msg["Body"])
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg["ReceiptHandle"])
@@ -85,8 +84,6 @@ def _receive_object_created(sqs, queue_url: str, deadline_s: float = 30) -> list
 def test_apply_storage_queues_and_receive_object_created(
     terraform: Terraform, tmp_path: Path
 ) -> None:
-    from moto.server import ThreadedMotoServer
-
     assert AUDIO_FILE.is_file(), f"shared test audio missing: {AUDIO_FILE}"
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request log lines
@@ -126,9 +123,7 @@ def test_apply_storage_queues_and_receive_object_created(
         assert enc["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
         pab = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         assert all(pab.values()), pab
-        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])[
-            "Attributes"
-        ]
+        attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
         redrive = json.loads(attrs["RedrivePolicy"])
         assert int(redrive["maxReceiveCount"]) == 3
         assert redrive["deadLetterTargetArn"].endswith(":sevensense-it-batch-jobs-dlq")

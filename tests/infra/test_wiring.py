@@ -18,10 +18,10 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
+import tfparse
 
 from .conftest import ENVS_DIR
 
@@ -61,9 +61,7 @@ class Parsed:
         if isinstance(value, list):
             return [self.resolve(v) for v in value]
         if isinstance(value, dict):
-            return {
-                k: self.resolve(v) for k, v in value.items() if k not in ("__tfmeta", "id")
-            }
+            return {k: self.resolve(v) for k, v in value.items() if k not in ("__tfmeta", "id")}
         return value
 
     def one(self, rtype: str, path: str) -> dict[str, Any]:
@@ -78,8 +76,6 @@ class Parsed:
 
 @pytest.fixture(scope="module", params=ENVS)
 def parsed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Parsed:
-    import tfparse
-
     env = request.param
     root = ENVS_DIR / env
     tfvars = tmp_path_factory.mktemp(f"wiring-{env}") / "wiring.tfvars"
@@ -105,7 +101,7 @@ def parsed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def test_input_bucket_notifies_batch_queue(parsed: Parsed) -> None:
     notes = list(parsed.all("aws_s3_bucket_notification"))
     assert len(notes) == 1, "exactly one bucket notification in the platform"
-    path, note = notes[0]
+    _path, note = notes[0]
     assert parsed.resolve(note["bucket"]) in parsed.bucket_refs("batch-in", "batch_input")
     queues = as_list(note["queue"])
     assert {q["filter_suffix"] for q in queues} == {".wav", ".flac", ".mp3", ".ogg", ".opus"}
@@ -370,7 +366,9 @@ def test_every_bucket_is_private_encrypted_logged(parsed: Parsed) -> None:
     buckets = {r["bucket"] for _, r in parsed.all("aws_s3_bucket")}
     expected = {parsed.bucket(p) for p in ("access-logs", "models", "batch-in", "batch-out")}
     assert buckets == expected
-    pabs = {parsed.resolve(r["bucket"]): r for _, r in parsed.all("aws_s3_bucket_public_access_block")}
+    pabs = {
+        parsed.resolve(r["bucket"]): r for _, r in parsed.all("aws_s3_bucket_public_access_block")
+    }
     assert len(pabs) == 4
     for r in pabs.values():
         assert all(
