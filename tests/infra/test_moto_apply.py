@@ -4,8 +4,9 @@ Terraform creates the real buckets, queues, queue policies and the S3 -> SQS
 notification through the hashicorp/aws provider (endpoints overridden to moto in a
 test-only *_override.tf written into a temporary copy of the tree). Then a real audio
 recording is uploaded with boto3 and its ObjectCreated event must arrive on the created
-batch-jobs queue. Nothing here can reach real AWS: fake credentials, every endpoint the
-module touches points to loopback, and the metadata API is disabled.
+batch-jobs queue; a job that is received but never completed must land in the batch DLQ
+after maxReceiveCount receives. Nothing here can reach real AWS: fake credentials, every
+endpoint the module touches points to loopback, and the metadata API is disabled.
 """
 
 from __future__ import annotations
@@ -159,6 +160,34 @@ def test_apply_storage_queues_and_receive_object_created(
         assert rec["eventName"].startswith("ObjectCreated:")
         assert rec["s3"]["bucket"]["name"] == bucket
         assert rec["s3"]["object"]["size"] == AUDIO_FILE.stat().st_size
+
+        # A job that keeps failing (received, never deleted) ends up in the batch DLQ
+        # after maxReceiveCount (3) receives.
+        s3.delete_bucket_policy(Bucket=bucket)
+        try:
+            poison = f"{prefix}site-42/poison.flac"
+            s3.put_object(Bucket=bucket, Key=poison, Body=b"fLaC")
+        finally:
+            s3.put_bucket_policy(Bucket=bucket, Policy=bucket_policy)
+        receives = 0
+        for _ in range(10):
+            msgs = sqs.receive_message(
+                QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=2
+            ).get("Messages", [])
+            if not msgs:
+                break
+            receives += 1
+            # the worker "crashes": make the message visible again at once
+            sqs.change_message_visibility(
+                QueueUrl=queue_url, ReceiptHandle=msgs[0]["ReceiptHandle"], VisibilityTimeout=0
+            )
+        assert receives == 3, f"received {receives} times before dead-lettering"
+        dead = sqs.receive_message(
+            QueueUrl=outputs["batch_dlq_url"], MaxNumberOfMessages=1, WaitTimeSeconds=5
+        ).get("Messages", [])
+        assert len(dead) == 1
+        (dead_record,) = json.loads(dead[0]["Body"])["Records"]
+        assert unquote_plus(dead_record["s3"]["object"]["key"]) == poison
     finally:
         try:
             if applied:
