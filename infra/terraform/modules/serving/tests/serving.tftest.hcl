@@ -1,0 +1,180 @@
+# Serving: names, entry -> model wiring, GPU placement and variable validation
+# (mocked AWS provider, offline).
+
+mock_provider "aws" {
+  mock_data "aws_region" {
+    defaults = { name = "eu-west-1" }
+  }
+  mock_resource "aws_lb" {
+    defaults = {
+      arn        = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/sevensense-test-api/abc"
+      arn_suffix = "app/sevensense-test-api/abc"
+    }
+  }
+  mock_resource "aws_appautoscaling_policy" {
+    defaults = { arn = "arn:aws:autoscaling:eu-west-1:123456789012:scalingPolicy:0000:resource/ecs/service/x:policyName/p" }
+  }
+  mock_resource "aws_wafv2_web_acl" {
+    defaults = { arn = "arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/sevensense-test-api/1111" }
+  }
+  mock_resource "aws_cloudwatch_log_group" {
+    defaults = { arn = "arn:aws:logs:eu-west-1:123456789012:log-group:aws-waf-logs-sevensense-test" }
+  }
+  mock_resource "aws_lb_target_group" {
+    defaults = {
+      arn        = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/sevensense-test-entry/def"
+      arn_suffix = "targetgroup/sevensense-test-entry/def"
+    }
+  }
+}
+
+variables {
+  name_prefix                   = "sevensense-test"
+  image                         = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sevensense/test/bento:v1.2.3"
+  vpc_id                        = "vpc-1"
+  vpc_cidr                      = "10.40.0.0/16"
+  private_subnet_ids            = ["subnet-a", "subnet-b"]
+  public_subnet_ids             = ["subnet-c", "subnet-d"]
+  s3_prefix_list_id             = "pl-1"
+  cluster_name                  = "sevensense-test"
+  cluster_arn                   = "arn:aws:ecs:eu-west-1:123456789012:cluster/sevensense-test"
+  service_connect_namespace_arn = "arn:aws:servicediscovery:eu-west-1:123456789012:namespace/ns-1"
+  gpu_capacity_provider_name    = "sevensense-test-gpu"
+  execution_role_arn            = "arn:aws:iam::123456789012:role/exec"
+  entry_task_role_arn           = "arn:aws:iam::123456789012:role/entry"
+  model_gpu_task_role_arn       = "arn:aws:iam::123456789012:role/gpu"
+  model_cpu_task_role_arn       = "arn:aws:iam::123456789012:role/cpu"
+  log_group_names               = { entry = "/e", "model-gpu" = "/g", "model-cpu" = "/c" }
+  kms_key_arn                   = "arn:aws:kms:eu-west-1:123456789012:key/k"
+  certificate_arn               = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"
+  access_log_bucket             = "logs"
+  deferred_queue_url            = "https://sqs.eu-west-1.amazonaws.com/123456789012/sevensense-test-deferred-requests"
+  api_keys_secret_arn           = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-keys"
+  model_registry_uri            = "s3://models/models/"
+  model_registry_parameter_name = "/sevensense-test/model-registry-uri"
+  canary_parameter_name         = "/sevensense-test/canary"
+}
+
+run "entry_reaches_models_and_queue" {
+  command = plan
+
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.entry.container_definitions)[0].command[0] == "bentoml" && jsondecode(aws_ecs_task_definition.entry.container_definitions)[0].command[1] == "serve"
+    error_message = "entry runs bentoml serve"
+  }
+  assert {
+    condition = {
+      for e in jsondecode(aws_ecs_task_definition.entry.container_definitions)[0].environment : e.name => e.value
+      if startswith(e.name, "SEVENSENSE_")
+      } == {
+      SEVENSENSE_PROFILE              = "cloud"
+      SEVENSENSE_ROLE                 = "entry"
+      SEVENSENSE_PORT                 = "3000"
+      SEVENSENSE_GPU_URL              = "http://model-gpu:3000"
+      SEVENSENSE_CPU_URL              = "http://model-cpu:3000"
+      SEVENSENSE_DEFERRED_QUEUE_URL   = var.deferred_queue_url
+      SEVENSENSE_API_KEYS_SECRET_ARN  = var.api_keys_secret_arn
+      SEVENSENSE_MODEL_REGISTRY_URI   = var.model_registry_uri
+      SEVENSENSE_MODEL_REGISTRY_PARAM = var.model_registry_parameter_name
+      SEVENSENSE_CANARY_PARAM         = var.canary_parameter_name
+    }
+    error_message = "entry environment contract"
+  }
+  assert {
+    condition     = one(one(aws_ecs_service.model_gpu.service_connect_configuration).service).discovery_name == "model-gpu" && one(one(one(aws_ecs_service.model_gpu.service_connect_configuration).service).client_alias).dns_name == "model-gpu"
+    error_message = "GPU model service is published as model-gpu"
+  }
+  assert {
+    condition     = one(one(one(aws_ecs_service.model_cpu.service_connect_configuration).service).client_alias).dns_name == "model-cpu"
+    error_message = "CPU model service is published as model-cpu"
+  }
+  assert {
+    condition     = one(aws_ecs_service.model_gpu.capacity_provider_strategy).capacity_provider == "sevensense-test-gpu"
+    error_message = "GPU service runs on the GPU capacity provider"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.model_gpu.container_definitions)[0].resourceRequirements[0].type == "GPU" && jsondecode(aws_ecs_task_definition.model_gpu.container_definitions)[0].resourceRequirements[0].value == "1"
+    error_message = "one GPU per GPU task"
+  }
+  assert {
+    condition     = one(aws_ecs_service.model_cpu.capacity_provider_strategy).capacity_provider == "FARGATE" && one(aws_ecs_service.entry.capacity_provider_strategy).capacity_provider == "FARGATE"
+    error_message = "entry and CPU fallback run on Fargate"
+  }
+  assert {
+    condition     = one(aws_lb_target_group.entry.health_check).path == "/readyz"
+    error_message = "ALB health check on /readyz"
+  }
+  assert {
+    condition     = aws_lb_listener.https.protocol == "HTTPS" && aws_lb_listener.https.certificate_arn == var.certificate_arn
+    error_message = "HTTPS listener with the given certificate"
+  }
+  assert {
+    condition     = aws_appautoscaling_target.model_gpu.min_capacity == 0
+    error_message = "GPU service scales to zero by default"
+  }
+  assert {
+    condition     = aws_appautoscaling_target.model_cpu.min_capacity == 1
+    error_message = "CPU fallback keeps a task by default"
+  }
+}
+
+run "autoscaling_wiring" {
+  command = apply
+
+  assert {
+    condition     = one(aws_appautoscaling_policy.entry_requests.target_tracking_scaling_policy_configuration[0].predefined_metric_specification).resource_label == "app/sevensense-test-api/abc/targetgroup/sevensense-test-entry/def"
+    error_message = "entry scales on its own ALB target group's request count"
+  }
+  assert {
+    condition     = contains(aws_cloudwatch_metric_alarm.model_gpu_wake.alarm_actions, aws_appautoscaling_policy.model_gpu_wake.arn)
+    error_message = "the wake-from-zero alarm triggers the GPU step policy"
+  }
+}
+
+run "rejects_latest_tag" {
+  command = plan
+  variables {
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sevensense/test/bento:latest"
+  }
+  expect_failures = [var.image]
+}
+
+run "rejects_untagged_image" {
+  command = plan
+  variables {
+    image = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/sevensense/test/bento"
+  }
+  expect_failures = [var.image]
+}
+
+run "rejects_non_acm_certificate" {
+  command = plan
+  variables {
+    certificate_arn = "arn:aws:iam::123456789012:server-certificate/foo"
+  }
+  expect_failures = [var.certificate_arn]
+}
+
+run "rejects_entry_scale_to_zero" {
+  command = plan
+  variables {
+    entry_min_tasks = 0
+  }
+  expect_failures = [var.entry_min_tasks]
+}
+
+run "rejects_old_tls_policy" {
+  command = plan
+  variables {
+    ssl_policy = "ELBSecurityPolicy-2016-08"
+  }
+  expect_failures = [var.ssl_policy]
+}
+
+run "rejects_long_name_prefix" {
+  command = plan
+  variables {
+    name_prefix = "sevensense-production-eu"
+  }
+  expect_failures = [var.name_prefix]
+}

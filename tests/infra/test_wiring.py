@@ -1,0 +1,395 @@
+"""Structural tests of the wiring between the pieces, on the fully composed roots.
+
+tfparse evaluates each environment root (envs/dev, envs/prod) with its modules the way
+Terraform would, without a provider: literal values are computed, and a reference to a
+value only known after apply (an ARN, a queue URL) is replaced by the id of the
+resource it comes from. Resolving those ids back to resource addresses lets us assert
+the wires themselves: which queue the bucket notifies, which DLQ a queue redrives to,
+which principal a queue policy admits, which exact resources each role reaches.
+
+A fixed bucket_name_suffix makes bucket names (and so their ARNs) known without an
+account ID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import tfparse
+
+from .conftest import ENVS_DIR
+
+SUFFIX = "structtest"
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+P = "module.platform."
+SQ = "module.storage_queues."
+ENVS = ["dev", "prod"]
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+@dataclass
+class Parsed:
+    env: str
+    data: dict[str, list[dict[str, Any]]]
+    ids: dict[str, str]
+
+    def bucket(self, purpose: str) -> str:
+        return f"sevensense-{self.env}-{purpose}-{SUFFIX}"
+
+    def bucket_refs(self, purpose: str, module: str) -> tuple[str, str]:
+        """A bucket is referenced by its (known) name or by its s3-bucket module."""
+        return (self.bucket(purpose), SQ + f"module.{module}")
+
+    def resolve(self, value: Any) -> Any:
+        """Replace resource ids by addresses relative to module.platform."""
+        if isinstance(value, str):
+            m = UUID.match(value)
+            if m and m.group(0) in self.ids:
+                return self.ids[m.group(0)].removeprefix(P) + value[m.end() :]
+            return value
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items() if k not in ("__tfmeta", "id")}
+        return value
+
+    def one(self, rtype: str, path: str) -> dict[str, Any]:
+        matches = [r for r in self.data.get(rtype, []) if r["__tfmeta"]["path"] == P + path]
+        assert len(matches) == 1, f"{rtype} {path}: {len(matches)} matches"
+        return matches[0]
+
+    def all(self, rtype: str) -> Iterable[tuple[str, dict[str, Any]]]:
+        for r in self.data.get(rtype, []):
+            yield r["__tfmeta"]["path"].removeprefix(P), r
+
+
+@pytest.fixture(scope="module", params=ENVS)
+def parsed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Parsed:
+    env = request.param
+    root = ENVS_DIR / env
+    tfvars = tmp_path_factory.mktemp(f"wiring-{env}") / "wiring.tfvars"
+    tfvars.write_text(
+        'image_tag          = "v0.1.0"\n'
+        'certificate_arn    = "arn:aws:acm:eu-west-1:111122223333:certificate/abc"\n'
+        f'bucket_name_suffix = "{SUFFIX}"\n'
+    )
+    # tfparse resolves var files relative to the module directory.
+    data = tfparse.load_from_path(root, vars_paths=[os.path.relpath(tfvars, root)])
+    ids = {
+        r["id"]: r["__tfmeta"]["path"]
+        for rows in data.values()
+        for r in rows
+        if isinstance(r, dict) and "id" in r and "__tfmeta" in r and "path" in r["__tfmeta"]
+    }
+    return Parsed(env=env, data=data, ids=ids)
+
+
+# --------------------------------------------------------------------------------------
+# S3 -> SQS
+# --------------------------------------------------------------------------------------
+def test_input_bucket_notifies_batch_queue(parsed: Parsed) -> None:
+    notes = list(parsed.all("aws_s3_bucket_notification"))
+    assert len(notes) == 1, "exactly one bucket notification in the platform"
+    _path, note = notes[0]
+    assert parsed.resolve(note["bucket"]) in parsed.bucket_refs("batch-in", "batch_input")
+    queues = as_list(note["queue"])
+    assert {q["filter_suffix"] for q in queues} == {".wav", ".flac", ".mp3", ".ogg", ".opus"}
+    for q in queues:
+        assert parsed.resolve(q["queue_arn"]) == SQ + "aws_sqs_queue.batch"
+        assert q["events"] == ["s3:ObjectCreated:*"]
+        assert q["filter_prefix"] == "incoming/"
+    assert not note.get("topic") and not note.get("lambda_function")
+
+
+# --------------------------------------------------------------------------------------
+# Queues, DLQs, redrive
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("queue", "dlq", "receives"), [("batch", "batch_dlq", 3), ("deferred", "deferred_dlq", 5)]
+)
+def test_each_queue_has_dlq_with_intended_receive_count(
+    parsed: Parsed, queue: str, dlq: str, receives: int
+) -> None:
+    q = parsed.one("aws_sqs_queue", SQ + f"aws_sqs_queue.{queue}")
+    redrive = json.loads(q["redrive_policy"])
+    assert parsed.resolve(redrive["deadLetterTargetArn"]) == SQ + f"aws_sqs_queue.{dlq}"
+    assert redrive["maxReceiveCount"] == receives
+    assert parsed.resolve(q["kms_master_key_id"]) == "module.kms.aws_kms_key.this"
+    d = parsed.one("aws_sqs_queue", SQ + f"aws_sqs_queue.{dlq}")
+    assert "redrive_policy" not in d or d["redrive_policy"] in (None, "")
+    assert d["message_retention_seconds"] == 1209600
+    assert parsed.resolve(d["kms_master_key_id"]) == "module.kms.aws_kms_key.this"
+    allow = parsed.one(
+        "aws_sqs_queue_redrive_allow_policy", SQ + f"aws_sqs_queue_redrive_allow_policy.{dlq}[0]"
+    )
+    assert parsed.resolve(allow["queue_url"]) == SQ + f"aws_sqs_queue.{dlq}"
+    allowed = json.loads(allow["redrive_allow_policy"])
+    assert allowed["redrivePermission"] == "byQueue"
+    assert parsed.resolve(allowed["sourceQueueArns"]) == [SQ + f"aws_sqs_queue.{queue}"]
+
+
+def test_batch_visibility_timeout_covers_long_recordings(parsed: Parsed) -> None:
+    q = parsed.one("aws_sqs_queue", SQ + "aws_sqs_queue.batch")
+    assert q["visibility_timeout_seconds"] >= 3600
+    assert q["receive_wait_time_seconds"] == 20
+
+
+def _statements(parsed: Parsed, doc_path: str) -> list[dict[str, Any]]:
+    doc = parsed.one("aws_iam_policy_document", doc_path)
+    return [parsed.resolve(s) for s in as_list(doc.get("statement"))]
+
+
+@pytest.mark.parametrize("queue", ["batch", "batch_dlq", "deferred", "deferred_dlq"])
+def test_queue_policies_admit_only_the_input_bucket(parsed: Parsed, queue: str) -> None:
+    qp = parsed.one("aws_sqs_queue_policy", SQ + f'aws_sqs_queue_policy.this["{queue}"]')
+    assert parsed.resolve(qp["queue_url"]) == SQ + f"aws_sqs_queue.{queue}"
+    doc_path = SQ + f'data.aws_iam_policy_document.queue["{queue}"]'
+    assert parsed.resolve(qp["policy"]) == doc_path
+    statements = _statements(parsed, doc_path)
+
+    denies = [s for s in statements if s.get("effect") == "Deny"]
+    assert len(denies) == 1
+    cond = as_list(denies[0]["condition"])
+    assert cond == [{"test": "Bool", "variable": "aws:SecureTransport", "values": ["false"]}]
+
+    allows = [s for s in statements if s.get("effect", "Allow") == "Allow"]
+    if queue != "batch":
+        assert allows == [], f"{queue} must not admit any principal by policy"
+        return
+    assert len(allows) == 1
+    allow = allows[0]
+    assert as_list(allow["principals"]) == [
+        {"type": "Service", "identifiers": ["s3.amazonaws.com"]}
+    ]
+    assert allow["actions"] == ["sqs:SendMessage"]
+    assert allow["resources"] == [SQ + "aws_sqs_queue.batch"]
+    conditions = {(c["test"], c["variable"]): c["values"] for c in as_list(allow["condition"])}
+    assert conditions[("ArnEquals", "aws:SourceArn")] == [
+        f"arn:aws:s3:::{parsed.bucket('batch-in')}"
+    ]
+    assert ("StringEquals", "aws:SourceAccount") in conditions
+    assert len(conditions) == 2
+
+
+# --------------------------------------------------------------------------------------
+# IAM: each role reaches exactly its resources
+# --------------------------------------------------------------------------------------
+KMS = "module.kms.aws_kms_key.this"
+CANARY = "module.config.aws_ssm_parameter.canary"
+REGISTRY = "module.config.aws_ssm_parameter.model_registry_uri"
+SECRET = "module.config.aws_secretsmanager_secret.api_keys"
+BATCH_Q = SQ + "aws_sqs_queue.batch"
+DEFERRED_Q = SQ + "aws_sqs_queue.deferred"
+
+
+def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
+    models = f"arn:aws:s3:::{parsed.bucket('models')}"
+    model_grants = {
+        ("s3:GetObject", f"{models}/models/*"),
+        ("s3:ListBucket", models),
+        ("ssm:GetParameter", REGISTRY),
+        ("ssm:GetParameter", CANARY),
+        ("kms:Decrypt", KMS),
+    }
+    logs = {
+        f'module.observability.aws_cloudwatch_log_group.service["{svc}"]:log-stream:*'
+        for svc in ("entry", "model-gpu", "model-cpu", "worker")
+    }
+    return {
+        "execution": {
+            ("ecr:GetAuthorizationToken", "*"),
+            *{
+                (a, "module.registry.aws_ecr_repository.this")
+                for a in (
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                )
+            },
+            ("kms:Decrypt", KMS),
+            *{(a, lg) for a in ("logs:CreateLogStream", "logs:PutLogEvents") for lg in logs},
+        },
+        "entry": {
+            ("sqs:SendMessage", DEFERRED_Q),
+            ("sqs:GetQueueUrl", DEFERRED_Q),
+            ("secretsmanager:GetSecretValue", SECRET),
+            ("ssm:GetParameter", CANARY),
+            ("kms:Decrypt", KMS),
+            ("kms:GenerateDataKey", KMS),
+        },
+        "model_gpu": model_grants,
+        "model_cpu": model_grants,
+        "worker": {
+            *{
+                (a, q)
+                for a in (
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                    "sqs:GetQueueUrl",
+                )
+                for q in (BATCH_Q, DEFERRED_Q)
+            },
+            ("s3:GetObject", f"arn:aws:s3:::{parsed.bucket('batch-in')}/incoming/*"),
+            ("s3:PutObject", f"arn:aws:s3:::{parsed.bucket('batch-out')}/*"),
+            *model_grants,
+            ("kms:GenerateDataKey", KMS),
+        },
+    }
+
+
+def role_grants(parsed: Parsed, role: str) -> set[tuple[str, str]]:
+    grants: set[tuple[str, str]] = set()
+    role_addr = f"module.iam.aws_iam_role.{role}"
+    policies = [
+        rp for _, rp in parsed.all("aws_iam_role_policy") if parsed.resolve(rp["role"]) == role_addr
+    ]
+    assert policies, f"{role} has no inline policy"
+    attachments = [
+        a
+        for _, a in parsed.all("aws_iam_role_policy_attachment")
+        if parsed.resolve(a["role"]) in (role_addr, f"{parsed.env}-{role}")
+    ]
+    assert not attachments, f"{role} must not carry managed policies"
+    for rp in policies:
+        for st in _statements(parsed, parsed.resolve(rp["policy"])):
+            assert st.get("effect", "Allow") == "Allow"
+            for action in st["actions"]:
+                for resource in st["resources"]:
+                    grants.add((action, resource))
+    return grants
+
+
+@pytest.mark.parametrize("role", ["execution", "entry", "model_gpu", "model_cpu", "worker"])
+def test_each_role_reaches_exactly_its_resources(parsed: Parsed, role: str) -> None:
+    assert role_grants(parsed, role) == expected_grants(parsed)[role]
+
+
+def test_no_wildcards_except_documented(parsed: Parsed) -> None:
+    for path, doc in parsed.all("aws_iam_policy_document"):
+        if not path.startswith("module.iam.") and not path.startswith("module.network."):
+            continue
+        for st in as_list(doc.get("statement")):
+            if path.endswith("_assume"):
+                continue
+            for action in st["actions"]:
+                assert "*" not in action, f"{path}: wildcard action {action}"
+            if "*" in st["resources"]:
+                assert st["actions"] == ["ecr:GetAuthorizationToken"], f"{path}: Resource *"
+
+
+@pytest.mark.parametrize(
+    ("taskdef", "role"),
+    [
+        ("module.serving.aws_ecs_task_definition.entry", "entry"),
+        ("module.serving.aws_ecs_task_definition.model_gpu", "model_gpu"),
+        ("module.serving.aws_ecs_task_definition.model_cpu", "model_cpu"),
+        ("module.worker.aws_ecs_task_definition.worker", "worker"),
+    ],
+)
+def test_each_service_runs_with_its_own_task_role(parsed: Parsed, taskdef: str, role: str) -> None:
+    td = parsed.one("aws_ecs_task_definition", taskdef)
+    assert parsed.resolve(td["task_role_arn"]) == f"module.iam.aws_iam_role.{role}"
+    assert parsed.resolve(td["execution_role_arn"]) == "module.iam.aws_iam_role.execution"
+
+
+# --------------------------------------------------------------------------------------
+# Entry -> model services -> deferred queue
+# --------------------------------------------------------------------------------------
+def _container(parsed: Parsed, taskdef: str) -> dict[str, Any]:
+    td = parsed.one("aws_ecs_task_definition", taskdef)
+    (container,) = json.loads(td["container_definitions"])
+    return container
+
+
+def test_entry_reaches_models_via_service_connect_and_defers_to_queue(parsed: Parsed) -> None:
+    entry = _container(parsed, "module.serving.aws_ecs_task_definition.entry")
+    env = {e["name"]: parsed.resolve(e["value"]) for e in entry["environment"]}
+    assert env["SEVENSENSE_PROFILE"] == "cloud"
+    assert env["SEVENSENSE_DEFERRED_QUEUE_URL"] == DEFERRED_Q
+    assert env["SEVENSENSE_API_KEYS_SECRET_ARN"] == SECRET
+    assert entry["command"][:2] == ["bentoml", "serve"]
+
+    aliases = {}
+    for svc in ("model_gpu", "model_cpu"):
+        s = parsed.one("aws_ecs_service", f"module.serving.aws_ecs_service.{svc}")
+        sc = as_list(s["service_connect_configuration"])[0]
+        assert sc["enabled"] is True
+        service = as_list(sc["service"])[0]
+        alias = as_list(service["client_alias"])[0]
+        aliases[svc] = f"http://{alias['dns_name']}:{alias['port']}"
+    assert env["SEVENSENSE_GPU_URL"] == aliases["model_gpu"]
+    assert env["SEVENSENSE_CPU_URL"] == aliases["model_cpu"]
+
+    entry_svc = parsed.one("aws_ecs_service", "module.serving.aws_ecs_service.entry")
+    assert as_list(entry_svc["service_connect_configuration"])[0]["enabled"] is True
+
+
+def test_gpu_service_runs_on_gpu_capacity_with_one_gpu_per_task(parsed: Parsed) -> None:
+    gpu = _container(parsed, "module.serving.aws_ecs_task_definition.model_gpu")
+    assert gpu["resourceRequirements"] == [{"type": "GPU", "value": "1"}]
+    svc = parsed.one("aws_ecs_service", "module.serving.aws_ecs_service.model_gpu")
+    (strategy,) = as_list(svc["capacity_provider_strategy"])
+    assert parsed.resolve(strategy["capacity_provider"]) in (
+        "module.cluster.aws_ecs_capacity_provider.gpu",
+        f"sevensense-{parsed.env}-gpu",
+    )
+    cpu_svc = parsed.one("aws_ecs_service", "module.serving.aws_ecs_service.model_cpu")
+    assert [s["capacity_provider"] for s in as_list(cpu_svc["capacity_provider_strategy"])] == [
+        "FARGATE"
+    ]
+
+
+def test_worker_consumes_both_queues(parsed: Parsed) -> None:
+    worker = _container(parsed, "module.worker.aws_ecs_task_definition.worker")
+    env = {e["name"]: parsed.resolve(e["value"]) for e in worker["environment"]}
+    assert worker["command"][:2] == ["sevensense", "worker"]
+    assert env["SEVENSENSE_BATCH_QUEUE_URL"] == BATCH_Q
+    assert env["SEVENSENSE_DEFERRED_QUEUE_URL"] == DEFERRED_Q
+    assert env["SEVENSENSE_INPUT_BUCKET"] in parsed.bucket_refs("batch-in", "batch_input")
+    assert env["SEVENSENSE_OUTPUT_BUCKET"] in parsed.bucket_refs("batch-out", "batch_output")
+
+
+def test_every_bucket_is_private_encrypted_logged(parsed: Parsed) -> None:
+    buckets = {r["bucket"] for _, r in parsed.all("aws_s3_bucket")}
+    expected = {parsed.bucket(p) for p in ("access-logs", "models", "batch-in", "batch-out")}
+    assert buckets == expected
+    pabs = {
+        parsed.resolve(r["bucket"]): r for _, r in parsed.all("aws_s3_bucket_public_access_block")
+    }
+    assert len(pabs) == 4
+    for r in pabs.values():
+        assert all(
+            r[k] is True
+            for k in (
+                "block_public_acls",
+                "block_public_policy",
+                "ignore_public_acls",
+                "restrict_public_buckets",
+            )
+        )
+    logged = list(parsed.all("aws_s3_bucket_logging"))
+    assert len(logged) == 3
+    for _, r in logged:
+        assert parsed.resolve(r["target_bucket"]) == parsed.bucket("access-logs")
+    kms = [
+        r
+        for _, r in parsed.all("aws_s3_bucket_server_side_encryption_configuration")
+        if as_list(as_list(r["rule"])[0]["apply_server_side_encryption_by_default"])[0][
+            "sse_algorithm"
+        ]
+        == "aws:kms"
+    ]
+    assert len(kms) == 3  # the access-log bucket must use SSE-S3 (S3/ALB log delivery)
