@@ -137,3 +137,13 @@ def test_manifest_directory_disagreement_is_refused(copy_registry: ModelRegistry
     shutil.move(copy_registry.root / "perch-contract" / "1.0.0", moved)
     with pytest.raises(ManifestError, match="directory"):
         copy_registry.artifacts()
+
+
+def test_concurrent_first_loads_share_one_session(copy_registry: ModelRegistry) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    sessions = SessionManager(copy_registry, InferenceSettings(providers=["cpu"]))
+    with ThreadPoolExecutor(8) as pool:
+        loaded = list(pool.map(lambda _: sessions.get("perch-contract"), range(16)))
+    assert len({id(m) for m in loaded}) == 1
+    assert len(sessions.loaded()) == 1

@@ -148,6 +148,7 @@ class SessionManager:
         self._models: dict[tuple[str, str, str], LoadedModel] = {}
         self._resolved: dict[str, Artifact] = {}
         self._lock = threading.Lock()
+        self._loading: dict[tuple[str, str, str], threading.Lock] = {}
 
     def get(self, ref: str | ModelRef | Artifact) -> LoadedModel:
         """The loaded model for a reference; a reference is resolved on disk only once."""
@@ -160,12 +161,22 @@ class SessionManager:
                 found = self.registry.resolve(ref, default_variant=self.settings.model_variant)
                 self._resolved[text] = found
             artifact = found
+        key = artifact.key
         with self._lock:
-            cached = self._models.get(artifact.key)
+            cached = self._models.get(key)
+            if cached is not None:
+                return cached
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        # Loading can take seconds (hashing, graph optimisation): hold only this model's lock
+        # so requests for models already loaded are never stuck behind it.
+        with key_lock:
+            with self._lock:
+                cached = self._models.get(key)
             if cached is not None:
                 return cached
             loaded = load_model(artifact, self.registry, self.settings)
-            self._models[artifact.key] = loaded
+            with self._lock:
+                self._models[key] = loaded
             return loaded
 
     def evict(self, key: tuple[str, str, str]) -> None:
