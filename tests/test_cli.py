@@ -14,12 +14,11 @@ import pytest
 
 from tests.conftest import MODELS, REPO, audio
 
-CLI = [sys.executable, "-m", "sevensense.cli", "--models-dir", str(MODELS)]
 
-
-def run(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+def run(*args: str, check: bool = False, models: Path = MODELS) -> subprocess.CompletedProcess[str]:
+    cli = [sys.executable, "-m", "sevensense.cli", "--models-dir", str(models)]
     return subprocess.run(
-        [*CLI, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=check
+        [*cli, *args], cwd=REPO, capture_output=True, text=True, timeout=300, check=check
     )
 
 
@@ -121,23 +120,9 @@ def test_models_list_and_verify(perch_artifact) -> None:  # type: ignore[no-unty
 
 def test_models_import_and_refusal_of_a_tampered_file(perch_artifact, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     models = tmp_path / "models"
-    cli = [sys.executable, "-m", "sevensense.cli", "--models-dir", str(models)]
     src = perch_artifact.directory
-    proc = subprocess.run(
-        [
-            *cli,
-            "models",
-            "import",
-            str(src / "model.onnx"),
-            "--manifest",
-            str(src / "manifest.json"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    manifest = str(src / "manifest.json")
+    proc = run("models", "import", str(src / "model.onnx"), "--manifest", manifest, models=models)
     assert proc.returncode == 0, proc.stderr
     assert "ok perch-contract:1.0.0:base" in proc.stdout
     assert (models / "perch-contract" / "1.0.0" / "base" / "model.onnx").is_file()
@@ -147,21 +132,6 @@ def test_models_import_and_refusal_of_a_tampered_file(perch_artifact, tmp_path: 
     data[-100] ^= 0x55
     tampered.write_bytes(bytes(data))
     other = tmp_path / "other-models"
-    proc = subprocess.run(
-        [
-            *cli[:-1],
-            str(other),
-            "models",
-            "import",
-            str(tampered),
-            "--manifest",
-            str(src / "manifest.json"),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    proc = run("models", "import", str(tampered), "--manifest", manifest, models=other)
     assert proc.returncode == 2 and "checksum_mismatch" in proc.stderr
     assert not (other / "perch-contract" / "1.0.0" / "base" / "model.onnx").exists()

@@ -48,6 +48,7 @@ def _describe(source: AudioSource) -> str:
 
 
 def _open(source: AudioSource) -> sf.SoundFile:
+    name = _describe(source)
     if isinstance(source, bytes):
         if not source:
             raise EmptyAudioError("the audio payload is empty (0 bytes)")
@@ -62,7 +63,6 @@ def _open(source: AudioSource) -> sf.SoundFile:
         return sf.SoundFile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         text = str(exc).lower()
-        name = _describe(source if not isinstance(source, io.BytesIO) else b"x")
         if any(hint in text for hint in _NOT_AUDIO_HINTS):
             raise UnsupportedAudioError(
                 f"{name}: not a recognised audio format (WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3 "
