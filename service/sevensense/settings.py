@@ -32,6 +32,8 @@ FallbackStrategy = Literal[
     "cpu", "quantized_model", "cached_embedding", "deferred_queue", "zero_vector"
 ]
 
+Scope = Literal["embed", "read", "admin"]
+
 PROFILE_NAMES = ("default", "field", "edge", "server", "cloud")
 _DEFAULT_PROVIDERS: tuple[Provider, ...] = ("cuda", "coreml", "cpu")
 _DEFAULT_FALLBACK: tuple[FallbackStrategy, ...] = ("cpu", "quantized_model", "cached_embedding")
@@ -92,6 +94,55 @@ class VerificationSettings(_Section):
     birdnet_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class ApiKeyRecord(_Section):
+    """A partner or admin key as stored: never the key itself, only its SHA-256."""
+
+    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    scopes: list[Scope] = Field(default_factory=lambda: ["embed", "read"])
+    rate_limit_per_s: float | None = Field(None, gt=0.0, description="overrides the default")
+
+
+class ServingSettings(_Section):
+    """The HTTP service (issue 3): gateway limits, auth, routing, batching SLOs, tracing."""
+
+    state_dir: Path = Field(
+        default_factory=lambda: repo_root() / ".state",
+        description="rollout state, API key file, dev key; shared by the service's workers",
+    )
+    auth_required: bool = True
+    api_keys_file: Path | None = Field(None, description="default: <state_dir>/api_keys.json")
+    api_keys: list[ApiKeyRecord] = Field(
+        default_factory=list, description="extra hashed keys, e.g. from an env JSON list"
+    )
+    rate_limit_per_s: float = Field(20.0, gt=0.0, description="per key, per gateway worker")
+    rate_limit_burst: int = Field(40, ge=1)
+    max_upload_mb: float = Field(100.0, gt=0.0)
+    max_audio_s: float = Field(3600.0, gt=0.0)
+    max_inflight_requests: int = Field(64, ge=1, description="per gateway worker; then 503")
+    request_timeout_s: float = Field(120.0, gt=0.0)
+    chunk_windows: int = Field(8, ge=1, le=1024, description="windows per model-service call")
+    chunk_concurrency: int = Field(4, ge=1, le=64, description="calls in flight per request")
+    rollout_store: Literal["file", "ssm"] = "file"
+    canary_param: str | None = Field(None, description="SSM parameter name (rollout_store=ssm)")
+    rollout_poll_s: float = Field(1.0, gt=0.0)
+    gpu_url: str | None = Field(None, description="remote GPU model service; None = local")
+    cpu_url: str | None = Field(None, description="remote CPU model service; None = local")
+    gpu_enabled: bool = True
+    gpu_require_cuda: bool = Field(
+        True, description="False lets the GPU service run on CPU (tests, CPU-only hosts)"
+    )
+    gpu_retry_s: float = Field(10.0, gt=0.0, description="skip a failed GPU path this long")
+    gpu_max_batch_size: int = Field(32, ge=2, le=1024)
+    gpu_max_latency_ms: int = Field(1000, ge=10)
+    cpu_max_batch_size: int = Field(16, ge=2, le=1024)
+    cpu_max_latency_ms: int = Field(10000, ge=10)
+    max_loaded_versions: int = Field(3, ge=1, description="per model, per model service")
+    tracing_exporter: Literal["none", "otlp", "console"] = "none"
+    tracing_sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    otlp_endpoint: str | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SEVENSENSE_", env_nested_delimiter="__", extra="forbid"
@@ -104,6 +155,7 @@ class Settings(BaseSettings):
     preprocessing: PreprocessingSettings = Field(default_factory=PreprocessingSettings)
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
     verification: VerificationSettings = Field(default_factory=VerificationSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
 
     @field_validator("profile")
     @classmethod
