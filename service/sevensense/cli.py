@@ -354,5 +354,97 @@ def models_import(
     click.echo(f"ok {artifact.manifest.identity} sha256={artifact.manifest.sha256}")
 
 
+@main.group()
+def keys() -> None:
+    """Issue, list and revoke API keys (the key file of the serving settings)."""
+
+
+def _key_file(ctx: click.Context) -> Path:
+    from sevensense.serving.auth import key_file_path
+
+    return key_file_path(_settings(ctx).serving)
+
+
+@keys.command("add")
+@click.argument("key_id", metavar="ID")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=click.Choice(["embed", "read", "admin"]),
+    help="repeatable; default: embed and read",
+)
+@click.option("--rate-limit", type=float, default=None, help="requests/s, overrides the default")
+@click.option("--replace", is_flag=True, help="rotate: replace the key of an existing ID")
+@click.pass_context
+def keys_add(
+    ctx: click.Context,
+    key_id: str,
+    scopes: tuple[str, ...],
+    rate_limit: float | None,
+    replace: bool,
+) -> None:
+    """Issue a key. It is printed once, here; only its SHA-256 is stored."""
+    from sevensense.serving.auth import PARTNER_SCOPES, add_key
+
+    path = _key_file(ctx.find_root())
+    try:
+        key = add_key(path, key_id, scopes or PARTNER_SCOPES, rate_limit, replace=replace)
+    except SevensenseError as exc:
+        _fail(exc)
+    click.echo(key)
+    click.echo(f"key {key_id!r} stored in {path}; it cannot be shown again", err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    """Key ids, scopes and rate limits (file keys and keys from the settings)."""
+    from sevensense.serving.auth import list_keys
+
+    settings = _settings(ctx.find_root())
+    path = _key_file(ctx.find_root())
+    try:
+        rows = [(r, "file") for r in list_keys(path)]
+    except SevensenseError as exc:
+        _fail(exc)
+    rows += [(r, "settings") for r in settings.serving.api_keys]
+    if as_json:
+        payload = [{**r.model_dump(mode="json"), "source": source} for r, source in rows]
+        click.echo(json.dumps(payload, indent=2))
+        return
+    for record, source in rows:
+        limit = f"{record.rate_limit_per_s:g}/s" if record.rate_limit_per_s else "default"
+        click.echo(
+            f"{record.id:<24} {','.join(record.scopes):<18} {limit:<10} "
+            f"{record.sha256[:12]}  {source}"
+        )
+    if not rows:
+        click.echo(f"no keys ({path} has none)", err=True)
+
+
+@keys.command("revoke")
+@click.argument("key_id", metavar="ID")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    """Remove a key from the key file; running services drop it within seconds."""
+    from sevensense.serving.auth import revoke_key
+
+    path = _key_file(ctx.find_root())
+    try:
+        revoke_key(path, key_id)
+    except SevensenseError as exc:
+        if any(r.id == key_id for r in _settings(ctx.find_root()).serving.api_keys):
+            click.echo(
+                f"error: key {key_id!r} comes from the settings (SEVENSENSE_SERVING__API_KEYS), "
+                "not the key file; remove it there",
+                err=True,
+            )
+            sys.exit(EXIT_FAILED)
+        _fail(exc)
+    click.echo(f"revoked {key_id!r} in {path}")
+
+
 if __name__ == "__main__":
     main()

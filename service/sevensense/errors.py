@@ -113,3 +113,49 @@ class DownloadError(ModelError):
 class InferenceError(SevensenseError):
     code = "inference_failed"
     http_status = 500
+
+
+# --- access control and rollouts ---------------------------------------------------------
+
+
+class AuthError(SevensenseError):
+    """The caller could not be identified; the gateway answers with ``WWW-Authenticate``."""
+
+    code = "unauthorized"
+    http_status = 401
+
+
+class MissingApiKeyError(AuthError):
+    code = "missing_api_key"
+
+
+class InvalidApiKeyError(AuthError):
+    code = "invalid_api_key"
+
+
+class ForbiddenError(AuthError):
+    """The key is valid but lacks the scope the operation needs."""
+
+    code = "insufficient_scope"
+    http_status = 403
+
+
+class RateLimitedError(SevensenseError):
+    """The key has spent its token bucket; one token is back after ``retry_after_s``.
+
+    Not an :class:`AuthError`: the caller is known and allowed, only too fast.
+    """
+
+    code = "rate_limited"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after_s: float, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
+class RolloutError(SevensenseError):
+    """Rollout weights that cannot route traffic (negative, all zero, none)."""
+
+    code = "invalid_rollout"
+    http_status = 400

@@ -1,0 +1,1 @@
+"""The HTTP service: BentoML gateway and model services, auth, rate limits, rollouts."""
