@@ -115,6 +115,38 @@ class InferenceError(SevensenseError):
     http_status = 500
 
 
+# --- serving -----------------------------------------------------------------------------
+
+
+class RequestError(SevensenseError):
+    """A request the service understood but will not act on as sent (bad options, keys)."""
+
+    code = "invalid_request"
+    http_status = 422
+
+
+class PayloadTooLargeError(SevensenseError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class OverloadedError(SevensenseError):
+    """Every path is saturated; the client should retry after ``retry_after_s``."""
+
+    code = "overloaded"
+    http_status = 503
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **details)
+        self.retry_after_s = retry_after_s
+
+
+class NoModelPathError(OverloadedError):
+    """Neither the GPU nor the CPU model service can take work now."""
+
+    code = "no_model_path"
+
+
 # --- access control and rollouts ---------------------------------------------------------
 
 

@@ -34,6 +34,8 @@ FallbackStrategy = Literal[
 
 Scope = Literal["embed", "read", "admin"]
 
+_PARTNER_SCOPES: tuple[Scope, ...] = ("embed", "read")
+
 PROFILE_NAMES = ("default", "field", "edge", "server", "cloud")
 _DEFAULT_PROVIDERS: tuple[Provider, ...] = ("cuda", "coreml", "cpu")
 _DEFAULT_FALLBACK: tuple[FallbackStrategy, ...] = ("cpu", "quantized_model", "cached_embedding")
@@ -99,13 +101,16 @@ class ApiKeyRecord(_Section):
 
     id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    scopes: list[Scope] = Field(default_factory=lambda: ["embed", "read"])
+    scopes: list[Scope] = Field(default_factory=lambda: list(_PARTNER_SCOPES))
     rate_limit_per_s: float | None = Field(None, gt=0.0, description="overrides the default")
 
 
 class ServingSettings(_Section):
     """The HTTP service (issue 3): gateway limits, auth, routing, batching SLOs, tracing."""
 
+    default_model: str = Field(
+        "auto", description="auto = perch-v2 when its weights are present, else inference.model"
+    )
     state_dir: Path = Field(
         default_factory=lambda: repo_root() / ".state",
         description="rollout state, API key file, dev key; shared by the service's workers",

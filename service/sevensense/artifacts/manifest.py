@@ -129,6 +129,12 @@ class ModelManifest(BaseModel):
         return dim
 
     @property
+    def n_classes(self) -> int | None:
+        spec = self.outputs.get(OutputRole.LOGITS)
+        width = spec.shape[-1] if spec is not None else None
+        return width if isinstance(width, int) else None
+
+    @property
     def window_seconds(self) -> float:
         return self.window_samples / self.sample_rate
 

@@ -138,11 +138,19 @@ class ModelRegistry:
             found.append(Artifact(manifest, variant_dir))
         return found
 
-    def resolve(self, ref: str | ModelRef, *, default_variant: str = "base") -> Artifact:
+    def resolve(
+        self,
+        ref: str | ModelRef,
+        *,
+        default_variant: str = "base",
+        artifacts: list[Artifact] | None = None,
+    ) -> Artifact:
+        """``artifacts`` lets a caller resolve against its own cached scan of the disk."""
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
-        candidates = [a for a in self.artifacts() if a.manifest.name == ref.name]
+        listing = self.artifacts() if artifacts is None else artifacts
+        candidates = [a for a in listing if a.manifest.name == ref.name]
         if not candidates:
-            known = sorted({a.manifest.name for a in self.artifacts()})
+            known = sorted({a.manifest.name for a in listing})
             raise ModelNotFoundError(
                 f"unknown model {ref.name!r}; known models: {', '.join(known) or 'none'}"
                 f" (run `sevensense models build`?)",

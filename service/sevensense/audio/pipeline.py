@@ -4,6 +4,7 @@ normalise. The engine, the CLI, the worker and the service all call this one fun
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -46,6 +47,9 @@ class StreamStats:
     input_frames: int = 0
     windows: int = 0
     skipped: list[SkippedWindow] = field(default_factory=list)
+    decode_s: float = 0.0
+    resample_s: float = 0.0
+    window_s: float = 0.0
 
     @property
     def duration_s(self) -> float:
@@ -59,7 +63,14 @@ def _resampled(
 ) -> Iterator[np.ndarray]:
     resampler: StreamResampler | None = None
     limit = config.max_duration_s
-    for info, block in iter_mono_blocks(source, config.block_frames):
+    blocks = iter_mono_blocks(source, config.block_frames)
+    while True:
+        tick = time.perf_counter()
+        item = next(blocks, None)
+        stats.decode_s += time.perf_counter() - tick
+        if item is None:
+            break
+        info, block = item
         if resampler is None:
             stats.info = info
             if limit is not None and info.frames > limit * info.sample_rate:
@@ -74,11 +85,15 @@ def _resampled(
         stats.input_frames += block.shape[0]
         if limit is not None and stats.input_frames > limit * info.sample_rate:
             raise AudioTooLongError(f"recording exceeds the {limit:.1f} s limit", limit_s=limit)
+        tick = time.perf_counter()
         out = resampler.process(block)
+        stats.resample_s += time.perf_counter() - tick
         if out.size:
             yield out
     if resampler is not None:
+        tick = time.perf_counter()
         tail = resampler.flush()
+        stats.resample_s += time.perf_counter() - tick
         if tail.size:
             yield tail
 
@@ -88,12 +103,26 @@ def prepare_windows(
 ) -> Iterator[Window]:
     """Model-ready windows of one recording. Skipped windows go to ``stats.skipped``."""
     stats = stats if stats is not None else StreamStats()
-    for item in iter_windows(_resampled(source, config, stats), config.window_spec()):
+    items = iter_windows(_resampled(source, config, stats), config.window_spec())
+
+    def windowing_time(tick: float, upstream: float) -> float:
+        # What next() spent beyond the decode and resample time it accounted for itself.
+        inner = stats.decode_s + stats.resample_s - upstream
+        return time.perf_counter() - tick - inner
+
+    while True:
+        upstream = stats.decode_s + stats.resample_s
+        tick = time.perf_counter()
+        item = next(items, None)
+        if item is None:
+            stats.window_s += windowing_time(tick, upstream)
+            return
         if isinstance(item, SkippedWindow):
             stats.skipped.append(item)
+            stats.window_s += windowing_time(tick, upstream)
             continue
         stats.windows += 1
-        yield Window(
+        window = Window(
             item.index,
             item.start_sample,
             normalize(item.samples, config.normalization),
@@ -101,3 +130,5 @@ def prepare_windows(
             item.valid_samples,
             item.fill,
         )
+        stats.window_s += windowing_time(tick, upstream)
+        yield window

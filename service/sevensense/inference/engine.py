@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sevensense.artifacts.manifest import ModelIdentity, OutputRole
+from sevensense.artifacts.manifest import ModelIdentity, ModelManifest, OutputRole
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import AudioSource
 from sevensense.audio.normalize import NormalizationSpec
@@ -63,10 +63,10 @@ class EmbedOptions:
     max_duration_s: float | None = None
 
 
-def _normalization(setting: str, model: LoadedModel, settings: Settings) -> NormalizationSpec:
+def _normalization(setting: str, manifest: ModelManifest, settings: Settings) -> NormalizationSpec:
     pre = settings.preprocessing
     if setting == "model":
-        return model.manifest.normalization
+        return manifest.normalization
     if setting == "perch":
         return NormalizationSpec.perch()
     if setting == "none":
@@ -77,6 +77,34 @@ def _normalization(setting: str, model: LoadedModel, settings: Settings) -> Norm
         target_rms=pre.target_rms,
         clip=pre.clip,
     )
+
+
+def to_results(
+    pending: list[tuple[str, Window]],
+    embeddings: np.ndarray,
+    logits: np.ndarray | None,
+    spectrograms: np.ndarray | None,
+    metas: list[InferenceMeta],
+    labels: list[str] | None,
+    k: int,
+    include_logits: bool,
+) -> Iterator[WindowResult]:
+    """Raw model outputs → validated results; shared by the engine and the HTTP gateway."""
+    normed, norms = l2_normalize(embeddings)
+    for i, (source, window) in enumerate(pending):
+        yield WindowResult(
+            source=source,
+            index=window.index,
+            start_s=window.start_s,
+            end_s=window.end_s,
+            padded_samples=window.padded_samples,
+            embedding=normed[i],
+            quality=assess(normed[i], float(norms[i])),
+            meta=metas[i],
+            top_k=top_k(logits[i], labels, k) if logits is not None else [],
+            logits=logits[i].copy() if logits is not None and include_logits else None,
+            spectrogram=spectrograms[i].copy() if spectrograms is not None else None,
+        )
 
 
 class EmbeddingEngine:
@@ -96,11 +124,12 @@ class EmbeddingEngine:
         return self.sessions.get(ref or self.settings.inference.model)
 
     def preprocess_config(
-        self, model: LoadedModel, options: EmbedOptions | None = None
+        self, model: LoadedModel | ModelManifest, options: EmbedOptions | None = None
     ) -> PreprocessConfig:
+        """Needs only the manifest, so the gateway can window audio without a session."""
         options = options or EmbedOptions()
         pre = self.settings.preprocessing
-        manifest = model.manifest
+        manifest = model if isinstance(model, ModelManifest) else model.manifest
         overlap = options.overlap
         if overlap is None:
             overlap = (
@@ -118,7 +147,7 @@ class EmbeddingEngine:
             ),
             resample_quality=options.resample_quality or pre.resample_quality,
             normalization=_normalization(
-                options.normalization or pre.normalization, model, self.settings
+                options.normalization or pre.normalization, manifest, self.settings
             ),
             block_frames=pre.block_frames,
             max_duration_s=options.max_duration_s or pre.max_duration_s,
@@ -197,25 +226,20 @@ class EmbeddingEngine:
         batch_no: int,
         elapsed_ms: float,
     ) -> Iterator[WindowResult]:
-        normed, norms = l2_normalize(out[OutputRole.EMBEDDING])
-        logits = out.get(OutputRole.LOGITS)
-        spectro = out.get(OutputRole.SPECTROGRAM)
         n = len(pending)
-        for i, (source, window) in enumerate(pending):
-            meta = InferenceMeta(model.identity, model.provider, i, n, elapsed_ms / n)
-            yield WindowResult(
-                source=source,
-                index=window.index,
-                start_s=window.start_s,
-                end_s=window.end_s,
-                padded_samples=window.padded_samples,
-                embedding=normed[i],
-                quality=assess(normed[i], float(norms[i])),
-                meta=meta,
-                top_k=top_k(logits[i], model.labels, k) if logits is not None else [],
-                logits=logits[i].copy() if logits is not None and options.include_logits else None,
-                spectrogram=spectro[i].copy() if spectro is not None else None,
-            )
+        metas = [
+            InferenceMeta(model.identity, model.provider, i, n, elapsed_ms / n) for i in range(n)
+        ]
+        yield from to_results(
+            pending,
+            out[OutputRole.EMBEDDING],
+            out.get(OutputRole.LOGITS),
+            out.get(OutputRole.SPECTROGRAM),
+            metas,
+            model.labels,
+            k,
+            options.include_logits,
+        )
 
     # --- recordings -----------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ class ResultWriter(Protocol):
     def close(self, summary: dict[str, Any]) -> None: ...
 
 
-def _schema(dim: int, n_classes: int | None) -> pa.Schema:
+def results_schema(dim: int, n_classes: int | None) -> pa.Schema:
     fields = [
         pa.field("source", pa.string()),
         pa.field("window_index", pa.int32()),
@@ -65,10 +65,42 @@ def _schema(dim: int, n_classes: int | None) -> pa.Schema:
     return pa.schema(fields)
 
 
+def results_table(rows: list[WindowResult], schema: pa.Schema) -> pa.Table:
+    """One Arrow table per row group; the HTTP service's Arrow responses use it too."""
+    dim = schema.field("embedding").type.list_size
+    has_logits = "logits" in schema.names
+    emb = np.stack([r.embedding for r in rows]).astype(np.float32, copy=False)
+    columns: dict[str, Any] = {
+        "source": [r.source for r in rows],
+        "window_index": [r.index for r in rows],
+        "start_s": [r.start_s for r in rows],
+        "end_s": [r.end_s for r in rows],
+        "padded_samples": [r.padded_samples for r in rows],
+        "model_name": [r.meta.model.name for r in rows],
+        "model_version": [r.meta.model.version for r in rows],
+        "model_variant": [r.meta.model.variant for r in rows],
+        "provider": [r.meta.provider for r in rows],
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim),
+        "top_labels": [[name for name, _ in r.top_k] for r in rows],
+        "top_scores": [[score for _, score in r.top_k] for r in rows],
+        "norm": [r.quality.norm for r in rows],
+        "sparsity": [r.quality.sparsity for r in rows],
+        "is_valid": [r.quality.is_valid for r in rows],
+        "quality_flags": [r.quality.flags() for r in rows],
+    }
+    if has_logits:
+        n_classes = schema.field("logits").type.list_size
+        logits = np.stack(
+            [r.logits if r.logits is not None else np.full(n_classes, np.nan) for r in rows]
+        ).astype(np.float32)
+        columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.ravel()), n_classes)
+    return pa.table(columns, schema=schema)
+
+
 class ParquetWriter:
     def __init__(self, path: Path, embedding_dim: int, n_classes: int | None = None) -> None:
         self.path = path
-        self.schema = _schema(embedding_dim, n_classes)
+        self.schema = results_schema(embedding_dim, n_classes)
         self.dim = embedding_dim
         self.n_classes = n_classes
         self._rows: list[WindowResult] = []
@@ -84,36 +116,7 @@ class ParquetWriter:
         if not self._rows:
             return
         rows = self._rows
-        emb = np.stack([r.embedding for r in rows]).astype(np.float32, copy=False)
-        columns: dict[str, Any] = {
-            "source": [r.source for r in rows],
-            "window_index": [r.index for r in rows],
-            "start_s": [r.start_s for r in rows],
-            "end_s": [r.end_s for r in rows],
-            "padded_samples": [r.padded_samples for r in rows],
-            "model_name": [r.meta.model.name for r in rows],
-            "model_version": [r.meta.model.version for r in rows],
-            "model_variant": [r.meta.model.variant for r in rows],
-            "provider": [r.meta.provider for r in rows],
-            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), self.dim),
-            "top_labels": [[name for name, _ in r.top_k] for r in rows],
-            "top_scores": [[score for _, score in r.top_k] for r in rows],
-            "norm": [r.quality.norm for r in rows],
-            "sparsity": [r.quality.sparsity for r in rows],
-            "is_valid": [r.quality.is_valid for r in rows],
-            "quality_flags": [r.quality.flags() for r in rows],
-        }
-        if self.n_classes:
-            logits = np.stack(
-                [
-                    r.logits if r.logits is not None else np.full(self.n_classes, np.nan)
-                    for r in rows
-                ]
-            ).astype(np.float32)
-            columns["logits"] = pa.FixedSizeListArray.from_arrays(
-                pa.array(logits.ravel()), self.n_classes
-            )
-        self._writer.write_table(pa.table(columns, schema=self.schema))
+        self._writer.write_table(results_table(rows, self.schema))
         self.rows_written += len(rows)
         self._rows = []
 

@@ -1,0 +1,369 @@
+"""The partner HTTP API, a FastAPI app mounted on the BentoML entry service.
+
+FastAPI rather than BentoML's own endpoints because the contract is ours: one JSON error
+shape for every failure (validation, auth, size, decoding, overload), a multipart upload
+that accepts whatever content type a field recorder's script sends, and an OpenAPI document
+that describes exactly that. BentoML still owns the process model, batching, /livez,
+/readyz and /metrics.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at
+# run time, and the dependencies in them are closures of build_app.
+import asyncio
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sevensense.errors import (
+    OverloadedError,
+    PayloadTooLargeError,
+    RequestError,
+    SevensenseError,
+)
+from sevensense.serving import rollout_admin, tracing
+from sevensense.serving.auth import KeyStore, key_from_headers
+from sevensense.serving.gateway import EmbedParams, Gateway
+from sevensense.serving.metrics import metrics
+from sevensense.serving.ratelimit import RateLimiter
+from sevensense.serving.responses import to_arrow, to_response
+from sevensense.serving.wire import (
+    ARROW_MEDIA_TYPE,
+    ActivateRequest,
+    EmbedResponse,
+    ErrorBody,
+    ModelDetail,
+    ModelList,
+    OutputFormat,
+    RolloutResponse,
+    Route,
+    TrafficRequest,
+)
+from sevensense.settings import ApiKeyRecord, Settings
+from sevensense.settings import Scope as KeyScope
+
+log = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (401, "missing or unknown API key"),
+        (403, "the key lacks the scope"),
+        (413, "upload or audio duration over the limit"),
+        (415, "not an audio format we decode"),
+        (422, "invalid options or undecodable audio"),
+        (429, "rate limit; see Retry-After"),
+        (503, "overloaded or no model path; see Retry-After"),
+    )
+}
+
+
+def request_id(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "-"))
+
+
+def error_response(
+    request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
+    if details:
+        body["details"] = details
+    headers = {"X-Request-ID": request_id(request)}
+    retry = (details or {}).get("retry_after_s")
+    if status in (429, 503):
+        headers["Retry-After"] = str(max(1, math.ceil(float(retry or 1))))
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+class BodyLimit:
+    """413 before reading a body whose Content-Length is over the limit, and while reading
+    one that arrives chunked; the flag tells the error handlers why parsing stopped."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            scope.setdefault("state", {})["body_too_large"] = int(length)
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    scope.setdefault("state", {})["body_too_large"] = seen
+                    raise PayloadTooLargeError("request body over the limit")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+@dataclass
+class ApiContext:
+    """What the routes need; built in the serving process, after the app object exists."""
+
+    gateway: Gateway
+    keys: KeyStore
+    limiter: RateLimiter
+    ready: Callable[[], Awaitable[bool]]
+
+
+def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
+    """``context`` is looked up per request: BentoML mounts the app at import time but
+    creates the service instance (and so the gateway) later, inside each worker."""
+    serving = settings.serving
+    max_bytes = int(serving.max_upload_mb * 1024 * 1024)
+    app = FastAPI(
+        title="7sense inference API",
+        version="1",
+        summary="Embeddings and species scores for bioacoustic recordings (Perch 2.0, BirdNET).",
+        responses=_ERRORS,
+    )
+    inflight = 0
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        started = time.perf_counter()
+        too_large = request.scope.get("state", {}).get("body_too_large")
+        if too_large:
+            response: Response = error_response(
+                request,
+                413,
+                PayloadTooLargeError.code,
+                f"request body of {too_large} bytes is over the {max_bytes}-byte limit",
+            )
+        else:
+            response = await call_next(request)
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "unmatched")
+        m = metrics()
+        m.http_requests.labels(endpoint, str(response.status_code)).inc()
+        m.http_latency.labels(endpoint).observe(time.perf_counter() - started)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)  # outermost: flags before parsing
+
+    @app.exception_handler(SevensenseError)
+    async def sevensense_error(request: Request, exc: SevensenseError) -> JSONResponse:
+        if exc.http_status >= 500:
+            log.warning("request %s failed: %s", request_id(request), exc.message)
+        return error_response(request, exc.http_status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if request.scope.get("state", {}).get("body_too_large"):
+            return error_response(request, 413, PayloadTooLargeError.code, "request body too large")
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
+        ]
+        return error_response(request, 422, RequestError.code, "; ".join(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if request.scope.get("state", {}).get("body_too_large"):
+            return error_response(request, 413, PayloadTooLargeError.code, "request body too large")
+        codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+        return error_response(
+            request, exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s: unexpected error", request_id(request))
+        return error_response(
+            request, 500, "internal_error", "unexpected error; the server log has the details"
+        )
+
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="partner key")
+
+    def authorised(scope: KeyScope) -> Callable[..., ApiKeyRecord]:
+        def check(
+            x_api_key: Annotated[str | None, Depends(header)],
+            authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+        ) -> ApiKeyRecord:
+            if not serving.auth_required:
+                return ApiKeyRecord(id="anonymous", sha256="0" * 64, scopes=[scope])
+            ctx = context()
+            try:
+                record = ctx.keys.authenticate(key_from_headers(authorization, x_api_key))
+                ctx.keys.require(record, scope)
+            except SevensenseError as exc:
+                metrics().auth_failures.labels(exc.code).inc()
+                raise
+            try:
+                ctx.limiter.check(record.id, record.rate_limit_per_s)
+            except SevensenseError:
+                metrics().rate_limited.labels(record.id).inc()
+                raise
+            return record
+
+        return check
+
+    @app.post(
+        "/embed",
+        response_model=EmbedResponse,
+        summary="Embed one recording",
+        description=(
+            "Multipart upload: `audio` (WAV, FLAC, OGG/Vorbis, Opus, MP3; any rate, any "
+            "number of channels) plus options as form fields. JSON by default; "
+            f"`format=arrow` or `Accept: {ARROW_MEDIA_TYPE}` returns an Arrow IPC stream "
+            "with the CLI's Parquet columns."
+        ),
+        responses={200: {"content": {ARROW_MEDIA_TYPE: {}}}},
+    )
+    async def embed(
+        request: Request,
+        key: Annotated[ApiKeyRecord, Depends(authorised("embed"))],
+        audio: Annotated[UploadFile, File(description="the recording")],
+        model: Annotated[str | None, Form(max_length=128)] = None,
+        route: Annotated[Route, Form()] = "auto",
+        overlap: Annotated[float | None, Form(ge=0.0, lt=1.0)] = None,
+        hop_s: Annotated[float | None, Form(gt=0.0, le=60.0)] = None,
+        top_k: Annotated[int | None, Form(ge=0, le=100)] = None,
+        include_logits: Annotated[bool, Form()] = False,
+        include_spectrogram: Annotated[bool, Form()] = False,
+        format: Annotated[OutputFormat | None, Form()] = None,
+        recording_id: Annotated[str | None, Form(max_length=256)] = None,
+    ) -> Response:
+        nonlocal inflight
+        gateway = context().gateway
+        wants_arrow = format == "arrow" or (
+            format is None and ARROW_MEDIA_TYPE in request.headers.get("accept", "")
+        )
+        try:
+            params = EmbedParams(
+                model=model or None,
+                route=route,
+                overlap=overlap,
+                hop_s=hop_s,
+                top_k=top_k,
+                include_logits=include_logits,
+                include_spectrogram=include_spectrogram,
+                format="arrow" if wants_arrow else "json",
+                recording_id=recording_id or None,
+            )
+        except ValidationError as exc:
+            raise RequestError(str(exc)) from exc
+        if inflight >= serving.max_inflight_requests:
+            raise OverloadedError(
+                f"{inflight} requests in flight on this worker; retry shortly", retry_after_s=1.0
+            )
+        routing_key = params.recording_id or request.headers.get("x-routing-key") or key.id
+        inflight += 1
+        try:
+            with tracing.span("embed", request_id=request_id(request), key=key.id):
+                outcome = await asyncio.wait_for(
+                    gateway.embed(audio.file, params, routing_key),
+                    timeout=serving.request_timeout_s,
+                )
+        except TimeoutError as exc:
+            raise OverloadedError(
+                f"no answer within {serving.request_timeout_s:g} s", retry_after_s=5.0
+            ) from exc
+        finally:
+            inflight -= 1
+            await audio.close()
+        ident = outcome.artifact.manifest.identity
+        outcome_label = "fallback" if outcome.fallback else "ok"
+        metrics().embed_requests.labels(
+            ident.name, ident.version, outcome.route, outcome_label
+        ).inc()
+        headers = {
+            "X-Model-Name": ident.name,
+            "X-Model-Version": ident.version,
+            "X-Model-Variant": ident.variant,
+            "X-Served-By": outcome.route,
+            "X-Provider": ",".join(outcome.providers),
+            "X-Fallback": "true" if outcome.fallback else "false",
+        }
+        if wants_arrow:
+            return Response(to_arrow(outcome, request_id(request)), 200, headers, ARROW_MEDIA_TYPE)
+        body = to_response(outcome, request_id(request)).model_dump_json(exclude_none=True)
+        return Response(body, 200, headers, "application/json")
+
+    @app.get("/models", response_model=ModelList, summary="Models, versions and traffic split")
+    async def list_models(
+        _: Annotated[ApiKeyRecord, Depends(authorised("read"))],
+    ) -> ModelList:
+        return rollout_admin.model_list(context().gateway)
+
+    @app.get("/models/{name}", response_model=ModelDetail, summary="One model with manifests")
+    async def get_model(
+        name: str, _: Annotated[ApiKeyRecord, Depends(authorised("read"))]
+    ) -> ModelDetail:
+        return rollout_admin.model_detail(context().gateway, name)
+
+    @app.post(
+        "/admin/models/{name}/activate",
+        response_model=RolloutResponse,
+        summary="Hot swap: verify, load and warm a version, then route all traffic to it",
+    )
+    async def activate(
+        name: str,
+        body: ActivateRequest,
+        key: Annotated[ApiKeyRecord, Depends(authorised("admin"))],
+    ) -> RolloutResponse:
+        return await rollout_admin.activate(
+            context().gateway, name, body.version, body.variant, key.id
+        )
+
+    @app.put(
+        "/admin/models/{name}/traffic",
+        response_model=RolloutResponse,
+        summary="Canary: set traffic weights between versions (each is verified and warmed)",
+    )
+    async def traffic(
+        name: str,
+        body: TrafficRequest,
+        key: Annotated[ApiKeyRecord, Depends(authorised("admin"))],
+    ) -> RolloutResponse:
+        return await rollout_admin.set_traffic(
+            context().gateway, name, body.weights, body.variant, key.id
+        )
+
+    @app.get("/status", summary="Model paths, rollouts and limits of this gateway worker")
+    async def status(_: Annotated[ApiKeyRecord, Depends(authorised("read"))]) -> dict[str, Any]:
+        ctx = context()
+        gateway = ctx.gateway
+        await gateway.router.refresh()
+        return {
+            "ready": await ctx.ready(),
+            "paths": gateway.describe(),
+            "default_model": gateway.default_model(),
+            "inflight": inflight,
+            "limits": {
+                "max_upload_mb": serving.max_upload_mb,
+                "max_audio_s": serving.max_audio_s,
+                "max_inflight_requests": serving.max_inflight_requests,
+                "rate_limit_per_s": serving.rate_limit_per_s,
+            },
+        }
+
+    return app

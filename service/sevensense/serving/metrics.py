@@ -1,0 +1,138 @@
+"""Prometheus metrics of the gateway and the model services (names listed in README).
+
+BentoML runs each service in its own processes and points prometheus_client at a shared
+multiprocess directory before the service module is imported, so the metrics are created
+lazily, once per process, on first use; ``/metrics`` then aggregates every process.
+Queue time and compute time are separate series, as Triton reports them, so a slow model
+and a starved batcher can be told apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+_BATCH_BUCKETS = tuple(float(2**i) for i in range(11))
+_NORM_BUCKETS = (0.0, 1e-6, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
+
+MODEL_LABELS = ("path", "model", "version", "provider")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    http_requests: Counter
+    http_latency: Histogram
+    embed_requests: Counter
+    embed_windows: Counter
+    fallbacks: Counter
+    auth_failures: Counter
+    rate_limited: Counter
+    embedding_norm: Histogram
+    queue_time: Histogram
+    compute_time: Histogram
+    batch_size: Histogram
+    model_windows: Counter
+    model_loads: Counter
+    path_ready: Gauge
+    traffic_weight: Gauge
+
+
+@cache
+def metrics() -> Metrics:
+    return Metrics(
+        http_requests=Counter(
+            "sevensense_http_requests",
+            "Partner API requests by endpoint and HTTP status",
+            ("endpoint", "status"),
+        ),
+        http_latency=Histogram(
+            "sevensense_http_request_seconds",
+            "Partner API latency, receive to response, by endpoint",
+            ("endpoint",),
+            buckets=_LATENCY_BUCKETS,
+        ),
+        embed_requests=Counter(
+            "sevensense_embed_requests",
+            "Embed requests by model version, serving path and outcome",
+            ("model", "version", "route", "outcome"),
+        ),
+        embed_windows=Counter(
+            "sevensense_embed_windows",
+            "Windows returned to partners by model version and provider",
+            ("model", "version", "provider"),
+        ),
+        fallbacks=Counter(
+            "sevensense_path_fallbacks",
+            "Model calls moved from one path to another, with the reason",
+            ("from_path", "to_path", "reason"),
+        ),
+        auth_failures=Counter(
+            "sevensense_auth_failures", "Rejected credentials by error code", ("code",)
+        ),
+        rate_limited=Counter(
+            "sevensense_rate_limited", "Requests refused by the per-key rate limit", ("key_id",)
+        ),
+        embedding_norm=Histogram(
+            "sevensense_embedding_norm",
+            "L2 norm of raw embeddings before normalisation (drift and dead-model signal)",
+            ("model", "version"),
+            buckets=_NORM_BUCKETS,
+        ),
+        queue_time=Histogram(
+            "sevensense_inference_queue_seconds",
+            "Time a window waited between the gateway and the start of its batch",
+            MODEL_LABELS,
+            buckets=_LATENCY_BUCKETS,
+        ),
+        compute_time=Histogram(
+            "sevensense_inference_compute_seconds",
+            "session.run time of one batch",
+            MODEL_LABELS,
+            buckets=_LATENCY_BUCKETS,
+        ),
+        batch_size=Histogram(
+            "sevensense_batch_size",
+            "Windows per session.run (adaptive batching across requests)",
+            MODEL_LABELS,
+            buckets=_BATCH_BUCKETS,
+        ),
+        model_windows=Counter(
+            "sevensense_model_windows",
+            "Windows run by the model services, by outcome",
+            (*MODEL_LABELS, "outcome"),
+        ),
+        model_loads=Counter(
+            "sevensense_model_loads",
+            "Model session loads (start-up, hot swap, canary) by outcome",
+            ("path", "model", "version", "outcome"),
+        ),
+        path_ready=Gauge(
+            "sevensense_path_ready",
+            "1 when the gateway considers a model path usable",
+            ("path",),
+            multiprocess_mode="livemax",
+        ),
+        traffic_weight=Gauge(
+            "sevensense_traffic_weight",
+            "Share of traffic (percent) routed to a model version",
+            ("model", "version"),
+            multiprocess_mode="livemax",
+        ),
+    )

@@ -1,0 +1,186 @@
+"""The BentoML service graph: ``Entry`` (partner API) → ``GpuModel`` | ``CpuModel``.
+
+``bentoml serve sevensense.serving.service:Entry`` starts all three on one host; in
+production each runs as its own ECS service and the entry reaches the model services at
+``SEVENSENSE_SERVING__GPU_URL`` / ``SEVENSENSE_SERVING__CPU_URL`` (then BentoML starts only
+the entry). This module is the only one that imports BentoML: the engine, the gateway and
+the API are plain Python, usable and tested without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bentoml
+from bentoml._internal.configuration.containers import BentoMLContainer
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
+
+from sevensense.artifacts.registry import ModelRegistry
+from sevensense.serving import tracing
+from sevensense.serving.auth import KeyStore, ensure_dev_key
+from sevensense.serving.gateway import Gateway, served_refs
+from sevensense.serving.http_api import ApiContext, build_app
+from sevensense.serving.model_worker import ModelWorker, PathName
+from sevensense.serving.paths import ModelPath, PathRouter
+from sevensense.serving.ratelimit import RateLimiter
+from sevensense.serving.rollout import make_store
+from sevensense.serving.wire import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
+from sevensense.settings import Settings, load_settings
+
+log = logging.getLogger("sevensense.serving")
+
+SETTINGS: Settings = load_settings()
+SERVING = SETTINGS.serving
+
+# Called services: without these, BentoML recycles the caller's connection pool every 100
+# requests and in-flight calls fail under load (FACTS.md, measured).
+_CONNECTION: dict[str, Any] = {"max_requests": 1_000_000, "max_age": 3600.0}
+
+
+def _tracing() -> dict[str, Any]:
+    if SERVING.tracing_exporter == "none":
+        return {"sample_rate": 0.0}
+    config: dict[str, Any] = {
+        "exporter_type": "otlp",
+        "sample_rate": SERVING.tracing_sample_rate,
+        "otlp": {"protocol": "http", "endpoint": SERVING.otlp_endpoint},
+    }
+    return config
+
+
+def _model_service(path: PathName, name: str) -> Any:
+    """GPU and CPU services share one implementation; only resources and SLOs differ."""
+    gpu = path == "gpu"
+
+    class ModelService:
+        def __init__(self) -> None:
+            tracing.install(BentoMLContainer.tracer_provider.get())
+            self.worker = ModelWorker(path, SETTINGS)
+            registry = ModelRegistry(SETTINGS.models_dir)
+            self.worker.start(served_refs(SETTINGS, registry, make_store(SERVING)))
+
+        @bentoml.api(
+            batchable=True,
+            max_batch_size=SERVING.gpu_max_batch_size if gpu else SERVING.cpu_max_batch_size,
+            max_latency_ms=SERVING.gpu_max_latency_ms if gpu else SERVING.cpu_max_latency_ms,
+        )
+        def infer(self, items: list[WindowItem]) -> list[WindowOutput]:
+            return self.worker.infer(items)
+
+        @bentoml.api
+        def prepare(self, ref: str) -> PrepareResult:
+            try:
+                return self.worker.prepare(ref)
+            except Exception as exc:
+                return PrepareResult(
+                    ref=ref,
+                    error=getattr(exc, "message", None) or str(exc),
+                    error_code=getattr(exc, "code", "internal_error"),
+                )
+
+        @bentoml.api
+        def status(self) -> ModelServiceStatus:
+            return self.worker.status()
+
+        def __is_ready__(self) -> bool:
+            return self.worker.ready
+
+    ModelService.__name__ = ModelService.__qualname__ = name
+    config: dict[str, Any] = {
+        "workers": 1,
+        "runner_connection": _CONNECTION,
+        "traffic": {"timeout": SERVING.request_timeout_s},
+        "tracing": _tracing(),
+    }
+    if gpu:
+        config["resources"] = {"gpu": 1}
+    return bentoml.service(**config)(ModelService)
+
+
+GpuModel = _model_service("gpu", "GpuModel")
+CpuModel = _model_service("cpu", "CpuModel")
+
+
+class _LateApp(Starlette):
+    """The FastAPI app is built at import, but its state only in the worker; BentoML mounts
+    a Starlette app passively (by its routes), so this forwards both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = build_app(SETTINGS, self.context)
+        self._context: ApiContext | None = None
+
+    def context(self) -> ApiContext:
+        if self._context is None:
+            raise RuntimeError("the entry service has not started")
+        return self._context
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.inner.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.inner(scope, receive, send)
+
+
+API = _LateApp()
+
+
+def _dependency(service: Any, url: str | None) -> Any:
+    return bentoml.depends(service, url=url) if url else bentoml.depends(service)
+
+
+def _path(name: PathName, proxy: Any) -> ModelPath:
+    client = proxy.to_async
+
+    async def call(items: list[WindowItem]) -> list[WindowOutput]:
+        return [_as(WindowOutput, o) for o in await client.infer(items)]
+
+    async def probe() -> ModelServiceStatus:
+        return _as(ModelServiceStatus, await client.status())
+
+    async def prepare(ref: str) -> PrepareResult:
+        return _as(PrepareResult, await client.prepare(ref=ref))
+
+    return ModelPath(name, call, probe, prepare, retry_s=SERVING.gpu_retry_s)
+
+
+def _as(model: Any, value: Any) -> Any:
+    """Remote (JSON) dependencies answer with dicts, local (pickle) ones with the models."""
+    return value if isinstance(value, model) else model.model_validate(value)
+
+
+@bentoml.service(
+    workers=1,
+    runner_probe={"enabled": False},  # our /readyz: ready while any model path can serve
+    traffic={"timeout": SERVING.request_timeout_s + 5},
+    tracing=_tracing(),
+)
+@bentoml.asgi_app(API, path="/")
+class Entry:
+    gpu = _dependency(GpuModel, SERVING.gpu_url) if SERVING.gpu_enabled else None
+    cpu = _dependency(CpuModel, SERVING.cpu_url)
+
+    def __init__(self) -> None:
+        tracing.install(BentoMLContainer.tracer_provider.get())
+        paths = [_path("cpu", self.cpu)]
+        if self.gpu is not None:
+            paths.insert(0, _path("gpu", self.gpu))
+        self.router = PathRouter(paths)
+        self.gateway = Gateway(SETTINGS, self.router, make_store(SERVING))
+        dev_key = ensure_dev_key(SERVING) if SERVING.auth_required else None
+        if dev_key:
+            log.info("local dev API key (also in %s/dev-api-key): %s", SERVING.state_dir, dev_key)
+        API._context = ApiContext(
+            gateway=self.gateway,
+            keys=KeyStore.from_settings(SERVING),
+            limiter=RateLimiter.from_settings(SERVING),
+            ready=self.__is_ready__,
+        )
+
+    async def __is_ready__(self) -> bool:
+        await self.router.refresh()
+        return self.router.any_ready()

@@ -1,0 +1,255 @@
+"""A real service graph (`bentoml serve`, three services) on 127.0.0.1 for the HTTP tests.
+
+The server gets its own models directory (links to the built artifacts plus extra
+perch-contract versions for canary and hot-swap tests, one of them deliberately corrupt),
+its own state directory and hashed API keys, and exports traces over OTLP/HTTP to a
+collector running in the test process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sevensense.artifacts.build import build_perch_contract
+from sevensense.artifacts.registry import Artifact, ModelRegistry
+from sevensense.serving.auth import generate_key, hash_key
+from tests.conftest import REPO
+
+KEYS = ("partner", "reader", "admin", "slow")
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called ``name`` in a Prometheus exposition."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def link_artifact(artifact: Artifact, root: Path) -> None:
+    """Symlink the weights (no 50-MB copies), copy the small files."""
+    m = artifact.manifest
+    target = root / m.name / m.version / m.variant
+    target.mkdir(parents=True, exist_ok=True)
+    for item in artifact.directory.iterdir():
+        if item.suffix in (".onnx", ".data"):
+            (target / item.name).symlink_to(item)
+        elif item.is_file():
+            shutil.copy2(item, target / item.name)
+
+
+@dataclass
+class Service:
+    """One `bentoml serve` process group and a client for it."""
+
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    keys: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+    startup_s: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 180.0) -> None:
+        log = self.log_path.open("wb")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "bentoml"),
+                "serve",
+                "sevensense.serving.service:Entry",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=REPO,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited early:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    self.startup_s = time.perf_counter() - started
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"service not ready after {timeout_s} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def log_tail(self, n: int = 60) -> str:
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def client(self, key: str | None = "partner", timeout: float = 120.0) -> httpx.Client:
+        headers = {"X-API-Key": self.keys[key]} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+
+class Collector:
+    """An OTLP/HTTP trace receiver: keeps every ExportTraceServiceRequest body."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length", 0))
+                collector.bodies.append(self.rfile.read(length))
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/traces"
+
+    def spans(self) -> list[dict[str, object]]:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        found: list[dict[str, object]] = []
+        for body in list(self.bodies):
+            request = ExportTraceServiceRequest()
+            request.ParseFromString(body)
+            for resource_spans in request.resource_spans:
+                attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    for s in scope_spans.spans:
+                        found.append(
+                            {
+                                "name": s.name,
+                                "trace_id": s.trace_id.hex(),
+                                "service": attrs.get("service.name", ""),
+                                "start": s.start_time_unix_nano,
+                                "end": s.end_time_unix_nano,
+                            }
+                        )
+        return found
+
+
+@pytest.fixture(scope="session")
+def serving_models(
+    tmp_path_factory: pytest.TempPathFactory, birdnet_artifact: Artifact, perch_artifact: Artifact
+) -> Path:
+    """BirdNET (the default) and perch-contract 1.0.0 linked; 1.1.0 built with another seed;
+    1.2.0 built, then corrupted on disk (same size, one byte changed)."""
+    root = tmp_path_factory.mktemp("serving-models")
+    link_artifact(birdnet_artifact, root)
+    link_artifact(perch_artifact, root)
+    registry = ModelRegistry(root)
+    build_perch_contract(registry, version="1.1.0", seed=11)
+    bad = build_perch_contract(registry, version="1.2.0", seed=12)
+    data = bytearray(bad.model_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bad.model_path.write_bytes(bytes(data))
+    return root
+
+
+@pytest.fixture(scope="session")
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    yield c
+    c.server.shutdown()
+
+
+def service_env(models: Path, state: Path, keys: dict[str, str], **extra: str) -> dict[str, str]:
+    records = [
+        {"id": "partner", "sha256": hash_key(keys["partner"]), "scopes": ["embed", "read"]},
+        {"id": "reader", "sha256": hash_key(keys["reader"]), "scopes": ["read"]},
+        {"id": "admin", "sha256": hash_key(keys["admin"]), "scopes": ["embed", "read", "admin"]},
+        {
+            "id": "slow",
+            "sha256": hash_key(keys["slow"]),
+            "scopes": ["embed", "read"],
+            "rate_limit_per_s": 0.2,
+        },
+    ]
+    env = {
+        "BENTOML_DO_NOT_TRACK": "true",
+        "BENTOML_HOME": str(state / "bentoml"),
+        "SEVENSENSE_PROFILE": "default",
+        "SEVENSENSE_MODELS_DIR": str(models),
+        "SEVENSENSE_INFERENCE__INTRA_THREADS": "2",
+        "SEVENSENSE_SERVING__STATE_DIR": str(state),
+        "SEVENSENSE_SERVING__API_KEYS": json.dumps(records),
+        "SEVENSENSE_SERVING__MAX_UPLOAD_MB": "5",
+        "SEVENSENSE_SERVING__MAX_AUDIO_S": "600",
+        "SEVENSENSE_SERVING__RATE_LIMIT_PER_S": "1000",
+        "SEVENSENSE_SERVING__RATE_LIMIT_BURST": "2000",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, serving_models: Path, collector: Collector
+) -> Iterator[Service]:
+    state = tmp_path_factory.mktemp("serving-state")
+    keys = {k: generate_key() for k in KEYS}
+    env = service_env(
+        serving_models,
+        state,
+        keys,
+        SEVENSENSE_SERVING__TRACING_EXPORTER="otlp",
+        SEVENSENSE_SERVING__OTLP_ENDPOINT=collector.endpoint,
+        SEVENSENSE_SERVING__TRACING_SAMPLE_RATE="1.0",
+    )
+    service = Service(free_port(), env, state / "server.log", keys)
+    service.start()
+    yield service
+    service.stop()
