@@ -53,6 +53,12 @@ def _open(source: AudioSource) -> sf.SoundFile:
         if not source:
             raise EmptyAudioError("the audio payload is empty (0 bytes)")
         source = io.BytesIO(source)
+    elif hasattr(source, "seek") and hasattr(source, "tell"):
+        here = source.tell()
+        end = source.seek(0, io.SEEK_END)
+        source.seek(here)
+        if end == here == 0:
+            raise EmptyAudioError(f"{name}: the audio payload is empty (0 bytes)", source=name)
     elif isinstance(source, str | Path):
         path = Path(source)
         if not path.exists():
@@ -63,13 +69,22 @@ def _open(source: AudioSource) -> sf.SoundFile:
         return sf.SoundFile(source)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         text = str(exc).lower()
+        reason = _reason(exc)
         if any(hint in text for hint in _NOT_AUDIO_HINTS):
             raise UnsupportedAudioError(
                 f"{name}: not a recognised audio format (WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3 "
-                f"are supported): {exc}",
+                f"are supported): {reason}",
                 source=name,
             ) from exc
-        raise CorruptAudioError(f"{name}: cannot decode audio: {exc}", source=name) from exc
+        raise CorruptAudioError(f"{name}: cannot decode audio: {reason}", source=name) from exc
+
+
+def _reason(exc: Exception) -> str:
+    """libsndfile's own words, without its "Error opening <object repr>:" preamble."""
+    text = str(exc)
+    if text.startswith("Error opening") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text.strip()
 
 
 def probe(source: AudioSource) -> AudioInfo:

@@ -10,6 +10,7 @@ that describes exactly that. BentoML still owns the process model, batching, /li
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint annotations at
 # run time, and the dependencies in them are closures of build_app.
 import asyncio
+import json
 import logging
 import math
 import re
@@ -128,6 +129,56 @@ class ApiContext:
     keys: KeyStore
     limiter: RateLimiter
     ready: Callable[[], Awaitable[bool]]
+
+
+class JsonForUnmatched:
+    """Paths outside our app fall through to BentoML's router, which answers 404/405 in plain
+    text; rewrite those so that every error a partner can get has the same JSON shape."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        held: Message | None = None
+        replaced = False
+
+        async def rewrite(message: Message) -> None:
+            nonlocal held, replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                plain = dict(message.get("headers") or []).get(b"content-type", b"")
+                if message["status"] in (404, 405) and not plain.startswith(b"application/json"):
+                    held = message
+                    return
+            elif held is not None:
+                status = held["status"]
+                code = "not_found" if status == 404 else "method_not_allowed"
+                rid = uuid.uuid4().hex
+                text = "no such endpoint" if status == 404 else "method not allowed here"
+                body = json.dumps(
+                    {"error": {"code": code, "message": text, "request_id": rid}}
+                ).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"x-request-id", rid.encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": body})
+                replaced = True
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewrite)
 
 
 def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:

@@ -72,13 +72,15 @@ class ModelWorker:
             self.reason = missing
             log.warning("%s model service not ready: %s", self.path, missing)
             return
+        errors: list[str] = []
         for ref in dict.fromkeys(refs):
             try:
                 self.prepare(ref)
             except SevensenseError as exc:
                 log.error("%s: could not load %s at start-up: %s", self.path, ref, exc)
+                errors.append(exc.message)
         if not self.engine.sessions.loaded():
-            self.reason = "no model could be loaded"
+            self.reason = errors[0] if errors else "no model to load"
             return
         self.reason = None
 
@@ -105,7 +107,11 @@ class ModelWorker:
             and self.settings.serving.gpu_require_cuda
             and loaded.provider != CUDA
         ):
-            raise SevensenseError(f"{loaded.identity} did not load on CUDA ({loaded.provider})")
+            self.engine.sessions.evict(loaded.artifact.key)
+            raise SevensenseError(
+                f"{loaded.identity} did not load on CUDA (ONNX Runtime chose {loaded.provider}; "
+                "no usable GPU?)"
+            )
         with self._lock:
             self._recent[loaded.artifact.key] = time.monotonic()
             self._recent.move_to_end(loaded.artifact.key)

@@ -10,7 +10,7 @@ the API are plain Python, usable and tested without a server.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 from bentoml._internal.configuration.containers import BentoMLContainer
@@ -22,7 +22,7 @@ from sevensense.artifacts.registry import ModelRegistry
 from sevensense.serving import tracing
 from sevensense.serving.auth import KeyStore, ensure_dev_key
 from sevensense.serving.gateway import Gateway, served_refs
-from sevensense.serving.http_api import ApiContext, build_app
+from sevensense.serving.http_api import ApiContext, JsonForUnmatched, build_app
 from sevensense.serving.model_worker import ModelWorker, PathName
 from sevensense.serving.paths import ModelPath, PathRouter
 from sevensense.serving.ratelimit import RateLimiter
@@ -184,3 +184,6 @@ class Entry:
     async def __is_ready__(self) -> bool:
         await self.router.refresh()
         return self.router.any_ready()
+
+
+cast(Any, Entry).add_asgi_middleware(JsonForUnmatched)  # a bentoml.Service once decorated
