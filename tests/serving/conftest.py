@@ -71,6 +71,7 @@ class Service:
     env: dict[str, str]
     log_path: Path
     keys: dict[str, str] = field(default_factory=dict)
+    target: str = "sevensense.serving.service:Entry"
     proc: subprocess.Popen[bytes] | None = None
     startup_s: float = 0.0
 
@@ -85,7 +86,7 @@ class Service:
             [
                 str(Path(sys.executable).parent / "bentoml"),
                 "serve",
-                "sevensense.serving.service:Entry",
+                self.target,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -172,6 +173,10 @@ class Collector:
                         found.append(
                             {
                                 "name": s.name,
+                                "attributes": {
+                                    a.key: a.value.string_value or a.value.int_value
+                                    for a in s.attributes
+                                },
                                 "trace_id": s.trace_id.hex(),
                                 "service": attrs.get("service.name", ""),
                                 "start": s.start_time_unix_nano,
