@@ -62,8 +62,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
+        (400, "invalid rollout weights"),
         (401, "missing or unknown API key"),
         (403, "the key lacks the scope"),
+        (404, "unknown model or version"),
+        (409, "a version failed verification or loading; the current one keeps serving"),
         (413, "upload or audio duration over the limit"),
         (415, "not an audio format we decode"),
         (422, "invalid options or undecodable audio"),

@@ -128,7 +128,7 @@ class PathRouter:
         reasons: list[str] = []
         preferred = True
         for i, path in enumerate(candidates):
-            if route == "auto" and not path.usable(time.monotonic()):
+            if not path.usable(time.monotonic()):
                 reasons.append(f"{path.name}: {path.describe()['reason']}")
                 preferred = False
                 continue

@@ -1,0 +1,111 @@
+"""GPU-first routing decisions, without a server: which path serves, when a failed path is
+skipped, and how overload differs from breakage."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bentoml.exceptions import ServiceUnavailable
+
+from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.errors import NoModelPathError, OverloadedError
+from sevensense.serving.paths import ModelPath, PathRouter, failure_reason
+from sevensense.serving.wire import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
+
+IDENT = ModelIdentity(name="m", version="1", variant="base")
+
+
+def path(name: str, behaviour: list[object], ready: bool = True) -> tuple[ModelPath, list[int]]:
+    """A path whose calls follow ``behaviour`` (an exception to raise or "ok")."""
+    calls: list[int] = []
+
+    async def call(items: list[WindowItem]) -> list[WindowOutput]:
+        calls.append(len(items))
+        step = behaviour.pop(0) if behaviour else "ok"
+        if isinstance(step, BaseException):
+            raise step
+        return [
+            WindowOutput(
+                model=IDENT,
+                provider=name,
+                embedding=b"",
+                batch_size=1,
+                queue_ms=0,
+                compute_ms=0,
+                error=None if step == "ok" else str(step),
+            )
+            for _ in items
+        ]
+
+    async def probe() -> ModelServiceStatus:
+        return ModelServiceStatus(path=name, ready=ready)  # type: ignore[arg-type]
+
+    async def prepare(ref: str) -> PrepareResult:
+        return PrepareResult(ref=ref)
+
+    return ModelPath(name, call, probe, prepare, retry_s=60.0), calls  # type: ignore[arg-type]
+
+
+ITEMS = [WindowItem(model="m:1:base", samples=b"")] * 3
+
+
+def run(router: PathRouter, route: str = "auto"):  # type: ignore[no-untyped-def]
+    return asyncio.run(router.run(ITEMS, route))  # type: ignore[arg-type]
+
+
+def test_gpu_serves_when_healthy() -> None:
+    gpu, gpu_calls = path("gpu", [])
+    cpu, cpu_calls = path("cpu", [])
+    outputs, served, fallback = run(PathRouter([gpu, cpu]))
+    assert (served, fallback, gpu_calls, cpu_calls) == ("gpu", False, [3], [])
+    assert outputs[0].provider == "gpu"
+
+
+def test_broken_gpu_is_skipped_for_its_retry_period() -> None:
+    gpu, gpu_calls = path("gpu", [ConnectionError("refused")])
+    cpu, cpu_calls = path("cpu", [])
+    router = PathRouter([gpu, cpu])
+    assert run(router)[1:] == ("cpu", True)
+    assert run(router)[1:] == ("cpu", True)
+    assert gpu_calls == [3] and cpu_calls == [3, 3]  # second request did not try the GPU
+    assert "unavailable" in str(gpu.describe()["reason"])
+
+
+def test_overloaded_gpu_is_retried_next_time() -> None:
+    gpu, gpu_calls = path("gpu", [ServiceUnavailable("shed")])
+    cpu, _ = path("cpu", [])
+    router = PathRouter([gpu, cpu])
+    assert run(router)[1:] == ("cpu", True)
+    assert run(router)[1:] == ("gpu", False)
+    assert gpu_calls == [3, 3]
+
+
+def test_window_errors_fail_over_and_unready_paths_are_not_called() -> None:
+    gpu, _gpu_calls = path("gpu", ["unknown version"])
+    cpu, _ = path("cpu", [])
+    assert run(PathRouter([gpu, cpu]))[1] == "cpu"
+    cold, cold_calls = path("gpu", [], ready=False)
+    assert run(PathRouter([cold, path("cpu", [])[0]]))[1:] == ("cpu", True)
+    assert cold_calls == []
+
+
+def test_no_path_left_is_a_503_with_the_reasons() -> None:
+    gpu, _ = path("gpu", [], ready=False)
+    cpu, _ = path("cpu", [ConnectionError("down")])
+    with pytest.raises(NoModelPathError) as info:
+        run(PathRouter([gpu, cpu]))
+    assert "gpu" in info.value.message and "cpu: unavailable" in info.value.message
+    busy, _ = path("cpu", [ServiceUnavailable("shed")])
+    with pytest.raises(OverloadedError):
+        run(PathRouter([busy]))
+    forced, _ = path("gpu", [], ready=False)
+    with pytest.raises(NoModelPathError):
+        run(PathRouter([forced, path("cpu", [])[0]]), route="gpu")
+
+
+def test_failure_reasons() -> None:
+    assert failure_reason(ServiceUnavailable("x")) == "overloaded"
+    assert failure_reason(ConnectionRefusedError()) == "unavailable"
+    assert failure_reason(TimeoutError()) == "unavailable"
+    assert failure_reason(ValueError("bad")) == "error"
