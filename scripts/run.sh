@@ -1,11 +1,24 @@
 #!/usr/bin/env bash
-# Quick start: embed a shipped recording with the default model (BirdNET v2.4 here) and show
-# the top species per window. Usage: scripts/run.sh [AUDIO_FILE_OR_DIR ...]
+# Start the 7sense service graph (Entry gateway + GPU and CPU model services) on the default
+# model: Perch 2.0 where its weights are present, BirdNET v2.4 otherwise (always, here).
+# Env: HOST (default 127.0.0.1), PORT (default 3000), SEVENSENSE_PROFILE, SEVENSENSE_* settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "$#" -eq 0 ]; then
-  set -- ../shared/audio/soundscape_birdnet_120s_48k.flac
+export BENTOML_DO_NOT_TRACK=true
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-3000}"
+KEY="$(.venv/bin/sevensense keys dev 2>/dev/null || true)"
+cat <<MSG
+7sense is starting on http://${HOST}:${PORT}  (ready when /readyz answers 200)
+  API docs:  http://${HOST}:${PORT}/docs      metrics: /metrics
+MSG
+if [ -n "$KEY" ]; then
+  cat <<MSG
+  dev key:   ${KEY}   (all scopes; only its hash is stored in .state/api_keys.json)
+  try:       curl -H "X-API-Key: \$(cat .state/dev-api-key)" \\
+               -F audio=@../shared/audio/birdnet_sample_3s_48k.wav http://${HOST}:${PORT}/embed
+MSG
+else
+  echo "  keys:      configured keys only (sevensense keys list)"
 fi
-mkdir -p out
-.venv/bin/sevensense embed "$@" --out out/quickstart.parquet
-.venv/bin/sevensense show out/quickstart.parquet --limit 12
+exec .venv/bin/bentoml serve sevensense.serving.service:Entry --host "$HOST" --port "$PORT"

@@ -56,3 +56,18 @@ def test_bad_profiles_are_config_errors(tmp_path: Path) -> None:
     path.write_text("[inference]\nwarp_drive = true\n")
     with pytest.raises(ConfigError, match="warp_drive"):
         load_settings(str(path))
+
+
+def test_terraform_env_names_map_onto_serving_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEVENSENSE_GPU_URL", "http://model-gpu:3000")
+    monkeypatch.setenv("SEVENSENSE_CPU_URL", "http://model-cpu:3000")
+    monkeypatch.setenv("SEVENSENSE_CANARY_PARAM", "/7sense/prod/canary")
+    monkeypatch.setenv("SEVENSENSE_SERVING__MAX_UPLOAD_MB", "7")
+    settings = load_settings("cloud")
+    assert settings.serving.gpu_url == "http://model-gpu:3000"
+    assert settings.serving.cpu_url == "http://model-cpu:3000"
+    assert settings.serving.rollout_store == "ssm"
+    assert settings.serving.canary_param == "/7sense/prod/canary"
+    assert settings.serving.max_upload_mb == 7.0
+    monkeypatch.setenv("SEVENSENSE_SERVING__GPU_URL", "http://elsewhere:3000")
+    assert load_settings("cloud").serving.gpu_url == "http://elsewhere:3000"

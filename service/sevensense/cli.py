@@ -448,3 +448,18 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@keys.command("dev")
+@click.pass_context
+def keys_dev(ctx: click.Context) -> None:
+    """Print the local quick-start key, creating it only when no key is configured at all."""
+    from sevensense.serving.auth import ensure_dev_key
+
+    key = ensure_dev_key(_settings(ctx.find_root()).serving)
+    if key is None:
+        click.echo(
+            "keys are configured; no dev key is issued (see `sevensense keys list`)", err=True
+        )
+        sys.exit(EXIT_FAILED)
+    click.echo(key)

@@ -184,9 +184,36 @@ def profile_path(name: str) -> Path:
     return Path(str(ref))
 
 
+# The names the Terraform task definitions set (infra/terraform/README.md), mapped onto
+# settings; the canonical SEVENSENSE_<SECTION>__<FIELD> variable wins when both are set.
+_ENV_ALIASES: dict[str, tuple[str, str]] = {
+    "SEVENSENSE_GPU_URL": ("serving", "gpu_url"),
+    "SEVENSENSE_CPU_URL": ("serving", "cpu_url"),
+    "SEVENSENSE_CANARY_PARAM": ("serving", "canary_param"),
+}
+
+
+def _aliased_env() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for alias, (section, field) in _ENV_ALIASES.items():
+        value = os.environ.get(alias)
+        canonical = f"SEVENSENSE_{section.upper()}__{field.upper()}"
+        if value and canonical not in os.environ:
+            found.setdefault(section, {})[field] = value
+    if "canary_param" in found.get("serving", {}) and (
+        "SEVENSENSE_SERVING__ROLLOUT_STORE" not in os.environ
+    ):
+        found["serving"]["rollout_store"] = "ssm"
+    return found
+
+
 def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
     """Build settings for a profile (argument, else $SEVENSENSE_PROFILE, else ``default``)."""
     name = profile or os.environ.get("SEVENSENSE_PROFILE") or "default"
+    for section, values in _aliased_env().items():
+        merged = dict(values)
+        merged.update(overrides.get(section) or {})
+        overrides[section] = merged
     path = profile_path(name)
 
     class _ProfiledSettings(Settings):

@@ -77,7 +77,7 @@ class ModelWorker:
             try:
                 self.prepare(ref)
             except SevensenseError as exc:
-                log.error("%s: could not load %s at start-up: %s", self.path, ref, exc)
+                log.warning("%s: could not load %s at start-up: %s", self.path, ref, exc)
                 errors.append(exc.message)
         if not self.engine.sessions.loaded():
             self.reason = errors[0] if errors else "no model to load"
