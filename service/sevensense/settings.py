@@ -120,6 +120,10 @@ class ServingSettings(_Section):
     api_keys: list[ApiKeyRecord] = Field(
         default_factory=list, description="extra hashed keys, e.g. from an env JSON list"
     )
+    api_keys_secret: str | None = Field(
+        None, description="Secrets Manager id/ARN holding {'keys': [hashed records]}"
+    )
+    api_keys_secret_refresh_s: float = Field(60.0, gt=0.0)
     rate_limit_per_s: float = Field(20.0, gt=0.0, description="per key, per gateway worker")
     rate_limit_burst: int = Field(40, ge=1)
     max_upload_mb: float = Field(100.0, gt=0.0)
@@ -190,6 +194,7 @@ _ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SEVENSENSE_GPU_URL": ("serving", "gpu_url"),
     "SEVENSENSE_CPU_URL": ("serving", "cpu_url"),
     "SEVENSENSE_CANARY_PARAM": ("serving", "canary_param"),
+    "SEVENSENSE_API_KEYS_SECRET_ARN": ("serving", "api_keys_secret"),
 }
 
 

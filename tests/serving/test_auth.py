@@ -21,6 +21,7 @@ from sevensense.errors import (
 )
 from sevensense.serving.auth import (
     KeyStore,
+    SecretKeySource,
     add_key,
     ensure_dev_key,
     generate_key,
@@ -32,6 +33,7 @@ from sevensense.serving.auth import (
     revoke_key,
 )
 from sevensense.settings import ApiKeyRecord, ServingSettings, load_settings
+from tests.serving.conftest import aws_client
 from tests.test_cli import run
 
 
@@ -338,3 +340,30 @@ def test_cli_keys_through_the_installed_entry_point(
     assert KeyStore(tmp_path / "api_keys.json").authenticate(key).id == "partner-a"
     proc = run("keys", "list")
     assert proc.returncode == 0 and proc.stdout.split()[0] == "partner-a"
+
+
+def test_keys_from_secrets_manager_rotate_without_restart(moto_endpoint: str) -> None:
+    client = aws_client("secretsmanager", moto_endpoint)
+    first, second = generate_key(), generate_key()
+
+    def document(*pairs: tuple[str, str]) -> str:
+        return json.dumps({"keys": [{"id": i, "sha256": hash_key(k)} for i, k in pairs]})
+
+    arn = client.create_secret(Name="sevensense/api-keys", SecretString=document(("p1", first)))[
+        "ARN"
+    ]
+    now = [0.0]
+    source = SecretKeySource(arn, client, refresh_s=60.0, clock=lambda: now[0])
+    store = KeyStore(None, secret=source)
+    assert store.authenticate(first).id == "p1"
+    client.put_secret_value(SecretId=arn, SecretString=document(("p2", second)))
+    assert store.authenticate(first).id == "p1"  # cached until the refresh period passes
+    now[0] = 61.0
+    assert store.authenticate(second).id == "p2"
+    with pytest.raises(InvalidApiKeyError):
+        store.authenticate(first)
+    client.put_secret_value(SecretId=arn, SecretString="{not json")
+    now[0] = 130.0
+    assert store.authenticate(second).id == "p2"  # a bad rotation keeps the last good keys
+    with pytest.raises(ConfigError):
+        SecretKeySource(arn, client)

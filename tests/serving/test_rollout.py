@@ -11,13 +11,12 @@ import sys
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from sevensense.errors import ConfigError, RolloutError
 from sevensense.serving.rollout import (
@@ -210,15 +209,6 @@ def test_concurrent_writers_lose_no_update(tmp_path: Path) -> None:
 
 
 # --- SSM store ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

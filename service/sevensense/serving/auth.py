@@ -81,10 +81,15 @@ def _read_key_file(path: Path) -> list[ApiKeyRecord] | None:
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read API key file {path}: {exc}", path=str(path)) from exc
+    return parse_key_document(raw, f"API key file {path}", path=str(path))
+
+
+def parse_key_document(raw: bytes | str, where: str, **details: str) -> list[ApiKeyRecord]:
+    """``{"keys": [...]}`` as stored in the key file and in the Secrets Manager secret."""
     try:
         data: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"API key file {path} is not valid JSON: {exc}", path=str(path)) from exc
+        raise ConfigError(f"{where} is not valid JSON: {exc}", **details) from exc
     try:
         return _KeyFile.model_validate(data).keys
     except ValidationError as exc:
@@ -92,7 +97,50 @@ def _read_key_file(path: Path) -> list[ApiKeyRecord] | None:
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
             for err in exc.errors()
         )
-        raise ConfigError(f"API key file {path} is malformed: {problems}", path=str(path)) from exc
+        raise ConfigError(f"{where} is malformed: {problems}", **details) from exc
+
+
+class SecretKeySource:
+    """Hashed keys kept in an AWS Secrets Manager secret (the deployment's key store).
+
+    Re-read every ``refresh_s`` so rotation needs no redeploy; a failed or malformed read
+    keeps the last good keys (and is logged), except at start, where it is an error: a
+    gateway that cannot authenticate anyone should not report ready.
+    """
+
+    def __init__(
+        self,
+        secret_id: str,
+        client: Any | None = None,
+        *,
+        refresh_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.secret_id = secret_id
+        self.refresh_s = refresh_s
+        self._client = client
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._records = self._fetch()
+        self._fetched_at = clock()
+
+    def _fetch(self) -> list[ApiKeyRecord]:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("secretsmanager")
+        value = self._client.get_secret_value(SecretId=self.secret_id)["SecretString"]
+        return parse_key_document(value, f"secret {self.secret_id}", secret=self.secret_id)
+
+    def records(self) -> list[ApiKeyRecord]:
+        with self._lock:
+            if self._clock() - self._fetched_at >= self.refresh_s:
+                self._fetched_at = self._clock()
+                try:
+                    self._records = self._fetch()
+                except Exception as exc:  # network, permissions, malformed JSON
+                    log.error("keeping the previous %d secret keys: %s", len(self._records), exc)
+            return list(self._records)
 
 
 def _write_key_file(path: Path, records: Iterable[ApiKeyRecord]) -> None:
@@ -199,8 +247,10 @@ class KeyStore:
         *,
         reload_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        secret: SecretKeySource | None = None,
     ) -> None:
         self.path = path
+        self.secret = secret
         self.reload_s = reload_s
         self._extra = list(extra)
         self._clock = clock
@@ -215,7 +265,12 @@ class KeyStore:
 
     @classmethod
     def from_settings(cls, serving: ServingSettings, *, reload_s: float = 2.0) -> KeyStore:
-        return cls(key_file_path(serving), serving.api_keys, reload_s=reload_s)
+        secret = (
+            SecretKeySource(serving.api_keys_secret, refresh_s=serving.api_keys_secret_refresh_s)
+            if serving.api_keys_secret
+            else None
+        )
+        return cls(key_file_path(serving), serving.api_keys, reload_s=reload_s, secret=secret)
 
     def _set_file_records(self, records: list[ApiKeyRecord]) -> None:
         self._from_file = records
@@ -244,17 +299,19 @@ class KeyStore:
         if self.path is not None and self._clock() - self._checked_at >= self.reload_s:
             self.reload()
 
-    def records(self) -> list[ApiKeyRecord]:
+    def _all(self) -> list[ApiKeyRecord]:
         self._maybe_reload()
-        return list(self._records)
+        return [*self._records, *(self.secret.records() if self.secret else [])]
+
+    def records(self) -> list[ApiKeyRecord]:
+        return self._all()
 
     def __len__(self) -> int:
         return len(self.records())
 
     def lookup_hash(self, sha256: str) -> ApiKeyRecord | None:
         """The record with this hash; compares against every record, in constant time each."""
-        self._maybe_reload()
-        records = self._records
+        records = self._all()
         found: ApiKeyRecord | None = None
         presented = sha256.encode("ascii")
         for record in records:
