@@ -41,7 +41,7 @@ def test_server_conforms_to_its_document(server: Service) -> None:
         checked.add((operation.method.upper(), operation.path))
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
         def conforms(case) -> None:  # type: ignore[no-untyped-def]
             # Generated audio is random bytes, so a 415/422 answer is the right one and
             # "valid by the schema must be accepted" does not apply; admin operations run

@@ -115,6 +115,8 @@ def test_upload_over_the_size_limit(server: Service) -> None:
         ({"route": "tpu"}, "invalid_request", 422),
         ({"overlap": "1.5"}, "invalid_request", 422),
         ({"hop_s": "4.0"}, "invalid_request", 422),
+        ({"hop_s": "2.2e-311"}, "invalid_request", 422),
+        ({"overlap": "0.95"}, "invalid_request", 422),
         ({"format": "xml"}, "invalid_request", 422),
         ({"model": "no-such-model"}, "model_not_found", 404),
         ({"model": "birdnet-v2.4:9.9.9"}, "model_not_found", 404),

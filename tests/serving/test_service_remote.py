@@ -4,7 +4,9 @@ port nobody listens on, so the GPU path is absent, not merely unready."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,7 @@ def remote(tmp_path_factory: pytest.TempPathFactory, serving_models: Path) -> It
             keys,
             SEVENSENSE_SERVING__CPU_URL=cpu.url,
             SEVENSENSE_SERVING__GPU_URL=f"http://127.0.0.1:{free_port()}",
+            SEVENSENSE_SERVING__MAX_INFLIGHT_REQUESTS="2",
         ),
         state / "entry.log",
         keys,
@@ -67,3 +70,22 @@ def test_gpu_absent_requests_succeed_on_remote_cpu(
     assert status["paths"]["gpu"]["ready"] is False
     assert "unavailable" in status["paths"]["gpu"]["reason"]
     assert status["paths"]["cpu"]["ready"] is True
+
+
+def test_overload_is_a_fast_503_with_retry_after(remote: Service) -> None:
+    data = audio("soundscape_birdnet_120s_48k.flac").read_bytes()
+
+    def send(_: int) -> tuple[int, float, str | None]:
+        started = time.perf_counter()
+        with remote.client() as c:
+            r = c.post("/embed", files={"audio": ("s.flac", data, "audio/flac")})
+        return r.status_code, time.perf_counter() - started, r.headers.get("Retry-After")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(send, range(8)))
+    refused = [r for r in results if r[0] == 503]
+    assert {r[0] for r in results} == {200, 503}, results
+    assert len([r for r in results if r[0] == 200]) >= 2
+    assert all(seconds < 5 and retry and int(retry) >= 1 for _, seconds, retry in refused)
+    with remote.client() as c:
+        assert c.get("/readyz").status_code == 200

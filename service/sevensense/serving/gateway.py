@@ -53,6 +53,7 @@ from sevensense.settings import Settings
 log = logging.getLogger(__name__)
 
 PERCH = "perch-v2"
+MAX_OVERLAP = 0.9
 
 
 class EmbedParams(BaseModel):
@@ -64,7 +65,7 @@ class EmbedParams(BaseModel):
         None, max_length=128, description="name (canary-routed) or name:version[:variant] (pinned)"
     )
     route: Route = "auto"
-    overlap: float | None = Field(None, ge=0.0, lt=1.0)
+    overlap: float | None = Field(None, ge=0.0, le=0.9)
     hop_s: float | None = Field(None, gt=0.0, le=60.0, description="overrides overlap")
     top_k: int | None = Field(None, ge=0, le=100)
     include_logits: bool = False
@@ -200,6 +201,12 @@ class Gateway:
                     f"hop_s {params.hop_s} exceeds the {window_s:g}-s window of {manifest.name}"
                 )
             overlap = 1.0 - params.hop_s / window_s
+        if overlap is not None and overlap > MAX_OVERLAP:
+            raise RequestError(
+                f"a hop under {1 - MAX_OVERLAP:.0%} of the {window_s:g}-s window "
+                f"(overlap over {MAX_OVERLAP:.0%}) is refused: it multiplies the work per second "
+                "of audio without adding information"
+            )
         options = EmbedOptions(
             overlap=overlap,
             top_k=params.top_k,

@@ -298,7 +298,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         audio: Annotated[UploadFile, File(description="the recording")],
         model: Annotated[str | None, Form(max_length=128)] = None,
         route: Annotated[Route, Form()] = "auto",
-        overlap: Annotated[float | None, Form(ge=0.0, lt=1.0)] = None,
+        overlap: Annotated[float | None, Form(ge=0.0, le=0.9)] = None,
         hop_s: Annotated[float | None, Form(gt=0.0, le=60.0)] = None,
         top_k: Annotated[int | None, Form(ge=0, le=100)] = None,
         include_logits: Annotated[bool, Form()] = False,

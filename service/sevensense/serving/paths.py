@@ -130,6 +130,8 @@ class PathRouter:
         for i, path in enumerate(candidates):
             if not path.usable(time.monotonic()):
                 reasons.append(f"{path.name}: {path.describe()['reason']}")
+                nxt = candidates[i + 1].name if i + 1 < len(candidates) else "none"
+                metrics().fallbacks.labels(path.name, nxt, "unready").inc()
                 preferred = False
                 continue
             try:
