@@ -1,5 +1,5 @@
 # The two newcomer commands are `make run` and `make test` (see README.md).
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench bench-perch
 
 setup:
 	./scripts/bootstrap.sh
@@ -17,3 +17,7 @@ lint: setup
 
 bench: setup
 	.venv/bin/python -m bench.run_all
+
+# Batch-size curve on a Perch-sized random-weight model: chooses serving.cpu_max_batch_size.
+bench-perch: setup
+	.venv/bin/python -m bench.batch_curve --model perch-sized --provider cpu
