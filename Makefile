@@ -21,3 +21,8 @@ bench: setup
 # Batch-size curve on a Perch-sized random-weight model: chooses serving.cpu_max_batch_size.
 bench-perch: setup
 	.venv/bin/python -m bench.batch_curve --model perch-sized --provider cpu
+
+# HTTP load benchmark (Locust, headless, ~2 min): start-up, req/s and latency at 1/8/32 users.
+.PHONY: load
+load: setup
+	.venv/bin/python -m load_tests.run

@@ -4,52 +4,29 @@ The server gets its own models directory (links to the built artifacts plus extr
 perch-contract versions for canary and hot-swap tests, one of them deliberately corrupt),
 its own state directory and hashed API keys, and exports traces over OTLP/HTTP to a
 collector running in the test process.
+
+The generic pieces (``Service``, ``free_port``, ``samples``, ``base_env``) live in
+``load_tests/server.py`` so that the load benchmark starts the service exactly as these
+tests do; they are re-exported here for the test modules.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from load_tests.server import Service, base_env, free_port, samples  # noqa: F401  re-exported
 from sevensense.artifacts.build import build_perch_contract
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.serving.auth import generate_key, hash_key
-from tests.conftest import REPO
 
 KEYS = ("partner", "reader", "admin", "slow")
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """(labels, value) of every sample called ``name`` in a Prometheus exposition."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return [
-        (dict(sample.labels), float(sample.value))
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def link_artifact(artifact: Artifact, root: Path) -> None:
@@ -62,74 +39,6 @@ def link_artifact(artifact: Artifact, root: Path) -> None:
             (target / item.name).symlink_to(item)
         elif item.is_file():
             shutil.copy2(item, target / item.name)
-
-
-@dataclass
-class Service:
-    """One `bentoml serve` process group and a client for it."""
-
-    port: int
-    env: dict[str, str]
-    log_path: Path
-    keys: dict[str, str] = field(default_factory=dict)
-    target: str = "sevensense.serving.service:Entry"
-    proc: subprocess.Popen[bytes] | None = None
-    startup_s: float = 0.0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout_s: float = 180.0) -> None:
-        log = self.log_path.open("wb")
-        started = time.perf_counter()
-        self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "bentoml"),
-                "serve",
-                self.target,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            cwd=REPO,
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited early:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    self.startup_s = time.perf_counter() - started
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"service not ready after {timeout_s} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def log_tail(self, n: int = 60) -> str:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
-
-    def client(self, key: str | None = "partner", timeout: float = 120.0) -> httpx.Client:
-        headers = {"X-API-Key": self.keys[key]} if key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
 
 class Collector:
@@ -237,7 +146,7 @@ def collector() -> Iterator[Collector]:
 
 
 def service_env(models: Path, state: Path, keys: dict[str, str], **extra: str) -> dict[str, str]:
-    records = [
+    records: list[dict[str, object]] = [
         {"id": "partner", "sha256": hash_key(keys["partner"]), "scopes": ["embed", "read"]},
         {"id": "reader", "sha256": hash_key(keys["reader"]), "scopes": ["read"]},
         {"id": "admin", "sha256": hash_key(keys["admin"]), "scopes": ["embed", "read", "admin"]},
@@ -248,21 +157,7 @@ def service_env(models: Path, state: Path, keys: dict[str, str], **extra: str) -
             "rate_limit_per_s": 0.2,
         },
     ]
-    env = {
-        "BENTOML_DO_NOT_TRACK": "true",
-        "BENTOML_HOME": str(state / "bentoml"),
-        "SEVENSENSE_PROFILE": "default",
-        "SEVENSENSE_MODELS_DIR": str(models),
-        "SEVENSENSE_INFERENCE__INTRA_THREADS": "2",
-        "SEVENSENSE_SERVING__STATE_DIR": str(state),
-        "SEVENSENSE_SERVING__API_KEYS": json.dumps(records),
-        "SEVENSENSE_SERVING__MAX_UPLOAD_MB": "5",
-        "SEVENSENSE_SERVING__MAX_AUDIO_S": "600",
-        "SEVENSENSE_SERVING__RATE_LIMIT_PER_S": "1000",
-        "SEVENSENSE_SERVING__RATE_LIMIT_BURST": "2000",
-    }
-    env.update(extra)
-    return env
+    return base_env(models, state, records, **extra)
 
 
 @pytest.fixture(scope="session")

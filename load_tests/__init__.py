@@ -1,0 +1,1 @@
+"""HTTP load benchmarks of the service graph (Locust, headless, bounded in time)."""
