@@ -10,7 +10,7 @@ Each step runs ``--users`` Locust users posting 5-s clips back to back: a warm-u
 batcher reaches its steady state, then ``--seconds`` measured. ``/metrics`` is read at both
 ends of the measured interval, so windows/s and batch sizes are the service's own counts
 over the same interval as the client's latencies. The engine's best offline batch
-throughput (same model, same threads, batches of 8/16/32) is measured in a subprocess while
+throughput (same model, all cores in one session, batches of 8/16/32) is measured in a subprocess while
 the service is idle; the service's windows/s at the highest concurrency is reported as a
 fraction of it (target >= 0.8).
 
@@ -202,7 +202,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0, help="measured, per step")
     parser.add_argument("--warmup", type=float, default=5.0, help="per step, before measuring")
     parser.add_argument("--model", default="birdnet-v2.4")
-    parser.add_argument("--threads", type=int, default=2, help="ORT threads of the CPU service")
+    parser.add_argument(
+        "--threads", type=int, default=2, help="ORT threads of the offline engine measurement"
+    )
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument(
         "--env",
@@ -246,9 +248,10 @@ def main() -> None:
                 args.models_dir,
                 state,
                 records,
-                SEVENSENSE_INFERENCE__INTRA_THREADS=str(args.threads),
-                SEVENSENSE_SERVING__DEFAULT_MODEL=args.model,
-                **extra,
+                **{
+                    "SEVENSENSE_SERVING__DEFAULT_MODEL": args.model,
+                    **extra,  # --env wins
+                },
             )
             service = Service(free_port(), env, state / "server.log", {"load": key})
             print(f"[load] starting the service on port {service.port}", file=sys.stderr)

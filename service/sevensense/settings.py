@@ -142,14 +142,35 @@ class ServingSettings(_Section):
         True, description="False lets the GPU service run on CPU (tests, CPU-only hosts)"
     )
     gpu_retry_s: float = Field(10.0, gt=0.0, description="skip a failed GPU path this long")
+    # Adaptive-batching SLOs: BentoML sheds (503) a request predicted to wait longer than
+    # max_latency_ms, and the gateway then tries the other path. Sizing: README.
     gpu_max_batch_size: int = Field(32, ge=2, le=1024)
     gpu_max_latency_ms: int = Field(1000, ge=10)
+    cpu_workers: int = Field(
+        0, ge=0, le=64, description="CPU model-service processes; 0 = min(cores, 4)"
+    )
+    cpu_intra_threads: int = Field(
+        0, ge=0, le=256, description="ORT threads per CPU worker; 0 = cores // workers"
+    )
     cpu_max_batch_size: int = Field(16, ge=2, le=1024)
-    cpu_max_latency_ms: int = Field(10000, ge=10)
+    cpu_max_latency_ms: int = Field(5000, ge=10)
     max_loaded_versions: int = Field(3, ge=1, description="per model, per model service")
-    tracing_exporter: Literal["none", "otlp", "console"] = "none"
+    tracing_exporter: Literal["none", "otlp"] = "none"
     tracing_sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     otlp_endpoint: str | None = None
+
+
+def cpu_layout(serving: ServingSettings, cores: int | None = None) -> tuple[int, int]:
+    """(CPU model-service workers, ORT threads each).
+
+    Several single- or few-threaded sessions beat one wide session for throughput: ORT's
+    parallel-for waits for its slowest thread, which hurts when the gateway shares the
+    cores (measured on 2 cores: 2 workers x 1 thread served 83 windows/s, 1 x 2 served 65).
+    """
+    cores = cores or os.cpu_count() or 1
+    workers = serving.cpu_workers or min(cores, 4)
+    threads = serving.cpu_intra_threads or max(1, cores // workers)
+    return workers, threads
 
 
 class Settings(BaseSettings):

@@ -31,7 +31,7 @@ from sevensense.serving.wire import (
     from_bytes,
     to_bytes,
 )
-from sevensense.settings import Settings
+from sevensense.settings import Settings, cpu_layout
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ def path_settings(settings: Settings, path: PathName) -> Settings:
     """The CPU service pins the CPU provider; the GPU service keeps the profile's chain."""
     if path == "gpu":
         return settings
-    inference = settings.inference.model_copy(update={"providers": ["cpu"]})
+    _, threads = cpu_layout(settings.serving)
+    inference = settings.inference.model_copy(
+        update={"providers": ["cpu"], "intra_threads": threads}
+    )
     return settings.model_copy(update={"inference": inference})
 
 

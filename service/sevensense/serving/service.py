@@ -28,7 +28,7 @@ from sevensense.serving.paths import ModelPath, PathRouter
 from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.rollout import make_store
 from sevensense.serving.wire import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
-from sevensense.settings import Settings, load_settings
+from sevensense.settings import Settings, cpu_layout, load_settings
 
 log = logging.getLogger("sevensense.serving")
 
@@ -90,7 +90,7 @@ def _model_service(path: PathName, name: str) -> Any:
 
     ModelService.__name__ = ModelService.__qualname__ = name
     config: dict[str, Any] = {
-        "workers": 1,
+        "workers": 1 if gpu else cpu_layout(SERVING)[0],
         "runner_connection": _CONNECTION,
         "traffic": {"timeout": SERVING.request_timeout_s},
         "tracing": _tracing(),
