@@ -26,3 +26,12 @@ bench-perch: setup
 .PHONY: load
 load: setup
 	.venv/bin/python -m load_tests.run
+
+# The offline CLI path: embed a shipped recording and print the top species per window.
+.PHONY: quickstart bento
+quickstart: setup
+	./scripts/quickstart.sh
+
+# Build the Bento (offline) into $BENTOML_HOME (default ~/bentoml); containerize needs Docker.
+bento: setup
+	BENTOML_DO_NOT_TRACK=true .venv/bin/bentoml build -f bentofile.yaml
