@@ -153,5 +153,7 @@ class PathRouter:
             return outputs, path.name, not preferred
         detail = "; ".join(reasons) or "no path configured for this route"
         if any("overloaded" in r for r in reasons):
-            raise OverloadedError(f"every model path is saturated ({detail})", retry_after_s=1.0)
+            raise OverloadedError(
+                f"no model path can take this now; retry shortly ({detail})", retry_after_s=1.0
+            )
         raise NoModelPathError(f"no model path can serve now ({detail})", retry_after_s=5.0)
