@@ -10,9 +10,9 @@ Each step runs ``--users`` Locust users posting 5-s clips back to back: a warm-u
 batcher reaches its steady state, then ``--seconds`` measured. ``/metrics`` is read at both
 ends of the measured interval, so windows/s and batch sizes are the service's own counts
 over the same interval as the client's latencies. The engine's best offline batch
-throughput (same model, all cores in one session, batches of 8/16/32) is measured in a subprocess while
-the service is idle; the service's windows/s at the highest concurrency is reported as a
-fraction of it (target >= 0.8).
+throughput (same model, all cores in one session, batches of 8/16/32) is measured in a
+subprocess while the service is idle; the service's windows/s at the highest concurrency
+is reported as a fraction of it (target >= 0.8).
 
 Locust, the gateway and the model services share this host's cores (two here), so every
 CPU-second the client spends is one the service did not get: both are reported per step.
