@@ -189,7 +189,8 @@ class Gateway:
 
     async def embed(self, source: BinaryIO, params: EmbedParams, routing_key: str) -> EmbedOutcome:
         started = time.perf_counter()
-        artifact = self.resolve(params.model, routing_key)
+        # In a thread: with the SSM rollout store a poll is a blocking network call.
+        artifact = await anyio.to_thread.run_sync(self.resolve, params.model, routing_key)
         manifest = artifact.manifest
         if not artifact.present:
             self.registry.verify(artifact)  # raises ArtifactMissingError with the fix
