@@ -16,7 +16,6 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import probe
 from sevensense.errors import SevensenseError
@@ -143,10 +142,7 @@ def embed(
     if not files:
         click.echo("error: no audio files found", err=True)
         sys.exit(EXIT_FAILED)
-    n_classes = None
-    if include_logits and OutputRole.LOGITS in model.manifest.outputs:
-        width = model.manifest.outputs[OutputRole.LOGITS].shape[-1]
-        n_classes = width if isinstance(width, int) else None
+    n_classes = model.manifest.n_classes if include_logits else None
     writer = open_writer(out_path, fmt, model.manifest.embedding_dim, n_classes)
     bar = tqdm(
         total=round(_total_seconds(files)),

@@ -15,6 +15,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -38,10 +39,11 @@ from sevensense.inference.engine import (
 )
 from sevensense.serving import tracing
 from sevensense.serving.metrics import metrics
-from sevensense.serving.paths import PathName, PathRouter
+from sevensense.serving.paths import PathRouter
 from sevensense.serving.rollout import RolloutStore, choose_version
 from sevensense.serving.wire import (
     OutputFormat,
+    PathName,
     Route,
     WindowItem,
     WindowOutput,
@@ -159,9 +161,6 @@ class Gateway:
 
     def default_model(self) -> str:
         return default_model(self.settings, self.artifacts())
-
-    def served_refs(self) -> list[str]:
-        return served_refs(self.settings, self.registry, self.store, self.artifacts())
 
     def resolve(self, model: str | None, routing_key: str) -> Artifact:
         """A pinned ``name:version`` is honoured; a bare name follows its rollout weights."""
@@ -325,15 +324,7 @@ class Gateway:
             InferenceMeta(o.model, o.provider, 0, o.batch_size, o.compute_ms / max(1, o.batch_size))
             for o in outputs
         ]
-        m = metrics()
-        norms = np.linalg.norm(embeddings.astype(np.float64), axis=1)
-        version = manifest.version
-        for norm in norms:
-            m.embedding_norm.labels(name, version).observe(float(norm))
-        for provider in {o.provider for o in outputs}:
-            count = sum(1 for o in outputs if o.provider == provider)
-            m.embed_windows.labels(name, version, provider).inc(count)
-        return list(
+        results = list(
             to_results(
                 pending,
                 embeddings,
@@ -345,6 +336,13 @@ class Gateway:
                 params.include_logits,
             )
         )
+        m = metrics()
+        version = manifest.version
+        for r in results:  # the raw norm the post-processing already measured
+            m.embedding_norm.labels(name, version).observe(r.quality.raw_norm)
+        for provider, count in Counter(o.provider for o in outputs).items():
+            m.embed_windows.labels(name, version, provider).inc(count)
+        return results
 
     def describe(self) -> dict[str, Any]:
-        return {name: p.describe() for name, p in ((p.name, p) for p in self.router.paths)}
+        return {p.name: p.describe() for p in self.router.paths}

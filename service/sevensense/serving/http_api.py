@@ -12,7 +12,6 @@ that describes exactly that. BentoML still owns the process model, batching, /li
 import asyncio
 import json
 import logging
-import math
 import re
 import time
 import uuid
@@ -38,7 +37,7 @@ from sevensense.serving import rollout_admin, tracing
 from sevensense.serving.auth import KeyStore, key_from_headers
 from sevensense.serving.gateway import EmbedParams, Gateway
 from sevensense.serving.metrics import metrics
-from sevensense.serving.ratelimit import RateLimiter
+from sevensense.serving.ratelimit import RateLimiter, retry_after_header
 from sevensense.serving.responses import to_arrow, to_response
 from sevensense.serving.wire import (
     ARROW_MEDIA_TYPE,
@@ -89,7 +88,7 @@ def error_response(
     headers = {"X-Request-ID": request_id(request)}
     retry = (details or {}).get("retry_after_s")
     if status in (429, 503):
-        headers["Retry-After"] = str(max(1, math.ceil(float(retry or 1))))
+        headers["Retry-After"] = retry_after_header(float(retry or 1))
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 

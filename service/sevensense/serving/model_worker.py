@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +24,7 @@ from sevensense.serving import tracing
 from sevensense.serving.metrics import metrics
 from sevensense.serving.wire import (
     ModelServiceStatus,
+    PathName,
     PrepareResult,
     WindowItem,
     WindowOutput,
@@ -35,7 +35,6 @@ from sevensense.settings import Settings, cpu_layout
 
 log = logging.getLogger(__name__)
 
-PathName = Literal["gpu", "cpu"]
 CUDA = "CUDAExecutionProvider"
 
 

@@ -15,12 +15,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from sevensense.errors import NoModelPathError, OverloadedError, SevensenseError
 from sevensense.serving.metrics import metrics
 from sevensense.serving.wire import (
     ModelServiceStatus,
+    PathName,
     PrepareResult,
     Route,
     WindowItem,
@@ -29,7 +29,6 @@ from sevensense.serving.wire import (
 
 log = logging.getLogger(__name__)
 
-PathName = Literal["gpu", "cpu"]
 Call = Callable[[list[WindowItem]], Awaitable[list[WindowOutput]]]
 Probe = Callable[[], Awaitable[ModelServiceStatus]]
 Prepare = Callable[[str], Awaitable[PrepareResult]]

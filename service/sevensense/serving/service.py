@@ -23,11 +23,17 @@ from sevensense.serving import tracing
 from sevensense.serving.auth import KeyStore, ensure_dev_key
 from sevensense.serving.gateway import Gateway, served_refs
 from sevensense.serving.http_api import ApiContext, JsonForUnmatched, build_app
-from sevensense.serving.model_worker import ModelWorker, PathName
+from sevensense.serving.model_worker import ModelWorker
 from sevensense.serving.paths import ModelPath, PathRouter
 from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.rollout import make_store
-from sevensense.serving.wire import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
+from sevensense.serving.wire import (
+    ModelServiceStatus,
+    PathName,
+    PrepareResult,
+    WindowItem,
+    WindowOutput,
+)
 from sevensense.settings import Settings, cpu_layout, load_settings
 
 log = logging.getLogger("sevensense.serving")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sevensense.artifacts.manifest import ModelIdentity
 
+PathName = Literal["gpu", "cpu"]
 Route = Literal["auto", "gpu", "cpu"]
 OutputFormat = Literal["json", "arrow"]
 
@@ -72,7 +73,7 @@ class PrepareResult(BaseModel):
 
 
 class ModelServiceStatus(BaseModel):
-    path: Literal["gpu", "cpu"]
+    path: PathName
     ready: bool
     reason: str | None = None
     provider: str | None = None
@@ -138,7 +139,7 @@ class Timing(BaseModel):
 class EmbedResponse(BaseModel):
     request_id: str
     model: ModelIdentity
-    route: Literal["gpu", "cpu"] = Field(description="the path that served (last, if mixed)")
+    route: PathName = Field(description="the path that served (last, if mixed)")
     providers: list[str]
     fallback: bool = Field(description="true when the preferred path failed and another served")
     routing_key_hash: str
