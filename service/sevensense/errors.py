@@ -191,3 +191,40 @@ class RolloutError(SevensenseError):
 
     code = "invalid_rollout"
     http_status = 400
+
+
+# --- resilience, storage and queues --------------------------------------------------------
+
+
+class CircuitOpenError(SevensenseError):
+    """A path's breaker is open: calls are refused without trying until it half-opens."""
+
+    code = "circuit_open"
+    http_status = 503
+
+
+class StorageError(SevensenseError):
+    code = "storage_error"
+    http_status = 502
+
+
+class ObjectNotFoundError(StorageError):
+    code = "object_not_found"
+    http_status = 404
+
+
+class ObjectTooLargeError(StorageError):
+    code = "object_too_large"
+    http_status = 413
+
+
+class QueueError(SevensenseError):
+    """The queue could not take or give a message (SQS unreachable, database locked)."""
+
+    code = "queue_unavailable"
+    http_status = 503
+
+
+class JobNotFoundError(SevensenseError):
+    code = "job_not_found"
+    http_status = 404

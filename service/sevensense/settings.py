@@ -87,8 +87,60 @@ class PreprocessingSettings(_Section):
     max_duration_s: float | None = Field(None, gt=0.0)
 
 
+class BreakerSettings(_Section):
+    """ADR-007 §5.2: closed → open after ``failure_threshold`` consecutive failures →
+    half-open after ``recovery_timeout_s`` → closed after ``success_threshold`` successes."""
+
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    recovery_timeout_s: float = Field(10.0, gt=0.0, le=3600.0)
+    success_threshold: int = Field(2, ge=1, le=100)
+    half_open_max_calls: int = Field(1, ge=1, le=100, description="probes at once")
+
+
 class FallbackSettings(_Section):
+    """The chain tried in order after the primary model path (ADR-007 §5.1)."""
+
     strategies: list[FallbackStrategy] = Field(default_factory=lambda: list(_DEFAULT_FALLBACK))
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    quantized_variant: str = Field("quantized", description="variant of the same version")
+    cache_max_entries: int = Field(20_000, ge=0, description="per gateway worker, LRU")
+    cache_similarity: float | None = Field(
+        None, gt=0.0, le=1.0, description="near-duplicate threshold on audio; None = exact only"
+    )
+
+
+class QueueSettings(_Section):
+    """Deferred requests: SQS in AWS, else an embedded SQLite queue that survives restarts."""
+
+    backend: Literal["embedded", "sqs"] = "embedded"
+    deferred_queue_url: str | None = None
+    embedded_db: Path | None = Field(None, description="default: <state_dir>/queue.sqlite3")
+    payload_store: str | None = Field(
+        None, description="s3://bucket/prefix or a directory; default: <state_dir>/deferred"
+    )
+    max_receives: int = Field(5, ge=1, le=1000, description="then the dead-letter queue")
+    visibility_timeout_s: int = Field(300, ge=1, le=43_200)
+    inline_result_mb: float = Field(
+        8.0, gt=0.0, description="GET /jobs/{id} inlines results up to this size"
+    )
+
+
+class WorkerSettings(_Section):
+    """``sevensense worker``: deferred requests and S3-event batch jobs."""
+
+    batch_queue_url: str | None = None
+    input_bucket: str | None = None
+    input_prefix: str = "incoming/"
+    output_bucket: str | None = None
+    output_prefix: str = "embeddings/"
+    visibility_timeout_s: int = Field(900, ge=10, le=43_200)
+    wait_time_s: int = Field(20, ge=0, le=20, description="SQS long poll")
+    concurrency: int = Field(1, ge=1, le=64, description="messages processed at once")
+    max_receives: int = Field(3, ge=1, le=1000, description="batch jobs; then the DLQ")
+    max_object_mb: float = Field(8192.0, gt=0.0)
+    metrics_port: int = Field(9101, ge=0, le=65535, description="0 = no metrics endpoint")
+    model: str | None = Field(None, description="None = the service's default model")
+    shutdown_grace_s: float = Field(30.0, ge=0.0)
 
 
 class VerificationSettings(_Section):
@@ -186,6 +238,14 @@ class Settings(BaseSettings):
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
     verification: VerificationSettings = Field(default_factory=VerificationSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+
+    def queue_db(self) -> Path:
+        return self.queue.embedded_db or self.serving.state_dir / "queue.sqlite3"
+
+    def payload_uri(self) -> str:
+        return self.queue.payload_store or str(self.serving.state_dir / "deferred")
 
     @field_validator("profile")
     @classmethod
@@ -216,6 +276,13 @@ _ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SEVENSENSE_CPU_URL": ("serving", "cpu_url"),
     "SEVENSENSE_CANARY_PARAM": ("serving", "canary_param"),
     "SEVENSENSE_API_KEYS_SECRET_ARN": ("serving", "api_keys_secret"),
+    "SEVENSENSE_DEFERRED_QUEUE_URL": ("queue", "deferred_queue_url"),
+    "SEVENSENSE_PAYLOAD_STORE": ("queue", "payload_store"),
+    "SEVENSENSE_BATCH_QUEUE_URL": ("worker", "batch_queue_url"),
+    "SEVENSENSE_INPUT_BUCKET": ("worker", "input_bucket"),
+    "SEVENSENSE_INPUT_PREFIX": ("worker", "input_prefix"),
+    "SEVENSENSE_OUTPUT_BUCKET": ("worker", "output_bucket"),
+    "SEVENSENSE_VISIBILITY_TIMEOUT_S": ("worker", "visibility_timeout_s"),
 }
 
 
@@ -230,6 +297,10 @@ def _aliased_env() -> dict[str, dict[str, Any]]:
         "SEVENSENSE_SERVING__ROLLOUT_STORE" not in os.environ
     ):
         found["serving"]["rollout_store"] = "ssm"
+    if "deferred_queue_url" in found.get("queue", {}) and (
+        "SEVENSENSE_QUEUE__BACKEND" not in os.environ
+    ):
+        found["queue"]["backend"] = "sqs"
     return found
 
 
