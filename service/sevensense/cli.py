@@ -459,3 +459,8 @@ def keys_dev(ctx: click.Context) -> None:
         )
         sys.exit(EXIT_FAILED)
     click.echo(key)
+
+
+from sevensense.worker.cli import worker  # noqa: E402  (the worker lives in its own package)
+
+main.add_command(worker)

@@ -1,0 +1,287 @@
+"""One S3 object in, one Parquet object out: the batch job behind an S3 event.
+
+Output key (deterministic, so a redelivered event finds its own earlier result)::
+
+    <output_prefix><key relative to input_prefix>.<model>-<version>-<variant>.<etag[:16]>.parquet
+
+e.g. ``incoming/site a/2024-05-01.flac`` with ETag ``"9b2c..."`` under BirdNET 2.4.0 gives
+``embeddings/site a/2024-05-01.flac.birdnet-v2.4-2.4.0-base.9b2c0d1e2f3a4b5c.parquet``.
+A key outside ``input_prefix`` keeps its full path. The ETag changes when the object is
+overwritten, and the model version when the model does, so either yields a new output and
+never overwrites an old one; the same object under the same model always yields the same
+key, which the job checks first and skips (idempotent).
+
+The object is streamed with ranged GETs pinned to its ETag (memory O(block), whatever the
+recording's length) through the same engine, options and writer as ``sevensense embed``,
+into a local temporary file; only a complete file is uploaded, with ``If-None-Match: *`` so
+that two workers racing on one object leave exactly one result. A recording that fails to
+decode part-way fails the job (nothing uploaded); the runner retries it and dead-letters it
+after the queue's maximum receives.
+
+Objects over ``max_object_mb`` are a permanent failure sent straight to the DLQ with code
+``object_too_large``: no retry can shrink them, and an operator should see them rather than
+have them vanish from a log. Objects whose name is not an audio file are skipped (the
+message is deleted) with a log line; a missing object (deleted before its event was
+processed) counts as done.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, cast
+
+from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.errors import ObjectTooLargeError, StorageError
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
+from sevensense.inference.sessions import LoadedModel
+from sevensense.jobs import AUDIO_SUFFIXES, embed_recordings
+from sevensense.outputs.writers import ParquetWriter
+from sevensense.queues.base import Message
+from sevensense.settings import WorkerSettings
+from sevensense.storage.s3_stream import S3ObjectReader
+from sevensense.worker.base import HandlerResult, Heartbeat, JobError, PermanentError
+from sevensense.worker.events import S3ObjectEvent, parse_notification
+
+log = logging.getLogger(__name__)
+
+_MB = 1024 * 1024
+PARQUET_TYPE = "application/vnd.apache.parquet"
+
+
+class OversizedObjectError(ObjectTooLargeError, PermanentError):
+    """Over ``max_object_mb``: no retry can help, so it goes to the DLQ at once."""
+
+
+def clean_etag(etag: str) -> str:
+    return re.sub(r"[^0-9A-Za-z-]", "", etag)
+
+
+def output_key(
+    input_key: str, input_prefix: str, output_prefix: str, model: ModelIdentity, etag: str
+) -> str:
+    relative = input_key[len(input_prefix) :] if input_key.startswith(input_prefix) else input_key
+    tag = clean_etag(etag)[:16]
+    return f"{output_prefix}{relative}.{model.name}-{model.version}-{model.variant}.{tag}.parquet"
+
+
+def is_audio_key(key: str) -> bool:
+    return PurePosixPath(key).suffix.lower() in AUDIO_SUFFIXES
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def _not_found(exc: Exception) -> bool:
+    return _error_code(exc) in {"404", "NoSuchKey", "NotFound"}
+
+
+class BatchJob:
+    """The handler for S3 event messages; one instance serves every worker thread."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        engine: EmbeddingEngine,
+        s3: Any,
+        model_ref: str,
+        options: EmbedOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.s3 = s3
+        self.model: LoadedModel = engine.model(model_ref)
+        # The CLI's defaults (`sevensense embed` without flags), so outputs equal the CLI's.
+        self.options = options or EmbedOptions()
+        self.max_bytes = int(settings.max_object_mb * _MB)
+
+    def __call__(self, message: Message, heartbeat: Heartbeat) -> HandlerResult:
+        notification = parse_notification(message.body)
+        if notification.test_event:
+            log.info(
+                "s3:TestEvent from bucket %s acknowledged (message %s)",
+                notification.bucket,
+                message.id,
+            )
+            return HandlerResult("test_event")
+        results = [self.process(event, heartbeat) for event in notification.records]
+        if not results:
+            return HandlerResult("ignored", detail="no records")
+        outcomes = sorted({r.outcome for r in results})
+        return HandlerResult(
+            outcomes[0] if len(outcomes) == 1 else "mixed",
+            audio_s=sum(r.audio_s for r in results),
+            windows=sum(r.windows for r in results),
+            detail="; ".join(r.detail for r in results if r.detail),
+        )
+
+    # --- one object -------------------------------------------------------------------------
+
+    def process(self, event: S3ObjectEvent, heartbeat: Heartbeat) -> HandlerResult:
+        if not event.created:
+            log.info(
+                "ignored %s event for %s (only ObjectCreated is processed)",
+                event.event_name,
+                event.uri,
+            )
+            return HandlerResult("ignored", detail=event.event_name)
+        wanted = self.settings.input_bucket
+        if wanted and event.bucket != wanted:
+            log.warning("ignored event for %s: not the input bucket %s", event.uri, wanted)
+            return HandlerResult("ignored", detail="other bucket")
+        if not is_audio_key(event.key):
+            suffix = PurePosixPath(event.key).suffix or "(none)"
+            log.info("skipped non-audio object %s (suffix %s)", event.uri, suffix)
+            return HandlerResult("skipped", detail=f"non-audio {event.uri}")
+        head = self._head(event.bucket, event.key)
+        if head is None:
+            log.info(
+                "object %s no longer exists (deleted before processing); nothing to do", event.uri
+            )
+            return HandlerResult("missing", detail=event.uri)
+        size = int(head["ContentLength"])
+        if size > self.max_bytes:
+            raise OversizedObjectError(
+                f"{event.uri} is {size / _MB:.1f} MB, over max_object_mb "
+                f"{self.settings.max_object_mb:g}",
+                size_bytes=size,
+            )
+        etag = clean_etag(str(head["ETag"]))
+        out_bucket = self.settings.output_bucket or event.bucket
+        out_key = output_key(
+            event.key,
+            self.settings.input_prefix,
+            self.settings.output_prefix,
+            self.model.identity,
+            etag,
+        )
+        out_uri = f"s3://{out_bucket}/{out_key}"
+        if self._head(out_bucket, out_key) is not None:
+            log.info(
+                "output %s already exists; skipping %s (already processed)", out_uri, event.uri
+            )
+            return HandlerResult("exists", detail=out_uri)
+        return self._embed(event, size, str(head["ETag"]), out_bucket, out_key, heartbeat)
+
+    def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return cast(dict[str, Any], self.s3.head_object(Bucket=bucket, Key=key))
+        except ClientError as exc:
+            if _not_found(exc):
+                return None
+            raise StorageError(f"HEAD s3://{bucket}/{key} failed: {exc}") from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"HEAD s3://{bucket}/{key} failed: {exc}") from exc
+
+    def _embed(
+        self,
+        event: S3ObjectEvent,
+        size: int,
+        etag: str,
+        out_bucket: str,
+        out_key: str,
+        heartbeat: Heartbeat,
+    ) -> HandlerResult:
+        model = self.model
+        started = time.perf_counter()
+        log.info(
+            "processing %s (%.1f MB) -> s3://%s/%s", event.uri, size / _MB, out_bucket, out_key
+        )
+
+        def on_window(result: WindowResult) -> None:
+            heartbeat.progress(result.end_s)
+            heartbeat.check()
+
+        with tempfile.TemporaryDirectory(prefix="sevensense-job-") as tmp:
+            path = Path(tmp) / "out.parquet"
+            writer = ParquetWriter(path, model.manifest.embedding_dim)
+            with S3ObjectReader(self.s3, event.bucket, event.key, size=size, etag=etag) as reader:
+                summary = embed_recordings(
+                    self.engine,
+                    [cast(BinaryIO, reader)],
+                    writer.write,
+                    model=model,
+                    options=self.options,
+                    names=[event.uri],
+                    on_window=on_window,
+                )
+                # libsndfile sees a failed GET as end of file: a short decode, not an error.
+                reader.raise_for_error()
+            report = summary.recordings[0]
+            if report.status != "ok":
+                error = report.error or {}
+                raise JobError(
+                    str(error.get("code", "undecodable_audio")),
+                    f"{event.uri}: {report.status} after {report.windows} windows: "
+                    f"{error.get('message', 'decode failed')}",
+                )
+            heartbeat.check()
+            record = summary.to_dict()
+            record.pop("wall_s", None)  # keeps a re-run's file byte-identical
+            record["input"] = {"bucket": event.bucket, "key": event.key, "etag": etag, "size": size}
+            writer.close(record)
+            wall = time.perf_counter() - started
+            metadata = {
+                "source-bucket": event.bucket,
+                "source-key": urllib.parse.quote(event.key, safe="/"),
+                "source-etag": clean_etag(etag),
+                "model": str(model.identity),
+                "provider": model.provider,
+                "windows": str(summary.windows),
+                "audio-seconds": f"{summary.audio_s:.3f}",
+                "processing-seconds": f"{wall:.3f}",
+            }
+            uploaded = self._upload(path, out_bucket, out_key, metadata)
+        uri = f"s3://{out_bucket}/{out_key}"
+        if not uploaded:
+            log.info("output %s was written meanwhile by another worker; kept that one", uri)
+            return HandlerResult("exists", summary.audio_s, summary.windows, uri)
+        factor = summary.audio_s / wall if wall > 0 else 0.0
+        log.info(
+            "wrote %s: %d windows, %.1f s audio in %.2f s (%.1fx real time)",
+            uri,
+            summary.windows,
+            summary.audio_s,
+            wall,
+            factor,
+        )
+        return HandlerResult("done", summary.audio_s, summary.windows, uri)
+
+    def _upload(self, path: Path, bucket: str, key: str, metadata: dict[str, str]) -> bool:
+        """False when the key already exists (a concurrent duplicate won the race)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra: dict[str, Any] = {"IfNoneMatch": "*"}
+        for _ in range(2):
+            try:
+                with path.open("rb") as body:
+                    self.s3.put_object(
+                        Bucket=bucket,
+                        Key=key,
+                        Body=body,
+                        ContentType=PARQUET_TYPE,
+                        Metadata=metadata,
+                        **extra,
+                    )
+                return True
+            except ClientError as exc:
+                code = _error_code(exc)
+                if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+                    return False
+                if code == "NotImplemented" and extra:
+                    extra = {}  # an S3-compatible store without conditional writes
+                    continue
+                raise StorageError(f"PUT s3://{bucket}/{key} failed: {exc}") from exc
+            except BotoCoreError as exc:
+                raise StorageError(f"PUT s3://{bucket}/{key} failed: {exc}") from exc
+        return True

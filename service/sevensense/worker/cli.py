@@ -1,0 +1,194 @@
+"""``sevensense worker``: serve the batch-jobs queue (S3 events) and the deferred queue.
+
+Handlers beyond the batch job come from plugin modules (:data:`HANDLER_MODULES`): each is
+imported when it exists and must define ``worker_handlers(context: WorkerContext) ->
+Mapping[str, Handler]``. A queue whose messages no handler takes is not polled, so a worker
+without the deferred-request handler leaves those messages to one that has it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from sevensense.errors import SevensenseError
+from sevensense.settings import Settings
+from sevensense.worker.base import Handler, WorkerContext
+from sevensense.worker.events import KIND_DEFERRED, KIND_S3
+
+log = logging.getLogger("sevensense.worker")
+
+HANDLER_MODULES: tuple[str, ...] = ("sevensense.deferred.worker",)
+
+
+def _plugin_handlers(context: WorkerContext) -> dict[str, Handler]:
+    found: dict[str, Handler] = {}
+    for name in HANDLER_MODULES:
+        try:
+            present = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            present = False
+        if not present:
+            continue
+        module = importlib.import_module(name)
+        handlers: Mapping[str, Handler] = module.worker_handlers(context)
+        found.update(handlers)
+    return found
+
+
+def _s3_client() -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32),
+    )
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    queues: str,
+    options: Any,
+) -> Any:
+    """The engine, handlers and queues a worker process runs with; raises if none fits."""
+    from sevensense.artifacts.registry import ModelRegistry
+    from sevensense.inference.engine import EmbeddingEngine
+    from sevensense.queues import open_batch_queue, open_deferred_queue
+    from sevensense.serving.gateway import default_model
+    from sevensense.worker.batch_job import BatchJob
+    from sevensense.worker.runner import PolledQueue, Worker
+
+    registry = ModelRegistry(settings.models_dir)
+    engine = EmbeddingEngine(settings, registry=registry)
+    s3 = _s3_client()
+    context = WorkerContext(settings, engine, s3)
+    handlers: dict[str, Handler] = {}
+    polled: list[PolledQueue] = []
+    if queues in ("batch", "all"):
+        batch = open_batch_queue(settings)
+        if batch is None:
+            if queues == "batch":
+                raise click.UsageError("no batch queue: set SEVENSENSE_BATCH_QUEUE_URL")
+            log.warning("no batch queue configured (SEVENSENSE_BATCH_QUEUE_URL); not polled")
+        else:
+            model_ref = settings.worker.model or default_model(settings, registry.artifacts())
+            handlers[KIND_S3] = BatchJob(settings.worker, engine, s3, model_ref)
+            polled.append(PolledQueue("batch", batch, settings.worker.visibility_timeout_s))
+    plugins = _plugin_handlers(context)
+    handlers.update(plugins)
+    if queues in ("deferred", "all"):
+        if KIND_DEFERRED not in handlers:
+            message = "no deferred-request handler installed; the deferred queue is not polled"
+            if queues == "deferred":
+                raise click.UsageError(message)
+            log.warning(message)
+        else:
+            deferred = open_deferred_queue(settings)
+            polled.append(PolledQueue("deferred", deferred, settings.queue.visibility_timeout_s))
+    if not polled:
+        raise click.UsageError("no queue to serve")
+    return Worker(polled, handlers, options)
+
+
+@click.command("worker")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="messages processed at once (default: worker.concurrency)",
+)
+@click.option(
+    "--queues", type=click.Choice(["batch", "deferred", "all"]), default="all", show_default=True
+)
+@click.option(
+    "--once",
+    is_flag=True,
+    help="drain: exit when a poll finds the queues empty with nothing in flight",
+)
+@click.option(
+    "--max-messages",
+    type=click.IntRange(1),
+    default=None,
+    help="exit after handling this many messages",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Prometheus endpoint port, 0 = none (default: worker.metrics_port)",
+)
+@click.option(
+    "--wait-s",
+    type=click.IntRange(0, 20),
+    default=None,
+    help="long-poll seconds (default: worker.wait_time_s)",
+)
+@click.option(
+    "--retry-backoff-s",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="first retry delay after a failure; doubles per receive",
+)
+@click.pass_context
+def worker(
+    ctx: click.Context,
+    concurrency: int | None,
+    queues: str,
+    once: bool,
+    max_messages: int | None,
+    metrics_port: int | None,
+    wait_s: int | None,
+    retry_backoff_s: float,
+) -> None:
+    """Long-poll the batch-jobs and deferred-request queues and process their messages."""
+    from sevensense.worker.runner import RunnerOptions
+
+    settings: Settings = ctx.find_root().obj["settings"]
+    package = logging.getLogger("sevensense")
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    w = settings.worker
+    options = RunnerOptions(
+        concurrency=concurrency or w.concurrency,
+        wait_s=w.wait_time_s if wait_s is None else wait_s,
+        once=once,
+        max_messages=max_messages,
+        shutdown_grace_s=w.shutdown_grace_s,
+        backoff_base_s=retry_backoff_s,
+    )
+    try:
+        runner = build_worker(settings, queues=queues, options=options)
+    except SevensenseError as exc:
+        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
+        sys.exit(2)
+    port = w.metrics_port if metrics_port is None else metrics_port
+    if port:
+        runner.metrics.serve(port)
+        log.info("metrics on :%d/metrics", port)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        runner.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    stats = runner.run()
+    click.echo(json.dumps(stats.to_dict()))
+    if stats.stragglers:
+        # A thread still inside a long poll or a cancelled model call: its message (if any)
+        # was released; exiting now is what the grace period promised.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(0)
