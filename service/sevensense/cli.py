@@ -280,6 +280,25 @@ def models_build(ctx: click.Context, force: bool, cache_dir: Path | None) -> Non
         _fail(exc)
 
 
+@models.command("quantize")
+@click.argument("ref")
+@click.option("--force", is_flag=True, help="requantize even when an up-to-date variant exists")
+@click.pass_context
+def models_quantize(ctx: click.Context, ref: str, force: bool) -> None:
+    """Build the int8 ``quantized`` variant of a model and print its measured quality."""
+    from sevensense.artifacts.build import build_quantized
+
+    try:
+        artifact = build_quantized(_registry(ctx.find_root()), ref, force=force)
+    except SevensenseError as exc:
+        _fail(exc)
+    m = artifact.manifest
+    click.echo(f"ok {m.identity} sha256={m.sha256} ({m.size_bytes} bytes)")
+    for key, value in m.quality.items():
+        click.echo(f"  {key:<15} {value:g}")
+    click.echo(f"  source          {m.source}")
+
+
 @models.command("verify")
 @click.argument("refs", nargs=-1)
 @click.pass_context

@@ -1,7 +1,8 @@
 """Set-up time builds of the artifacts that run here, from registry packages only.
 
 Idempotent: an artifact whose manifest, size, digest and contract already check out is left
-alone, so ``make setup`` is cheap the second time.
+alone, so ``make setup`` is cheap the second time. A quantized variant must also have been
+made from its base's current digest by the current recipe (its manifest ``source``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import onnx
 
 from sevensense.artifacts import catalog
 from sevensense.artifacts.checksum import sha256_file
+from sevensense.artifacts.labels import PACKAGE_PREFIX
 from sevensense.artifacts.manifest import (
     LabelsSpec,
     ModelManifest,
@@ -152,6 +154,50 @@ def build_perch_contract(
     return _register_proto(registry, proto, manifest)
 
 
+def build_quantized(registry: ModelRegistry, ref: str, *, force: bool = False) -> Artifact:
+    """The int8 variant of the artifact ``ref`` resolves to, with its measured quality.
+
+    Rebuilt when missing, failing verification, or made from another base digest, recipe
+    or onnxruntime, so a rebuilt base never keeps a stale quantized twin.
+    """
+    from sevensense.builders import quantize
+
+    base = registry.resolve(ref)
+    m = base.manifest
+    if m.variant == quantize.VARIANT:
+        raise ModelError(f"{m.identity} is already quantized; name its base variant")
+    registry.verify(base)
+    digest = sha256_file(base.model_path)
+    source = quantize.source_text(str(m.identity), digest)
+    if not force and (found := _existing(registry, m.name, m.version, quantize.VARIANT)):
+        if found.manifest.source == source:
+            return found
+        log.info("rebuilding %s: its base or recipe changed", found.manifest.identity)
+    with tempfile.TemporaryDirectory(prefix="sevensense-quantize-") as tmp:
+        made = quantize.quantize_artifact(base.model_path, m, Path(tmp))
+        manifest = ModelManifest.model_validate(
+            {
+                **m.model_dump(),
+                "variant": quantize.VARIANT,
+                "description": quantize.description_text(
+                    str(m.identity), digest, len(made.kept_float)
+                ),
+                "sha256": sha256_file(made.path, use_cache=False),
+                "sha256_hint": None,
+                "size_bytes": made.path.stat().st_size,
+                "created_at": BUILD_EPOCH,
+                "source": source,
+                "quality": made.quality,
+            }
+        )
+        extra = (
+            {m.labels.file: base.directory / m.labels.file}
+            if m.labels and not m.labels.file.startswith(PACKAGE_PREFIX)
+            else None
+        )
+        return registry.register(made.path, manifest, extra_files=extra, move=True)
+
+
 def ensure_catalog_manifests(registry: ModelRegistry) -> None:
     """Write the Perch 2.0 manifest if a checkout lost it (it is committed)."""
     target = registry.root / "perch-v2" / "2.0.0" / "base" / "manifest.json"
@@ -162,9 +208,12 @@ def ensure_catalog_manifests(registry: ModelRegistry) -> None:
 
 def build_all(registry: ModelRegistry, cache_dir: Path, *, force: bool = False) -> list[Artifact]:
     ensure_catalog_manifests(registry)
-    built = [
+    bases = [
         build_birdnet(registry, cache_dir, force=force),
         build_perch_contract(registry, force=force),
+    ]
+    built = bases + [
+        build_quantized(registry, str(a.manifest.identity), force=force) for a in bases
     ]
     for artifact in built:
         if not artifact.present:
