@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,6 +45,32 @@ def birdnet_artifact(registry: ModelRegistry):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def perch_artifact(registry: ModelRegistry):  # type: ignore[no-untyped-def]
     return build_perch_contract(registry)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One real moto server on loopback for the whole run (S3, SQS, SSM, Secrets Manager):
+    tests name their buckets and queues uniquely instead of getting a server each."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def aws_client(service: str, endpoint: str, region: str = "eu-west-1") -> Any:
+    """A boto3 client for the moto server at ``endpoint`` with dummy credentials."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def make_settings(**overrides: object) -> Settings:

@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
 import onnx
 import pytest
-from moto.server import ThreadedMotoServer
 from onnx import TensorProto, helper
 
 from sevensense.artifacts import catalog
@@ -45,6 +43,7 @@ from sevensense.errors import (
     DownloadError,
     ManifestError,
 )
+from tests.conftest import aws_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -438,26 +437,12 @@ def test_present_but_corrupt_artifact_is_replaced(
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        moto.stop()
+def s3_endpoint(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 def s3_client(endpoint: str) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    return aws_client("s3", endpoint, region="us-east-1")
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 The server gets its own models directory (links to the built artifacts plus extra
 perch-contract versions for canary and hot-swap tests, one of them deliberately corrupt),
 its own state directory and hashed API keys, and exports traces over OTLP/HTTP to a
-collector running in the test process.
+collector running in the test process. The moto server (``moto_endpoint``) and
+``aws_client`` live in the root ``tests/conftest.py``, shared with the worker and queue tests.
 
 The generic pieces (``Service``, ``free_port``, ``samples``, ``base_env``) live in
 ``load_tests/server.py`` so that the load benchmark starts the service exactly as these
@@ -17,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,6 +25,7 @@ from load_tests.server import Service, base_env, free_port, samples  # noqa: F40
 from sevensense.artifacts.build import build_perch_contract
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.serving.auth import generate_key, hash_key
+from tests.conftest import aws_client  # noqa: F401  re-exported; moto_endpoint is there too
 
 KEYS = ("partner", "reader", "admin", "slow")
 
@@ -112,30 +113,6 @@ def serving_models(
     data[len(data) // 2] ^= 0xFF
     bad.model_path.write_bytes(bytes(data))
     return root
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A real moto server on loopback for boto3 (SSM, Secrets Manager)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def aws_client(service: str, endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name="eu-west-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @pytest.fixture(scope="session")
