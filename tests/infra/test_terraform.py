@@ -35,9 +35,9 @@ def test_init_and_validate(terraform: Terraform, tf_copy: Path, root: Path) -> N
 
 def test_every_module_has_tests() -> None:
     modules = {p.name for p in (TF_DIR / "modules").iterdir() if p.is_dir()}
-    # s3-bucket is exercised through storage-queues' tests; platform through the
-    # environments' terraform tests and the wiring tests.
-    untested = modules - {p.name for p in MODULES_WITH_TESTS} - {"s3-bucket", "platform"}
+    # platform is exercised through the environments' terraform tests and the wiring
+    # tests.
+    untested = modules - {p.name for p in MODULES_WITH_TESTS} - {"platform"}
     assert not untested, f"modules without terraform tests: {sorted(untested)}"
 
 

@@ -191,6 +191,10 @@ REGISTRY = "module.config.aws_ssm_parameter.model_registry_uri"
 SECRET = "module.config.aws_secretsmanager_secret.api_keys"
 BATCH_Q = SQ + "aws_sqs_queue.batch"
 DEFERRED_Q = SQ + "aws_sqs_queue.deferred"
+BATCH_DLQ = SQ + "aws_sqs_queue.batch_dlq"
+DEFERRED_DLQ = SQ + "aws_sqs_queue.deferred_dlq"
+PAYLOAD_PREFIX = "deferred/"
+S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:RestoreObject"}
 
 
 def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
@@ -206,6 +210,8 @@ def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
         f'module.observability.aws_cloudwatch_log_group.service["{svc}"]:log-stream:*'
         for svc in ("entry", "model-gpu", "model-cpu", "worker")
     }
+    output = f"arn:aws:s3:::{parsed.bucket('batch-out')}"
+    payload_objects = f"{output}/{PAYLOAD_PREFIX}*"
     return {
         "execution": {
             ("ecr:GetAuthorizationToken", "*"),
@@ -222,7 +228,11 @@ def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
         },
         "entry": {
             ("sqs:SendMessage", DEFERRED_Q),
+            ("sqs:GetQueueAttributes", DEFERRED_Q),
             ("sqs:GetQueueUrl", DEFERRED_Q),
+            ("s3:PutObject", payload_objects),
+            ("s3:GetObject", payload_objects),
+            ("s3:ListBucket", output),  # only under deferred/ (condition, tested below)
             ("secretsmanager:GetSecretValue", SECRET),
             ("ssm:GetParameter", CANARY),
             ("kms:Decrypt", KMS),
@@ -242,8 +252,16 @@ def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
                 )
                 for q in (BATCH_Q, DEFERRED_Q)
             },
+            *{
+                (a, q)
+                for a in ("sqs:SendMessage", "sqs:GetQueueUrl")
+                for q in (BATCH_DLQ, DEFERRED_DLQ)
+            },
             ("s3:GetObject", f"arn:aws:s3:::{parsed.bucket('batch-in')}/incoming/*"),
-            ("s3:PutObject", f"arn:aws:s3:::{parsed.bucket('batch-out')}/*"),
+            ("s3:PutObject", f"{output}/*"),
+            ("s3:GetObject", f"{output}/*"),  # HEAD of the result key (skip done work)
+            ("s3:ListBucket", output),  # 404, not 403, for keys not written yet
+            *{(a, payload_objects) for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")},
             *model_grants,
             ("kms:GenerateDataKey", KMS),
         },
@@ -335,6 +353,143 @@ def test_entry_reaches_models_via_service_connect_and_defers_to_queue(parsed: Pa
 
     entry_svc = parsed.one("aws_ecs_service", "module.serving.aws_ecs_service.entry")
     assert as_list(entry_svc["service_connect_configuration"])[0]["enabled"] is True
+
+
+# --------------------------------------------------------------------------------------
+# Deferred requests: payload store (S3) and dead-lettering by the worker
+# --------------------------------------------------------------------------------------
+UUID_ANYWHERE = re.compile(UUID.pattern.removeprefix("^"))
+
+
+def _resolve_inside(parsed: Parsed, value: str) -> str:
+    """Resolve resource ids anywhere in an interpolated string (e.g. s3://<id>/deferred)."""
+    return UUID_ANYWHERE.sub(
+        lambda m: parsed.ids.get(m.group(0), m.group(0)).removeprefix(P), value
+    )
+
+
+def _payload_store_env(parsed: Parsed, taskdef: str) -> str:
+    container = _container(parsed, taskdef)
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    return _resolve_inside(parsed, env["SEVENSENSE_PAYLOAD_STORE"])
+
+
+@pytest.mark.parametrize(
+    "taskdef",
+    [
+        "module.serving.aws_ecs_task_definition.entry",
+        "module.worker.aws_ecs_task_definition.worker",
+    ],
+)
+def test_payload_store_is_the_output_bucket_deferred_prefix(parsed: Parsed, taskdef: str) -> None:
+    uri = _payload_store_env(parsed, taskdef)
+    expected = {
+        f"s3://{b}/{PAYLOAD_PREFIX.rstrip('/')}"
+        for b in parsed.bucket_refs("batch-out", "batch_output")
+    }
+    assert uri in expected, uri
+
+
+def test_entry_and_worker_share_one_payload_store(parsed: Parsed) -> None:
+    assert _payload_store_env(
+        parsed, "module.serving.aws_ecs_task_definition.entry"
+    ) == _payload_store_env(parsed, "module.worker.aws_ecs_task_definition.worker")
+
+
+@pytest.mark.parametrize(
+    "taskdef",
+    [
+        "module.serving.aws_ecs_task_definition.model_gpu",
+        "module.serving.aws_ecs_task_definition.model_cpu",
+    ],
+)
+def test_model_services_have_no_payload_store(parsed: Parsed, taskdef: str) -> None:
+    env = {e["name"] for e in _container(parsed, taskdef)["environment"]}
+    assert "SEVENSENSE_PAYLOAD_STORE" not in env
+
+
+def test_entry_writes_only_the_payload_store(parsed: Parsed) -> None:
+    grants = role_grants(parsed, "entry")
+    writes = {(a, r) for a, r in grants if a in S3_WRITES}
+    payload_objects = f"arn:aws:s3:::{parsed.bucket('batch-out')}/{PAYLOAD_PREFIX}*"
+    assert writes == {("s3:PutObject", payload_objects)}
+    objects = {(a, r) for a, r in grants if a.startswith("s3:") and a != "s3:ListBucket"}
+    assert objects == {("s3:PutObject", payload_objects), ("s3:GetObject", payload_objects)}
+
+
+def test_entry_lists_only_the_payload_store(parsed: Parsed) -> None:
+    """ListBucket turns GET /jobs/{unknown id} into NoSuchKey (404) instead of 403; the
+    s3:prefix condition keeps it to deferred/."""
+    (policy,) = [
+        rp
+        for _, rp in parsed.all("aws_iam_role_policy")
+        if parsed.resolve(rp["role"]) == "module.iam.aws_iam_role.entry"
+    ]
+    lists = [
+        st
+        for st in _statements(parsed, parsed.resolve(policy["policy"]))
+        if "s3:ListBucket" in st["actions"]
+    ]
+    assert len(lists) == 1
+    (st,) = lists
+    assert st["actions"] == ["s3:ListBucket"]
+    assert st["resources"] == [f"arn:aws:s3:::{parsed.bucket('batch-out')}"]
+    assert as_list(st["condition"]) == [
+        {"test": "StringLike", "variable": "s3:prefix", "values": [f"{PAYLOAD_PREFIX}*"]}
+    ]
+
+
+def test_worker_reads_updates_and_deletes_payloads(parsed: Parsed) -> None:
+    grants = role_grants(parsed, "worker")
+    payload_objects = f"arn:aws:s3:::{parsed.bucket('batch-out')}/{PAYLOAD_PREFIX}*"
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert (action, payload_objects) in grants
+    deletes = {r for a, r in grants if a == "s3:DeleteObject"}
+    assert deletes == {payload_objects}, "the worker deletes nothing outside the payload store"
+
+
+def test_worker_dead_letters_to_both_dlqs(parsed: Parsed) -> None:
+    grants = role_grants(parsed, "worker")
+    for dlq in (BATCH_DLQ, DEFERRED_DLQ):
+        assert ("sqs:SendMessage", dlq) in grants
+        assert ("sqs:GetQueueUrl", dlq) in grants
+        # It only sends there (no receive/delete on a DLQ: redriving stays an operator task).
+        assert {a for a, r in grants if r == dlq} == {"sqs:SendMessage", "sqs:GetQueueUrl"}
+    # The DLQs are the ones the source queues redrive to, so the app finds them via the
+    # RedrivePolicy (GetQueueAttributes on the source queues).
+    for queue, dlq in ((BATCH_Q, BATCH_DLQ), (DEFERRED_Q, DEFERRED_DLQ)):
+        q = parsed.one("aws_sqs_queue", queue)
+        assert parsed.resolve(json.loads(q["redrive_policy"])["deadLetterTargetArn"]) == dlq
+        assert ("sqs:GetQueueAttributes", queue) in grants
+
+
+def test_entry_reads_the_deferred_queue_redrive_policy(parsed: Parsed) -> None:
+    grants = role_grants(parsed, "entry")
+    assert {a for a, r in grants if r == DEFERRED_Q} == {
+        "sqs:SendMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:GetQueueUrl",
+    }
+    assert not any(r in (BATCH_Q, BATCH_DLQ, DEFERRED_DLQ) for _, r in grants)
+
+
+def test_payload_store_expires(parsed: Parsed) -> None:
+    (lc,) = [
+        r
+        for _, r in parsed.all("aws_s3_bucket_lifecycle_configuration")
+        if parsed.resolve(r["bucket"]) in parsed.bucket_refs("batch-out", "batch_output")
+    ]
+    rules = as_list(lc["rule"])
+    deferred = [r for r in rules if as_list(r.get("filter"))[0].get("prefix") == PAYLOAD_PREFIX]
+    assert len(deferred) == 1, "one lifecycle rule for the payload store"
+    (rule,) = deferred
+    assert rule["status"] == "Enabled"
+    assert as_list(rule["expiration"])[0]["days"] == 7
+    assert as_list(rule["noncurrent_version_expiration"])[0]["noncurrent_days"] == 1
+    # The bucket-wide retention rule is still there (batch results); tfparse does not
+    # render its dynamic expiration block, the module's terraform test checks the days.
+    (whole,) = [r for r in rules if not as_list(r.get("filter"))[0].get("prefix")]
+    assert whole["status"] == "Enabled"
 
 
 def test_gpu_service_runs_on_gpu_capacity_with_one_gpu_per_task(parsed: Parsed) -> None:

@@ -43,6 +43,11 @@ output "batch_output_bucket" {
   value       = module.platform.batch_output_bucket
 }
 
+output "payload_store_uri" {
+  description = "Deferred-request payload store (s3://<batch output bucket>/deferred)."
+  value       = module.platform.payload_store_uri
+}
+
 output "batch_queue_url" {
   description = "Batch-jobs queue."
   value       = module.platform.batch_queue_url

@@ -1,6 +1,7 @@
 # Least-privilege roles. Every statement names exact ARNs (bucket/prefix, queue, secret,
 # parameter, key, log group, repository); the only Resource "*" is
-# ecr:GetAuthorizationToken, which AWS does not scope to resources.
+# ecr:GetAuthorizationToken, which AWS does not scope to resources. A "*" at the end of
+# an object ARN means the keys under that prefix and is commented where it is used.
 
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
@@ -11,8 +12,10 @@ locals {
   region     = data.aws_region.current.name
   partition  = data.aws_partition.current.partition
 
-  model_objects = "${var.model_artifacts_bucket_arn}/${var.model_artifacts_prefix}*"
-  input_objects = "${var.batch_input_bucket_arn}/${var.batch_input_prefix}*"
+  # Object ARNs: the trailing "*" is every key under that prefix, nothing outside it.
+  model_objects   = "${var.model_artifacts_bucket_arn}/${var.model_artifacts_prefix}*"
+  input_objects   = "${var.batch_input_bucket_arn}/${var.batch_input_prefix}*"
+  payload_objects = "${var.batch_output_bucket_arn}/${var.deferred_payload_prefix}*"
 }
 
 # --------------------------------------------------------------------------------------
@@ -34,7 +37,7 @@ data "aws_iam_policy_document" "ecs_tasks_assume" {
     condition {
       test     = "ArnLike"
       variable = "aws:SourceArn"
-      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"]
+      values   = ["arn:${local.partition}:ecs:${local.region}:${local.account_id}:*"] # any ECS resource of this account and region
     }
   }
 }
@@ -81,7 +84,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "WriteContainerLogs"
     actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = [for arn in values(var.log_group_arns) : "${arn}:log-stream:*"]
+    resources = [for arn in values(var.log_group_arns) : "${arn}:log-stream:*"] # streams of these exact groups
   }
 }
 
@@ -92,7 +95,9 @@ resource "aws_iam_role_policy" "execution" {
 }
 
 # --------------------------------------------------------------------------------------
-# Entry service: reads API keys and canary weights, sends to the deferred queue.
+# Entry service: reads API keys and canary weights, sends to the deferred queue, stores
+# a deferred request's payload and job record in the payload store and reads the job
+# record and result back for GET /jobs/{id}.
 # --------------------------------------------------------------------------------------
 resource "aws_iam_role" "entry" {
   name               = "${var.name_prefix}-entry-task"
@@ -102,9 +107,32 @@ resource "aws_iam_role" "entry" {
 
 data "aws_iam_policy_document" "entry" {
   statement {
-    sid       = "SendDeferredRequests"
-    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl"]
+    sid = "SendDeferredRequests"
+    # GetQueueAttributes: the app reads the queue's RedrivePolicy (maxReceiveCount).
+    actions   = ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"]
     resources = [var.deferred_queue_arn]
+  }
+  statement {
+    sid = "DeferredPayloadStore"
+    # Only the payload-store prefix of the output bucket; "*" is the object keys under
+    # it (payloads, job records, results). No delete: the worker removes payloads, the
+    # lifecycle rule expires the rest.
+    actions   = ["s3:PutObject", "s3:GetObject"]
+    resources = [local.payload_objects]
+  }
+  statement {
+    sid = "ListDeferredPayloadStore"
+    # Without s3:ListBucket, reading a missing key answers 403 AccessDenied instead of
+    # 404 NoSuchKey, and GET /jobs/{unknown id} could not tell "no such job" from a
+    # failure. S3 checks this with the object key as s3:prefix, so the condition keeps
+    # it to the payload store ("*": any key under the prefix).
+    actions   = ["s3:ListBucket"]
+    resources = [var.batch_output_bucket_arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.deferred_payload_prefix}*"]
+    }
   }
   statement {
     sid       = "ReadApiKeys"
@@ -117,6 +145,8 @@ data "aws_iam_policy_document" "entry" {
     resources = [var.canary_parameter_arn]
   }
   statement {
+    # The CMK encrypts the deferred queue (SSE-KMS SQS) and the payload store's objects
+    # (SSE-KMS S3 with a bucket key): GenerateDataKey to write, Decrypt to read.
     sid       = "UsePlatformKey"
     actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
     resources = [var.kms_key_arn]
@@ -146,7 +176,7 @@ data "aws_iam_policy_document" "model" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${var.model_artifacts_prefix}*"]
+      values   = ["${var.model_artifacts_prefix}*"] # list only under the model prefix
     }
   }
   statement {
@@ -186,8 +216,10 @@ resource "aws_iam_role_policy" "model_cpu" {
 }
 
 # --------------------------------------------------------------------------------------
-# Worker: consumes batch + deferred queues, reads input recordings and models, writes
-# results to the output bucket.
+# Worker: consumes batch + deferred queues, dead-letters poison messages itself (so the
+# DLQ message carries the failure reason), reads input recordings and models, writes
+# results to the output bucket, and reads / updates / deletes deferred payloads and job
+# records in the payload store.
 # --------------------------------------------------------------------------------------
 resource "aws_iam_role" "worker" {
   name               = "${var.name_prefix}-worker-task"
@@ -208,14 +240,39 @@ data "aws_iam_policy_document" "worker" {
     resources = [var.batch_queue_arn, var.deferred_queue_arn]
   }
   statement {
+    sid = "DeadLetterPoisonMessages"
+    # SendMessage with the failure reason as message attributes, before DeleteMessage on
+    # the source queue; GetQueueUrl resolves the DLQ named in the RedrivePolicy.
+    actions   = ["sqs:SendMessage", "sqs:GetQueueUrl"]
+    resources = [var.batch_dlq_arn, var.deferred_dlq_arn]
+  }
+  statement {
     sid       = "ReadBatchInput"
     actions   = ["s3:GetObject"]
     resources = [local.input_objects]
   }
   statement {
-    sid       = "WriteBatchOutput"
-    actions   = ["s3:PutObject"]
+    sid = "WriteBatchOutput"
+    # GetObject: the batch job HEADs its result key first and skips work already done.
+    # "*": batch results go under the app's output prefix (embeddings/ by default, not
+    # set by Terraform), so the whole bucket's keys; this also covers the payload store.
+    actions   = ["s3:PutObject", "s3:GetObject"]
     resources = ["${var.batch_output_bucket_arn}/*"]
+  }
+  statement {
+    sid = "ListBatchOutput"
+    # So that HEAD/GET of a key that does not exist yet (a new result, a job record)
+    # answers 404 NoSuchKey, not 403 AccessDenied. Not narrowed by s3:prefix because the
+    # output prefix is the app's setting, not Terraform's.
+    actions   = ["s3:ListBucket"]
+    resources = [var.batch_output_bucket_arn]
+  }
+  statement {
+    sid = "DeferredPayloadStore"
+    # "*" is the object keys under the payload-store prefix: read the payload and job
+    # record, update the job record, write the result, delete the payload when done.
+    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    resources = [local.payload_objects]
   }
   statement {
     sid       = "ReadModelArtifacts"
@@ -229,7 +286,7 @@ data "aws_iam_policy_document" "worker" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = ["${var.model_artifacts_prefix}*"]
+      values   = ["${var.model_artifacts_prefix}*"] # list only under the model prefix
     }
   }
   statement {

@@ -64,6 +64,17 @@ variable "batch_output_bucket_arn" {
   type        = string
 }
 
+variable "deferred_payload_prefix" {
+  description = "Key prefix of the deferred-request payload store in the batch output bucket (entry and worker read and write there)."
+  type        = string
+  default     = "deferred/"
+
+  validation {
+    condition     = length(var.deferred_payload_prefix) > 1 && endswith(var.deferred_payload_prefix, "/") && !startswith(var.deferred_payload_prefix, "/")
+    error_message = "deferred_payload_prefix must be a non-empty key prefix ending in \"/\" (an empty prefix would grant the whole output bucket)."
+  }
+}
+
 variable "batch_queue_arn" {
   description = "ARN of the batch-jobs queue."
   type        = string
@@ -71,6 +82,16 @@ variable "batch_queue_arn" {
 
 variable "deferred_queue_arn" {
   description = "ARN of the deferred-requests queue."
+  type        = string
+}
+
+variable "batch_dlq_arn" {
+  description = "ARN of the batch-jobs dead-letter queue (the worker dead-letters poison messages itself)."
+  type        = string
+}
+
+variable "deferred_dlq_arn" {
+  description = "ARN of the deferred-requests dead-letter queue (the worker dead-letters poison messages itself)."
   type        = string
 }
 

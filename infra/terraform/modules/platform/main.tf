@@ -49,6 +49,7 @@ module "storage_queues" {
   batch_visibility_timeout_seconds = var.batch_visibility_timeout_seconds
   batch_max_receive_count          = var.batch_max_receive_count
   deferred_max_receive_count       = var.deferred_max_receive_count
+  deferred_payload_expiration_days = var.deferred_payload_expiration_days
   force_destroy                    = var.force_destroy
   tags                             = local.tags
 }
@@ -100,8 +101,11 @@ module "iam" {
   batch_input_bucket_arn       = module.storage_queues.batch_input_bucket_arn
   batch_input_prefix           = var.batch_input_prefix
   batch_output_bucket_arn      = module.storage_queues.batch_output_bucket_arn
+  deferred_payload_prefix      = module.storage_queues.deferred_payload_prefix
   batch_queue_arn              = module.storage_queues.batch_queue_arn
+  batch_dlq_arn                = module.storage_queues.batch_dlq_arn
   deferred_queue_arn           = module.storage_queues.deferred_queue_arn
+  deferred_dlq_arn             = module.storage_queues.deferred_dlq_arn
   api_keys_secret_arn          = module.config.api_keys_secret_arn
   model_registry_parameter_arn = module.config.model_registry_parameter_arn
   canary_parameter_arn         = module.config.canary_parameter_arn
@@ -157,6 +161,7 @@ module "serving" {
   access_log_bucket       = module.storage_queues.access_log_bucket
 
   deferred_queue_url            = module.storage_queues.deferred_queue_url
+  payload_store_uri             = module.storage_queues.payload_store_uri
   api_keys_secret_arn           = module.config.api_keys_secret_arn
   model_registry_uri            = local.model_registry_uri
   model_registry_parameter_name = module.config.model_registry_parameter_name
@@ -193,6 +198,7 @@ module "worker" {
   batch_queue_name           = module.storage_queues.batch_queue_name
   deferred_queue_url         = module.storage_queues.deferred_queue_url
   deferred_queue_name        = module.storage_queues.deferred_queue_name
+  payload_store_uri          = module.storage_queues.payload_store_uri
   visibility_timeout_seconds = var.batch_visibility_timeout_seconds
   batch_input_bucket         = module.storage_queues.batch_input_bucket
   batch_input_prefix         = var.batch_input_prefix

@@ -53,6 +53,11 @@ output "batch_output_bucket" {
   value       = module.storage_queues.batch_output_bucket
 }
 
+output "payload_store_uri" {
+  description = "Deferred-request payload store (SEVENSENSE_PAYLOAD_STORE of entry and worker)."
+  value       = module.storage_queues.payload_store_uri
+}
+
 output "batch_queue_url" {
   description = "Batch-jobs queue URL."
   value       = module.storage_queues.batch_queue_url

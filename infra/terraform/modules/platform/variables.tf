@@ -160,6 +160,12 @@ variable "deferred_max_receive_count" {
   default     = 5
 }
 
+variable "deferred_payload_expiration_days" {
+  description = "Days a deferred request's payload, job record and result are kept in the payload store (s3://<batch output bucket>/deferred)."
+  type        = number
+  default     = 7
+}
+
 variable "model_artifacts_prefix" {
   description = "Prefix of model artifacts in the models bucket."
   type        = string

@@ -73,6 +73,32 @@ resource "aws_s3_bucket_lifecycle_configuration" "this" {
     }
   }
 
+  # Shorter retention under some prefixes (e.g. deferred request payloads in the batch
+  # output bucket). Where rules overlap, S3 applies the shortest expiration, so these
+  # win over the bucket-wide rule above.
+  dynamic "rule" {
+    for_each = var.prefix_expiration_days
+    content {
+      id     = "expire-${trimsuffix(rule.key, "/")}"
+      status = "Enabled"
+      filter {
+        prefix = rule.key
+      }
+
+      expiration {
+        days = rule.value
+      }
+
+      noncurrent_version_expiration {
+        noncurrent_days = 1 # deleted or overwritten objects under the prefix go at once
+      }
+
+      abort_incomplete_multipart_upload {
+        days_after_initiation = 1
+      }
+    }
+  }
+
   depends_on = [aws_s3_bucket_versioning.this]
 }
 

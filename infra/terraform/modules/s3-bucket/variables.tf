@@ -45,6 +45,17 @@ variable "noncurrent_version_expiration_days" {
   }
 }
 
+variable "prefix_expiration_days" {
+  description = "Extra lifecycle rules: expire current objects under each key prefix (map key, ending in \"/\") after that many days, and their non-current versions after 1 day. Empty: none."
+  type        = map(number)
+  default     = {}
+
+  validation {
+    condition     = alltrue([for p, d in var.prefix_expiration_days : length(p) > 1 && endswith(p, "/") && !startswith(p, "/") && d >= 1])
+    error_message = "prefix_expiration_days keys must be non-empty key prefixes ending in \"/\" (no leading \"/\"), values >= 1 day."
+  }
+}
+
 variable "force_destroy" {
   description = "Allow terraform destroy to delete a non-empty bucket (tests and throw-away envs only)."
   type        = bool

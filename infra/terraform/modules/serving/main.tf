@@ -4,7 +4,8 @@
 #                                     |  Service Connect (Envoy sidecar, Cloud Map HTTP ns)
 #                                     +--> http://model-gpu:3000  (EC2 GPU capacity provider)
 #                                     +--> http://model-cpu:3000  (Fargate, CPU model path)
-#                                     +--> deferred-requests queue (SQS) when both fail
+#                                     +--> deferred-requests queue (SQS) when both fail,
+#                                          payload + job record in the payload store (S3)
 #
 # The entry tries the GPU model service first and falls back to the CPU service when
 # the GPU service has no healthy endpoint (Envoy answers 503 at once), refuses the
@@ -41,6 +42,7 @@ locals {
     SEVENSENSE_GPU_URL             = "http://${local.gpu_dns}:${local.port}"
     SEVENSENSE_CPU_URL             = "http://${local.cpu_dns}:${local.port}"
     SEVENSENSE_DEFERRED_QUEUE_URL  = var.deferred_queue_url
+    SEVENSENSE_PAYLOAD_STORE       = var.payload_store_uri
     SEVENSENSE_API_KEYS_SECRET_ARN = var.api_keys_secret_arn
   })
   gpu_env = merge(local.common_env, { SEVENSENSE_ROLE = "model-gpu", SEVENSENSE_DEVICE = "cuda" })

@@ -254,6 +254,16 @@ variable "deferred_queue_url" {
   type        = string
 }
 
+variable "payload_store_uri" {
+  description = "Deferred-request payload store, s3://<bucket>/<prefix> (SEVENSENSE_PAYLOAD_STORE): the entry writes the payload and job record there and reads job records and results for GET /jobs/{id}."
+  type        = string
+
+  validation {
+    condition     = can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/([^/]+/)*[^/]+$", var.payload_store_uri))
+    error_message = "payload_store_uri must be s3://<bucket>/<prefix> with a non-empty prefix and no trailing slash."
+  }
+}
+
 variable "api_keys_secret_arn" {
   description = "Partner API-keys secret ARN (SEVENSENSE_API_KEYS_SECRET_ARN)."
   type        = string

@@ -9,6 +9,12 @@
 #                                                              | maxReceiveCount
 #                                                              v
 #                                                            deferred-requests-dlq
+#
+# The payload of a deferred request (audio), its job record and its result are stored
+# under <deferred_payload_prefix> of the batch output bucket (the payload store,
+# s3://<batch-output>/deferred), expiring after
+# deferred_payload_expiration_days. The worker also dead-letters poison messages
+# itself (SendMessage to the DLQ with the failure reason as message attributes).
 
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
@@ -223,8 +229,11 @@ module "batch_output" {
   access_log_bucket                  = local.access_log_target
   expiration_days                    = var.batch_output_expiration_days
   noncurrent_version_expiration_days = 7
-  force_destroy                      = var.force_destroy
-  tags                               = var.tags
+  # Deferred requests (payload audio, job records, results) live only as long as a
+  # client may poll GET /jobs/{id}.
+  prefix_expiration_days = { (var.deferred_payload_prefix) = var.deferred_payload_expiration_days }
+  force_destroy          = var.force_destroy
+  tags                   = var.tags
 }
 
 # --------------------------------------------------------------------------------------

@@ -35,6 +35,16 @@ output "batch_output_bucket_arn" {
   value       = module.batch_output.arn
 }
 
+output "deferred_payload_prefix" {
+  description = "Key prefix of the deferred-request payload store in the batch output bucket."
+  value       = var.deferred_payload_prefix
+}
+
+output "payload_store_uri" {
+  description = "Deferred-request payload store, s3://<batch output bucket>/<prefix without trailing slash> (SEVENSENSE_PAYLOAD_STORE)."
+  value       = "s3://${module.batch_output.id}/${trimsuffix(var.deferred_payload_prefix, "/")}"
+}
+
 output "batch_input_prefix" {
   description = "Key prefix that triggers batch jobs."
   value       = var.batch_input_prefix

@@ -123,6 +123,28 @@ variable "batch_output_expiration_days" {
   default     = 365
 }
 
+variable "deferred_payload_prefix" {
+  description = "Key prefix of the deferred-request payload store in the batch output bucket (audio, job records, results)."
+  type        = string
+  default     = "deferred/"
+
+  validation {
+    condition     = can(regex("^([a-z0-9][a-z0-9_.-]*/)+$", var.deferred_payload_prefix))
+    error_message = "deferred_payload_prefix must be a key prefix ending in \"/\" with no leading \"/\", e.g. \"deferred/\" (an empty prefix would grant and expire the whole bucket)."
+  }
+}
+
+variable "deferred_payload_expiration_days" {
+  description = "Delete deferred-request payloads, job records and results this many days after they were written."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.deferred_payload_expiration_days >= 1
+    error_message = "deferred_payload_expiration_days must be >= 1."
+  }
+}
+
 variable "model_noncurrent_version_days" {
   description = "Delete overwritten/deleted model artifact versions after this many days."
   type        = number

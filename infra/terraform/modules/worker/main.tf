@@ -1,6 +1,8 @@
 # Batch / deferred worker on Fargate: `sevensense worker` consumes the batch-jobs queue
 # (S3 ObjectCreated events) and the deferred-requests queue, reads recordings from the
-# input bucket, writes results to the output bucket.
+# input bucket, writes results to the output bucket. Deferred requests: payload, job
+# record and result live in the payload store (SEVENSENSE_PAYLOAD_STORE). Poison
+# messages are moved to the queue's DLQ by the worker itself, with the failure reason.
 #
 # Scaling on SQS backlog per task:
 #   backlog = visible + in-flight messages of both queues
@@ -22,6 +24,7 @@ locals {
     SEVENSENSE_DEVICE               = "cpu"
     SEVENSENSE_BATCH_QUEUE_URL      = var.batch_queue_url
     SEVENSENSE_DEFERRED_QUEUE_URL   = var.deferred_queue_url
+    SEVENSENSE_PAYLOAD_STORE        = var.payload_store_uri
     SEVENSENSE_INPUT_BUCKET         = var.batch_input_bucket
     SEVENSENSE_INPUT_PREFIX         = var.batch_input_prefix
     SEVENSENSE_OUTPUT_BUCKET        = var.batch_output_bucket

@@ -106,6 +106,16 @@ variable "deferred_queue_name" {
   type        = string
 }
 
+variable "payload_store_uri" {
+  description = "Deferred-request payload store, s3://<bucket>/<prefix> (SEVENSENSE_PAYLOAD_STORE): the worker reads payloads and job records there, updates the records and writes results."
+  type        = string
+
+  validation {
+    condition     = can(regex("^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/([^/]+/)*[^/]+$", var.payload_store_uri))
+    error_message = "payload_store_uri must be s3://<bucket>/<prefix> with a non-empty prefix and no trailing slash."
+  }
+}
+
 variable "visibility_timeout_seconds" {
   description = "Batch queue visibility timeout; the worker extends it while a long recording is processed."
   type        = number

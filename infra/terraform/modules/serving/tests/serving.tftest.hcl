@@ -49,6 +49,7 @@ variables {
   certificate_arn               = "arn:aws:acm:eu-west-1:123456789012:certificate/abc-123"
   access_log_bucket             = "logs"
   deferred_queue_url            = "https://sqs.eu-west-1.amazonaws.com/123456789012/sevensense-test-deferred-requests"
+  payload_store_uri             = "s3://sevensense-test-batch-out-123456789012-eu-west-1/deferred"
   api_keys_secret_arn           = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:api-keys"
   model_registry_uri            = "s3://models/models/"
   model_registry_parameter_name = "/sevensense-test/model-registry-uri"
@@ -73,6 +74,7 @@ run "entry_reaches_models_and_queue" {
       SEVENSENSE_GPU_URL              = "http://model-gpu:3000"
       SEVENSENSE_CPU_URL              = "http://model-cpu:3000"
       SEVENSENSE_DEFERRED_QUEUE_URL   = var.deferred_queue_url
+      SEVENSENSE_PAYLOAD_STORE        = var.payload_store_uri
       SEVENSENSE_API_KEYS_SECRET_ARN  = var.api_keys_secret_arn
       SEVENSENSE_MODEL_REGISTRY_URI   = var.model_registry_uri
       SEVENSENSE_MODEL_REGISTRY_PARAM = var.model_registry_parameter_name
@@ -129,6 +131,14 @@ run "autoscaling_wiring" {
     condition     = contains(aws_cloudwatch_metric_alarm.model_gpu_wake.alarm_actions, aws_appautoscaling_policy.model_gpu_wake.arn)
     error_message = "the wake-from-zero alarm triggers the GPU step policy"
   }
+}
+
+run "rejects_payload_store_without_prefix" {
+  command = plan
+  variables {
+    payload_store_uri = "s3://sevensense-test-batch-out-123456789012-eu-west-1/"
+  }
+  expect_failures = [var.payload_store_uri]
 }
 
 run "rejects_latest_tag" {

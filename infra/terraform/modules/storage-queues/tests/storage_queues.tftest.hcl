@@ -113,6 +113,12 @@ run "wiring" {
     condition     = aws_sqs_queue.batch.visibility_timeout_seconds == 3600
     error_message = "batch visibility timeout default is one hour"
   }
+
+  # Deferred-request payload store: the output bucket's deferred/ prefix.
+  assert {
+    condition     = output.payload_store_uri == "s3://${module.batch_output.id}/deferred" && output.deferred_payload_prefix == "deferred/"
+    error_message = "payload store is s3://<batch output bucket>/deferred"
+  }
 }
 
 run "moto_mode_drops_redrive_allow_policy" {
@@ -156,6 +162,22 @@ run "rejects_leading_slash_prefix" {
     batch_input_prefix = "/incoming/"
   }
   expect_failures = [var.batch_input_prefix]
+}
+
+run "rejects_empty_payload_prefix" {
+  command = plan
+  variables {
+    deferred_payload_prefix = ""
+  }
+  expect_failures = [var.deferred_payload_prefix]
+}
+
+run "rejects_payload_prefix_without_slash" {
+  command = plan
+  variables {
+    deferred_payload_prefix = "deferred"
+  }
+  expect_failures = [var.deferred_payload_prefix]
 }
 
 run "rejects_non_kms_arn" {

@@ -25,6 +25,7 @@ variables {
   batch_queue_name              = "sevensense-test-batch-jobs"
   deferred_queue_url            = "https://sqs.eu-west-1.amazonaws.com/123456789012/sevensense-test-deferred-requests"
   deferred_queue_name           = "sevensense-test-deferred-requests"
+  payload_store_uri             = "s3://out/deferred"
   visibility_timeout_seconds    = 3600
   batch_input_bucket            = "in"
   batch_input_prefix            = "incoming/"
@@ -40,6 +41,27 @@ run "worker_scales_on_backlog_from_zero" {
   assert {
     condition     = jsondecode(aws_ecs_task_definition.worker.container_definitions)[0].command == ["sevensense", "worker"]
     error_message = "worker runs `sevensense worker`"
+  }
+  assert {
+    condition = {
+      for e in jsondecode(aws_ecs_task_definition.worker.container_definitions)[0].environment : e.name => e.value
+      if startswith(e.name, "SEVENSENSE_")
+      } == {
+      SEVENSENSE_PROFILE              = "cloud"
+      SEVENSENSE_ROLE                 = "worker"
+      SEVENSENSE_DEVICE               = "cpu"
+      SEVENSENSE_BATCH_QUEUE_URL      = var.batch_queue_url
+      SEVENSENSE_DEFERRED_QUEUE_URL   = var.deferred_queue_url
+      SEVENSENSE_PAYLOAD_STORE        = var.payload_store_uri
+      SEVENSENSE_INPUT_BUCKET         = var.batch_input_bucket
+      SEVENSENSE_INPUT_PREFIX         = var.batch_input_prefix
+      SEVENSENSE_OUTPUT_BUCKET        = var.batch_output_bucket
+      SEVENSENSE_MODEL_REGISTRY_URI   = var.model_registry_uri
+      SEVENSENSE_MODEL_REGISTRY_PARAM = var.model_registry_parameter_name
+      SEVENSENSE_CANARY_PARAM         = var.canary_parameter_name
+      SEVENSENSE_VISIBILITY_TIMEOUT_S = "3600"
+    }
+    error_message = "worker env contract (README): queues, payload store, buckets, model config; no SEVENSENSE_OUTPUT_PREFIX (app default)"
   }
   assert {
     condition     = aws_appautoscaling_target.worker.min_capacity == 0
@@ -61,6 +83,14 @@ run "worker_scales_on_backlog_from_zero" {
     condition     = contains(aws_cloudwatch_metric_alarm.wake.alarm_actions, aws_appautoscaling_policy.wake.arn)
     error_message = "the wake-from-zero alarm triggers the step policy"
   }
+}
+
+run "rejects_payload_store_with_trailing_slash" {
+  command = plan
+  variables {
+    payload_store_uri = "s3://out/deferred/"
+  }
+  expect_failures = [var.payload_store_uri]
 }
 
 run "rejects_other_command" {
