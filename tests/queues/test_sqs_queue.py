@@ -205,8 +205,11 @@ def test_unreachable_endpoint_is_a_queue_error() -> None:
     url = f"{endpoint}/123456789012/gone"
 
     start = time.monotonic()
+    lazy = SqsQueue(url, client=client)  # a sender starts while SQS is unreachable
     with pytest.raises(QueueError, match="GetQueueAttributes"):
-        SqsQueue(url, client=client)
+        _ = lazy.max_receives
+    with pytest.raises(QueueError, match="SendMessage"):
+        lazy.send("x")
     queue = SqsQueue(url, client=client, max_receives=3, dlq_url=f"{url}-dlq")
     with pytest.raises(QueueError, match="SendMessage"):
         queue.send("x")

@@ -29,7 +29,11 @@ class QueueDepth:
 
 class MessageQueue(Protocol):
     name: str
-    max_receives: int
+
+    @property
+    def max_receives(self) -> int:
+        """Receives before a message goes to the dead-letter queue."""
+        ...
 
     def send(self, body: str, attributes: dict[str, str] | None = None) -> str:
         """Durably enqueue; returns the message id."""

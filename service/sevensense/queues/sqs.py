@@ -88,20 +88,44 @@ class SqsQueue:
         self.name = url.rstrip("/").rsplit("/", 1)[-1]
         self.client = client if client is not None else default_client()
         self.visibility_s = visibility_s
-        policy = self.redrive_policy() if max_receives is None or dlq_url is None else None
-        if max_receives is None:
-            max_receives = policy.max_receives if policy else default_max_receives
-        self.max_receives: int = max_receives
-        self.dead_letter_arn = policy.dead_letter_arn if policy and dlq_url is None else None
+        self._max_receives = max_receives
+        self._default_max_receives = default_max_receives
         self._dlq_url = dlq_url
+        self._dead_letter_arn: str | None = None
+        self._policy_read = max_receives is not None and dlq_url is not None
         self._lock = threading.Lock()
+
+    def _read_policy(self) -> None:
+        """Lazily, so a gateway that only sends starts even while SQS is unreachable."""
+        if self._policy_read:
+            return
+        policy = self.redrive_policy()
+        if self._max_receives is None:
+            self._max_receives = policy.max_receives if policy else self._default_max_receives
+        if self._dlq_url is None and policy is not None:
+            self._dead_letter_arn = policy.dead_letter_arn
+        self._policy_read = True
+
+    @property
+    def max_receives(self) -> int:
+        with self._lock:
+            self._read_policy()
+            assert self._max_receives is not None
+            return self._max_receives
+
+    @property
+    def dead_letter_arn(self) -> str | None:
+        with self._lock:
+            self._read_policy()
+            return self._dead_letter_arn
 
     @property
     def dlq_url(self) -> str | None:
         """The dead-letter queue's URL (None without one); QueueError if it cannot be found."""
+        arn = self.dead_letter_arn
         with self._lock:
-            if self._dlq_url is None and self.dead_letter_arn is not None:
-                self._dlq_url = self._url_for_arn(self.dead_letter_arn)
+            if self._dlq_url is None and arn is not None:
+                self._dlq_url = self._url_for_arn(arn)
             return self._dlq_url
 
     # --- configuration ----------------------------------------------------------------------
