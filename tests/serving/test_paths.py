@@ -10,13 +10,17 @@ from bentoml.exceptions import ServiceUnavailable
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.errors import NoModelPathError, OverloadedError
+from sevensense.serving.breaker import CircuitBreaker
 from sevensense.serving.paths import ModelPath, PathRouter, failure_reason
 from sevensense.serving.wire import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
+from sevensense.settings import BreakerSettings
 
 IDENT = ModelIdentity(name="m", version="1", variant="base")
 
 
-def path(name: str, behaviour: list[object], ready: bool = True) -> tuple[ModelPath, list[int]]:
+def path(
+    name: str, behaviour: list[object], ready: bool = True, failures_to_open: int = 1
+) -> tuple[ModelPath, list[int]]:
     """A path whose calls follow ``behaviour`` (an exception to raise or "ok")."""
     calls: list[int] = []
 
@@ -44,7 +48,10 @@ def path(name: str, behaviour: list[object], ready: bool = True) -> tuple[ModelP
     async def prepare(ref: str) -> PrepareResult:
         return PrepareResult(ref=ref)
 
-    return ModelPath(name, call, probe, prepare, retry_s=60.0), calls  # type: ignore[arg-type]
+    breaker = CircuitBreaker(
+        name, BreakerSettings(failure_threshold=failures_to_open, recovery_timeout_s=60.0)
+    )
+    return ModelPath(name, call, probe, prepare, breaker), calls  # type: ignore[arg-type]
 
 
 ITEMS = [WindowItem(model="m:1:base", samples=b"")] * 3
@@ -62,7 +69,7 @@ def test_gpu_serves_when_healthy() -> None:
     assert outputs[0].provider == "gpu"
 
 
-def test_broken_gpu_is_skipped_for_its_retry_period() -> None:
+def test_broken_gpu_is_skipped_while_its_breaker_is_open() -> None:
     gpu, gpu_calls = path("gpu", [ConnectionError("refused")])
     cpu, cpu_calls = path("cpu", [])
     router = PathRouter([gpu, cpu])
@@ -70,6 +77,17 @@ def test_broken_gpu_is_skipped_for_its_retry_period() -> None:
     assert run(router)[1:] == ("cpu", True)
     assert gpu_calls == [3] and cpu_calls == [3, 3]  # second request did not try the GPU
     assert "unavailable" in str(gpu.describe()["reason"])
+    assert gpu.describe()["breaker"]["state"] == "open"  # type: ignore[index]
+
+
+def test_breaker_opens_only_after_consecutive_failures() -> None:
+    boom = ConnectionError("refused")
+    gpu, gpu_calls = path("gpu", [boom, boom, "ok", boom, boom, boom], failures_to_open=3)
+    cpu, _ = path("cpu", [])
+    router = PathRouter([gpu, cpu])
+    served = [run(router)[1] for _ in range(7)]
+    assert served == ["cpu", "cpu", "gpu", "cpu", "cpu", "cpu", "cpu"]
+    assert len(gpu_calls) == 6  # the success reset the count; the 7th request skipped it
 
 
 def test_overloaded_gpu_is_retried_next_time() -> None:

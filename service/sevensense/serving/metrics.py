@@ -52,6 +52,11 @@ class Metrics:
     model_loads: Counter
     path_ready: Gauge
     traffic_weight: Gauge
+    breaker_state: Gauge
+    breaker_transitions: Counter
+    fallback_windows: Counter
+    cache_hits: Counter
+    deferred_requests: Counter
 
 
 @cache
@@ -134,5 +139,31 @@ def metrics() -> Metrics:
             "Share of traffic (percent) routed to a model version",
             ("model", "version"),
             multiprocess_mode="livemax",
+        ),
+        breaker_state=Gauge(
+            "sevensense_circuit_state",
+            "Circuit breaker per path: 0 closed, 1 open, 2 half-open",
+            ("path",),
+            multiprocess_mode="livemax",
+        ),
+        breaker_transitions=Counter(
+            "sevensense_circuit_transitions",
+            "Circuit breaker state changes",
+            ("path", "from_state", "to_state"),
+        ),
+        fallback_windows=Counter(
+            "sevensense_fallback_windows",
+            "Windows served by a fallback strategy after every model path failed",
+            ("strategy",),
+        ),
+        cache_hits=Counter(
+            "sevensense_embedding_cache_hits",
+            "Windows answered from the embedding cache, exact or near-duplicate",
+            ("kind",),
+        ),
+        deferred_requests=Counter(
+            "sevensense_deferred_requests",
+            "Requests answered 202 and queued, by outcome of the enqueue",
+            ("outcome",),
         ),
     )

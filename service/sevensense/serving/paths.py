@@ -1,11 +1,11 @@
 """GPU first, CPU fallback: which model service takes a chunk of windows.
 
-A path is skipped while its last readiness probe said no, or for ``retry_s`` after it
-failed outright (connection refused, 5xx); an overloaded path (the batcher shed the
-request with 503) is not put aside, because overload passes in milliseconds. The chunk that
-failed is retried on the next path, so a client never sees the GPU service's trouble, only
-``fallback: true`` and the provider that really served. Issue 4 turns the cool-down into a
-full circuit breaker.
+A path is skipped while its last readiness probe said no, or while its circuit breaker is
+open after repeated failures (connection refused, 5xx, per-window errors). An overloaded
+path (the batcher shed the request with 503) counts neither way: overload passes in
+milliseconds. The chunk that failed is retried on the next path, so a client never sees the
+GPU service's trouble, only the path that really served; when no path can serve, the
+gateway's fallback chain (``fallback.py``) takes over.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sevensense.errors import NoModelPathError, OverloadedError, SevensenseError
+from sevensense.serving.breaker import STATE_VALUE, BreakerState, CircuitBreaker
 from sevensense.serving.metrics import metrics
 from sevensense.serving.wire import (
     ModelServiceStatus,
@@ -26,6 +27,7 @@ from sevensense.serving.wire import (
     WindowItem,
     WindowOutput,
 )
+from sevensense.settings import BreakerSettings
 
 log = logging.getLogger(__name__)
 
@@ -55,34 +57,50 @@ def failure_reason(exc: BaseException) -> str:
     return "error"
 
 
+def record_transition(name: str, before: BreakerState, after: BreakerState) -> None:
+    """Breaker listener: state gauge, transition counter and a log line."""
+    m = metrics()
+    m.breaker_state.labels(name).set(STATE_VALUE[after])
+    m.breaker_transitions.labels(name, before.value, after.value).inc()
+    level = logging.WARNING if after is BreakerState.OPEN else logging.INFO
+    log.log(level, "circuit breaker %s: %s -> %s", name, before.value, after.value)
+
+
+def new_breaker(name: str, config: BreakerSettings) -> CircuitBreaker:
+    metrics().breaker_state.labels(name).set(0)
+    return CircuitBreaker(name, config, listener=record_transition)
+
+
 @dataclass
 class ModelPath:
     name: PathName
     call: Call
     probe: Probe
     prepare: Prepare
-    retry_s: float = 10.0
+    breaker: CircuitBreaker = field(default_factory=lambda: CircuitBreaker("path"))
     status: ModelServiceStatus | None = None
     probed_at: float = float("-inf")
-    down_until: float = float("-inf")
-    last_error: str | None = None
 
-    def usable(self, now: float) -> bool:
-        return self.status is not None and self.status.ready and now >= self.down_until
+    def usable(self) -> bool:
+        return self.status is not None and self.status.ready and self.breaker.would_allow()
 
     def describe(self) -> dict[str, object]:
-        now = time.monotonic()
+        usable = self.usable()
         return {
-            "ready": self.usable(now),
-            "reason": None if self.usable(now) else self.last_error or self._status_reason(),
+            "ready": usable,
+            "reason": None if usable else self._reason(),
             "provider": self.status.provider if self.status else None,
             "loaded": self.status.loaded if self.status else [],
+            "breaker": self.breaker.snapshot(),
         }
 
-    def _status_reason(self) -> str:
+    def _reason(self) -> str:
         if self.status is None:
             return "not probed yet"
-        return self.status.reason or "not ready"
+        if not self.status.ready:
+            return self.status.reason or "not ready"
+        snap = self.breaker.snapshot()
+        return f"circuit {snap['state']} after: {snap['last_error']}"
 
 
 @dataclass
@@ -102,18 +120,15 @@ class PathRouter:
     async def _probe(self, path: ModelPath) -> None:
         try:
             path.status = await asyncio.wait_for(path.probe(), timeout=5.0)
-            if path.status.ready:
-                path.last_error = None
         except Exception as exc:
             path.status = ModelServiceStatus(
                 path=path.name, ready=False, reason=f"{failure_reason(exc)}: {exc}"[:300]
             )
         path.probed_at = time.monotonic()
-        metrics().path_ready.labels(path.name).set(1 if path.usable(path.probed_at) else 0)
+        metrics().path_ready.labels(path.name).set(1 if path.usable() else 0)
 
     def any_ready(self) -> bool:
-        now = time.monotonic()
-        return any(p.usable(now) for p in self.paths)
+        return any(p.usable() for p in self.paths)
 
     def get(self, name: str) -> ModelPath | None:
         return next((p for p in self.paths if p.name == name), None)
@@ -121,37 +136,46 @@ class PathRouter:
     async def run(
         self, items: list[WindowItem], route: Route
     ) -> tuple[list[WindowOutput], PathName, bool]:
-        """Outputs, the path that served, and whether it was a fallback."""
+        """Outputs, the path that served, and whether it was a fallback.
+
+        Raises :class:`OverloadedError` when every path that could serve shed the load, and
+        :class:`NoModelPathError` when none can serve at all (unready, open, failing).
+        """
         await self.refresh()
         candidates = [p for p in self.paths if route in ("auto", p.name)]
         reasons: list[str] = []
-        preferred = True
         for i, path in enumerate(candidates):
-            if not path.usable(time.monotonic()):
+            nxt = candidates[i + 1].name if i + 1 < len(candidates) else "none"
+            if path.status is None or not path.status.ready:
                 reasons.append(f"{path.name}: {path.describe()['reason']}")
-                nxt = candidates[i + 1].name if i + 1 < len(candidates) else "none"
                 metrics().fallbacks.labels(path.name, nxt, "unready").inc()
-                preferred = False
+                continue
+            if not path.breaker.allow():
+                reasons.append(f"{path.name}: circuit open")
+                metrics().fallbacks.labels(path.name, nxt, "circuit_open").inc()
                 continue
             try:
                 outputs = await path.call(items)
                 failed = [o.error for o in outputs if o.error]
                 if failed:
                     raise PathFailedError(f"{len(failed)} windows failed: {failed[0]}")
+            except asyncio.CancelledError:
+                path.breaker.release()
+                raise
             except Exception as exc:
                 reason = failure_reason(exc)
-                if reason != "overloaded":
-                    path.down_until = time.monotonic() + path.retry_s
-                    path.last_error = f"{reason}: {exc}"[:300]
-                nxt = candidates[i + 1].name if i + 1 < len(candidates) else "none"
+                if reason == "overloaded":
+                    path.breaker.release()
+                else:
+                    path.breaker.record_failure(f"{reason}: {exc}")
                 metrics().fallbacks.labels(path.name, nxt, reason).inc()
                 log.warning("%s path failed (%s): %s", path.name, reason, exc)
                 reasons.append(f"{path.name}: {reason}")
-                preferred = False
                 continue
-            return outputs, path.name, not preferred
+            path.breaker.record_success()
+            return outputs, path.name, path is not candidates[0]
         detail = "; ".join(reasons) or "no path configured for this route"
-        if any("overloaded" in r for r in reasons):
+        if any(r.endswith(": overloaded") for r in reasons):
             raise OverloadedError(
                 f"no model path can take this now; retry shortly ({detail})", retry_after_s=1.0
             )
