@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Start the 7sense service graph (Entry gateway + GPU and CPU model services) on the default
 # model: Perch 2.0 where its weights are present, BirdNET v2.4 otherwise (always, here).
-# Env: HOST (default 127.0.0.1), PORT (default 3000), SEVENSENSE_PROFILE, SEVENSENSE_* settings.
+# Env: HOST (default 127.0.0.1), PORT (default 3000), RUN_WORKER (default 1), SEVENSENSE_PROFILE,
+# SEVENSENSE_* settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export BENTOML_DO_NOT_TRACK=true
@@ -21,4 +22,17 @@ MSG
 else
   echo "  keys:      configured keys only (sevensense keys list)"
 fi
-exec .venv/bin/bentoml serve sevensense.serving.service:Entry --host "$HOST" --port "$PORT"
+# The worker drains deferred requests (202 answers) from the embedded queue on this host;
+# RUN_WORKER=0 leaves that to a worker started elsewhere (e.g. with an SQS queue).
+pids=()
+stop() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait; }
+trap stop EXIT INT TERM
+if [ "${RUN_WORKER:-1}" = "1" ]; then
+  echo "  worker:    sevensense worker --queues deferred (log: .state/worker.log)"
+  mkdir -p .state
+  .venv/bin/sevensense worker --queues deferred >>.state/worker.log 2>&1 &
+  pids+=($!)
+fi
+.venv/bin/bentoml serve sevensense.serving.service:Entry --host "$HOST" --port "$PORT" &
+pids+=($!)
+wait -n "${pids[@]}"

@@ -38,7 +38,12 @@ _PARTNER_SCOPES: tuple[Scope, ...] = ("embed", "read")
 
 PROFILE_NAMES = ("default", "field", "edge", "server", "cloud")
 _DEFAULT_PROVIDERS: tuple[Provider, ...] = ("cuda", "coreml", "cpu")
-_DEFAULT_FALLBACK: tuple[FallbackStrategy, ...] = ("cpu", "quantized_model", "cached_embedding")
+_DEFAULT_FALLBACK: tuple[FallbackStrategy, ...] = (
+    "cpu",
+    "quantized_model",
+    "cached_embedding",
+    "deferred_queue",
+)
 
 
 def repo_root() -> Path:
@@ -103,7 +108,7 @@ class FallbackSettings(_Section):
     strategies: list[FallbackStrategy] = Field(default_factory=lambda: list(_DEFAULT_FALLBACK))
     breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     quantized_variant: str = Field("quantized", description="variant of the same version")
-    cache_max_entries: int = Field(20_000, ge=0, description="per gateway worker, LRU")
+    cache_max_entries: int = Field(2048, ge=0, description="per gateway worker, LRU")
     cache_similarity: float | None = Field(
         None, gt=0.0, le=1.0, description="near-duplicate threshold on audio; None = exact only"
     )
@@ -190,10 +195,12 @@ class ServingSettings(_Section):
     gpu_url: str | None = Field(None, description="remote GPU model service; None = local")
     cpu_url: str | None = Field(None, description="remote CPU model service; None = local")
     gpu_enabled: bool = True
+    probe_interval_s: float = Field(
+        5.0, gt=0.0, description="how often the entry asks each model service if it is ready"
+    )
     gpu_require_cuda: bool = Field(
         True, description="False lets the GPU service run on CPU (tests, CPU-only hosts)"
     )
-    gpu_retry_s: float = Field(10.0, gt=0.0, description="skip a failed GPU path this long")
     # Adaptive-batching SLOs: BentoML sheds (503) a request predicted to wait longer than
     # max_latency_ms, and the gateway then tries the other path. Sizing: README.
     gpu_max_batch_size: int = Field(32, ge=2, le=1024)

@@ -25,7 +25,7 @@ from load_tests.server import Service, base_env, free_port, samples  # noqa: F40
 from sevensense.artifacts.build import build_perch_contract
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.serving.auth import generate_key, hash_key
-from tests.conftest import aws_client  # noqa: F401  re-exported; moto_endpoint is there too
+from tests.conftest import MODELS, aws_client  # noqa: F401  re-exported; moto_endpoint is there too
 
 KEYS = ("partner", "reader", "admin", "slow")
 
@@ -101,11 +101,15 @@ class Collector:
 def serving_models(
     tmp_path_factory: pytest.TempPathFactory, birdnet_artifact: Artifact, perch_artifact: Artifact
 ) -> Path:
-    """BirdNET (the default) and perch-contract 1.0.0 linked; 1.1.0 built with another seed;
-    1.2.0 built, then corrupted on disk (same size, one byte changed)."""
+    """BirdNET (the default) and perch-contract 1.0.0 linked with their int8 variants;
+    1.1.0 built with another seed; 1.2.0 built, then corrupted on disk (same size, one
+    byte changed)."""
     root = tmp_path_factory.mktemp("serving-models")
-    link_artifact(birdnet_artifact, root)
-    link_artifact(perch_artifact, root)
+    source = ModelRegistry(MODELS)
+    for artifact in (birdnet_artifact, perch_artifact):
+        link_artifact(artifact, root)
+        m = artifact.manifest
+        link_artifact(source.resolve(f"{m.name}:{m.version}:quantized"), root)
     registry = ModelRegistry(root)
     build_perch_contract(registry, version="1.1.0", seed=11)
     bad = build_perch_contract(registry, version="1.2.0", seed=12)

@@ -18,6 +18,7 @@ EXPECTED = {
     ("POST", "/admin/models/{name}/activate"),
     ("PUT", "/admin/models/{name}/traffic"),
     ("GET", "/status"),
+    ("GET", "/jobs/{job_id}"),
 }
 
 

@@ -10,6 +10,8 @@ the start, which is what makes a hot swap safe for requests already running.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 import itertools
 import logging
@@ -29,7 +31,10 @@ from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
 from sevensense.audio.pipeline import StreamStats, prepare_windows
 from sevensense.audio.windowing import Window
-from sevensense.errors import ModelNotFoundError, RequestError, SevensenseError
+from sevensense.deferred.job_store import JobStore
+from sevensense.deferred.records import JobRecord
+from sevensense.deferred.submit import Deferrer
+from sevensense.errors import ModelNotFoundError, QueueError, RequestError, SevensenseError
 from sevensense.inference.engine import (
     EmbeddingEngine,
     EmbedOptions,
@@ -38,15 +43,14 @@ from sevensense.inference.engine import (
     to_results,
 )
 from sevensense.serving import tracing
+from sevensense.serving.fallback import ZERO, ChunkResult, DeferRequest, FallbackChain
 from sevensense.serving.metrics import metrics
 from sevensense.serving.paths import PathRouter
 from sevensense.serving.rollout import RolloutStore, choose_version
 from sevensense.serving.wire import (
     OutputFormat,
-    PathName,
     Route,
     WindowItem,
-    WindowOutput,
     from_bytes,
     to_bytes,
 )
@@ -83,21 +87,29 @@ class EmbedOutcome:
     artifact: Artifact
     results: list[WindowResult]
     stats: StreamStats
-    route: PathName
+    route: str
     providers: list[str]
     fallback: bool
     window_s: float
     hop_s: float
     routing_key_hash: str
     timing: dict[str, float]
+    served: list[str] = field(default_factory=list)
+    similarity: list[float | None] = field(default_factory=list)
+
+
+@dataclass
+class DeferredOutcome:
+    """The request could not be served now and was queued (202)."""
+
+    job: JobRecord
+    reason: str
 
 
 @dataclass
 class _Chunk:
     windows: list[Window]
-    outputs: list[WindowOutput] = field(default_factory=list)
-    path: PathName = "cpu"
-    fallback: bool = False
+    result: ChunkResult | None = None
 
 
 def default_model(settings: Settings, artifacts: list[Artifact]) -> str:
@@ -137,13 +149,38 @@ def _take(windows: Iterator[Window], n: int) -> list[Window]:
     return list(itertools.islice(windows, n))
 
 
+async def _cancel(tasks: list[asyncio.Task[_Chunk]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _zero_result(result: WindowResult) -> WindowResult:
+    """An all-zero embedding that says so: invalid, flagged, no scores."""
+    zero = np.zeros_like(result.embedding)
+    quality = dataclasses.replace(
+        result.quality, norm=0.0, raw_norm=0.0, zero_norm=True, sparsity=1.0
+    )
+    return dataclasses.replace(result, embedding=zero, quality=quality, top_k=[], logits=None)
+
+
 class Gateway:
-    def __init__(self, settings: Settings, router: PathRouter, store: RolloutStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        router: PathRouter,
+        store: RolloutStore,
+        deferrer: Deferrer | None = None,
+        jobs: JobStore | None = None,
+    ) -> None:
         self.settings = settings
         self.router = router
         self.store = store
         self.registry = ModelRegistry(settings.models_dir)
         self.engine = EmbeddingEngine(settings, self.registry)
+        self.chain = FallbackChain(settings, router, self.registry)
+        self.deferrer = deferrer
+        self.jobs = jobs or (deferrer.jobs if deferrer else None)
         self._artifacts: list[Artifact] = []
         self._scanned_at = float("-inf")
         self._labels: dict[tuple[str, str, str], list[str] | None] = {}
@@ -186,7 +223,9 @@ class Gateway:
 
     # --- one recording ----------------------------------------------------------------------
 
-    async def embed(self, source: BinaryIO, params: EmbedParams, routing_key: str) -> EmbedOutcome:
+    async def embed(
+        self, source: BinaryIO, params: EmbedParams, routing_key: str, owner: str = "-"
+    ) -> EmbedOutcome | DeferredOutcome:
         started = time.perf_counter()
         # In a thread: with the SSM rollout store a poll is a blocking network call.
         artifact = await anyio.to_thread.run_sync(self.resolve, params.model, routing_key)
@@ -238,9 +277,8 @@ class Gateway:
                     )
                     for w in chunk.windows
                 ]
-                chunk.outputs, chunk.path, chunk.fallback = await self.router.run(
-                    items, params.route
-                )
+                samples = [w.samples for w in chunk.windows]
+                chunk.result = await self.chain.run(items, samples, manifest, params.route)
                 return chunk
             finally:
                 slots.release()
@@ -254,10 +292,20 @@ class Gateway:
                     break
                 tasks.append(asyncio.create_task(dispatch(_Chunk(batch))))
             chunks = await asyncio.gather(*tasks)
+        except DeferRequest as defer:
+            await _cancel(tasks)
+            resolved = dataclasses.replace(
+                options,
+                top_k=k,
+                overlap=config.overlap,
+                padding=config.padding,
+                energy_threshold=config.energy_threshold,
+                resample_quality=config.resample_quality,
+                normalization=options.normalization or self.settings.preprocessing.normalization,
+            )
+            return await self._defer(source, ref, resolved, owner, defer.reason)
         except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _cancel(tasks)
             raise
         tracing.stage_spans(stats, pre_start)
 
@@ -265,15 +313,16 @@ class Gateway:
         with tracing.span("postprocess", windows=stats.windows):
             results = self._postprocess(chunks, manifest.identity.name, artifact, k, params)
         post_ms = (time.perf_counter() - post) * 1e3
-        calls = [o for c in chunks for o in c.outputs[:1]]
-        providers = sorted({o.provider for c in chunks for o in c.outputs})
+        done = [c.result for c in chunks if c.result is not None]
+        calls = [o for r in done for o in r.outputs[:1] if o.batch_size]
+        providers = sorted({o.provider for r in done for o in r.outputs})
         return EmbedOutcome(
             artifact=artifact,
             results=results,
             stats=stats,
-            route=chunks[-1].path if chunks else "cpu",
+            route=done[-1].path if done else "cpu",
             providers=providers,
-            fallback=any(c.fallback for c in chunks),
+            fallback=any(r.fallback for r in done),
             window_s=window_s,
             hop_s=window_s * (1.0 - config.overlap),
             routing_key_hash=hashlib.sha256(routing_key.encode()).hexdigest()[:12],
@@ -286,7 +335,37 @@ class Gateway:
                 "infer_ms": float(np.mean([o.compute_ms for o in calls])) if calls else 0.0,
                 "postprocess_ms": post_ms,
             },
+            served=[s for r in done for s in r.served],
+            similarity=[v for r in done for v in r.similarity],
         )
+
+    async def _defer(
+        self,
+        source: BinaryIO,
+        ref: str,
+        options: EmbedOptions,
+        owner: str,
+        reason: str,
+    ) -> DeferredOutcome:
+        if self.deferrer is None:
+            raise QueueError(f"no deferred queue configured; {reason}")
+        try:
+            job = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.deferrer.submit,
+                    source,
+                    model=ref,
+                    options=options,
+                    owner=owner,
+                    reason=reason,
+                    trace=tracing.carrier(),
+                )
+            )
+        except SevensenseError:
+            metrics().deferred_requests.labels("failed").inc()
+            raise
+        metrics().deferred_requests.labels("queued").inc()
+        return DeferredOutcome(job, reason)
 
     def _postprocess(
         self,
@@ -298,18 +377,23 @@ class Gateway:
     ) -> list[WindowResult]:
         manifest = artifact.manifest
         pending = [("upload", w) for c in chunks for w in c.windows]
-        outputs = [o for c in chunks for o in c.outputs]
+        outputs = [o for c in chunks if c.result for o in c.result.outputs]
+        served = [s for c in chunks if c.result for s in c.result.served]
         if not outputs:
             return []
         for o in outputs:
-            if o.model != manifest.identity:
+            if (o.model.name, o.model.version) != (manifest.name, manifest.version):
                 raise RequestError(
                     f"model service answered with {o.model}, not {manifest.identity}"
                 )
         embeddings = np.stack([from_bytes(o.embedding) for o in outputs])
         logits = None
-        if all(o.logits is not None for o in outputs):
-            logits = np.stack([from_bytes(o.logits) for o in outputs if o.logits is not None])
+        with_logits = [o.logits is not None for o in outputs]
+        if any(with_logits) and manifest.n_classes:
+            logits = np.zeros((len(outputs), manifest.n_classes), dtype=np.float32)
+            for i, o in enumerate(outputs):
+                if o.logits is not None:
+                    logits[i] = from_bytes(o.logits)
         spectro = None
         if params.include_spectrogram and all(o.spectrogram is not None for o in outputs):
             shape = tuple(manifest.outputs[OutputRole.SPECTROGRAM].shape[1:])
@@ -336,13 +420,56 @@ class Gateway:
                 params.include_logits,
             )
         )
+        for i, has in enumerate(with_logits):
+            if served[i] == ZERO:
+                results[i] = _zero_result(results[i])
+            elif logits is not None and not has:
+                results[i] = dataclasses.replace(results[i], top_k=[], logits=None)
         m = metrics()
         version = manifest.version
-        for r in results:  # the raw norm the post-processing already measured
-            m.embedding_norm.labels(name, version).observe(r.quality.raw_norm)
+        for r, how in zip(results, served, strict=True):
+            if how != ZERO:  # the raw norm the post-processing already measured
+                m.embedding_norm.labels(name, version).observe(r.quality.raw_norm)
         for provider, count in Counter(o.provider for o in outputs).items():
             m.embed_windows.labels(name, version, provider).inc(count)
         return results
 
+    def warm_fallbacks(self) -> None:
+        """Load the default model's quantized variant in the background, so that the first
+        request after a path breaks does not also pay for loading it."""
+        if "quantized_model" not in self.chain.strategies:
+            return
+
+        def warm() -> None:
+            try:
+                self.chain.quantized.warm(self.resolve(None, "warm-up").manifest)
+            except Exception as exc:
+                log.warning("quantized fallback not warmed: %s", exc)
+
+        threading.Thread(target=warm, name="warm-quantized", daemon=True).start()
+
     def describe(self) -> dict[str, Any]:
         return {p.name: p.describe() for p in self.router.paths}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready while a request can be answered without loss: a model path is usable,
+        or the profile's chain ends in a strategy that always answers (quantized with its
+        breaker closed, the deferred queue)."""
+        quantized = self.chain.quantized.breaker
+        strategies = self.chain.strategies
+        paths = self.router.any_ready()
+        backup = ("quantized_model" in strategies and quantized.would_allow()) or (
+            "deferred_queue" in strategies and self.deferrer is not None
+        )
+        detail = {
+            "ready": paths or backup,
+            "model_paths_ready": paths,
+            "paths": self.describe(),
+            "fallback": {
+                "strategies": strategies,
+                "quantized": quantized.snapshot(),
+                "cache_entries": len(self.chain.cache),
+                "deferred_queue": self.deferrer.queue.name if self.deferrer else None,
+            },
+        }
+        return paths or backup, detail

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -27,7 +28,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sevensense.deferred.records import JobStatus
 from sevensense.errors import (
+    JobNotFoundError,
     OverloadedError,
     PayloadTooLargeError,
     RequestError,
@@ -35,15 +38,17 @@ from sevensense.errors import (
 )
 from sevensense.serving import rollout_admin, tracing
 from sevensense.serving.auth import KeyStore, key_from_headers
-from sevensense.serving.gateway import EmbedParams, Gateway
+from sevensense.serving.gateway import DeferredOutcome, EmbedParams, Gateway
 from sevensense.serving.metrics import metrics
 from sevensense.serving.ratelimit import RateLimiter, retry_after_header
-from sevensense.serving.responses import to_arrow, to_response
+from sevensense.serving.responses import DEGRADED, to_arrow, to_response
 from sevensense.serving.wire import (
     ARROW_MEDIA_TYPE,
     ActivateRequest,
+    DeferredResponse,
     EmbedResponse,
     ErrorBody,
+    JobResponse,
     ModelDetail,
     ModelList,
     OutputFormat,
@@ -67,6 +72,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (404, "unknown model or version"),
         (409, "a version failed verification or loading; the current one keeps serving"),
         (413, "upload or audio duration over the limit"),
+        (202, "deferred: queued durably; poll the job"),
         (415, "not an audio format we decode"),
         (422, "invalid options or undecodable audio"),
         (429, "rate limit; see Retry-After"),
@@ -181,6 +187,34 @@ class JsonForUnmatched:
             await send(message)
 
         await self.app(scope, receive, rewrite)
+
+
+class ReadyDetail:
+    """``GET /readyz?detail=1`` (or with ``Accept: application/json``) answers with each
+    path's readiness and breaker; plain ``/readyz`` stays BentoML's, for load balancers."""
+
+    def __init__(
+        self, app: ASGIApp, detail: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
+    ) -> None:
+        self.app = app
+        self.detail = detail
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("path") == "/readyz" and self._wants(scope):
+            try:
+                ready, body = await self.detail()
+            except RuntimeError as exc:  # the service is still starting
+                ready, body = False, {"ready": False, "reason": str(exc)}
+            response = JSONResponse(body, status_code=200 if ready else 503)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _wants(scope: Scope) -> bool:
+        query = scope.get("query_string", b"").decode("latin-1")
+        accept = dict(scope.get("headers") or []).get(b"accept", b"")
+        return "detail" in query or accept.startswith(b"application/json")
 
 
 def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
@@ -333,7 +367,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         try:
             with tracing.span("embed", request_id=request_id(request), key=key.id):
                 outcome = await asyncio.wait_for(
-                    gateway.embed(audio.file, params, routing_key),
+                    gateway.embed(audio.file, params, routing_key, owner=key.id),
                     timeout=serving.request_timeout_s,
                 )
         except TimeoutError as exc:
@@ -343,6 +377,8 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         finally:
             inflight -= 1
             await audio.close()
+        if isinstance(outcome, DeferredOutcome):
+            return deferred_response(outcome)
         ident = outcome.artifact.manifest.identity
         outcome_label = "fallback" if outcome.fallback else "ok"
         metrics().embed_requests.labels(
@@ -356,10 +392,64 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
             "X-Provider": ",".join(outcome.providers),
             "X-Fallback": "true" if outcome.fallback else "false",
         }
+        degraded = sorted({s for s in outcome.served if s in DEGRADED})
+        if degraded:
+            headers["X-Degraded"] = ",".join(degraded)
         if wants_arrow:
             return Response(to_arrow(outcome, request_id(request)), 200, headers, ARROW_MEDIA_TYPE)
         body = to_response(outcome, request_id(request)).model_dump_json(exclude_none=True)
         return Response(body, 200, headers, "application/json")
+
+    def deferred_response(outcome: DeferredOutcome) -> Response:
+        job = outcome.job
+        body = DeferredResponse(
+            job_id=job.job_id,
+            status=job.status.value,
+            status_url=f"/jobs/{job.job_id}",
+            reason=outcome.reason,
+            submitted_at=job.submitted_at,
+        )
+        headers = {"Location": body.status_url, "X-Job-ID": job.job_id}
+        return Response(body.model_dump_json(), 202, headers, "application/json")
+
+    @app.get(
+        "/jobs/{job_id}",
+        response_model=JobResponse,
+        summary="A deferred request: status, and the result once done",
+    )
+    async def get_job(
+        job_id: str, key: Annotated[ApiKeyRecord, Depends(authorised("read"))]
+    ) -> JobResponse:
+        jobs = context().gateway.jobs
+        if jobs is None:
+            raise JobNotFoundError(f"no job {job_id} (no deferred queue configured)")
+        record = await anyio.to_thread.run_sync(jobs.get, job_id)
+        if record.owner != key.id and "admin" not in key.scopes:
+            raise JobNotFoundError(f"no job {job_id}")  # not "forbidden": ids stay private
+        result = None
+        limit = settings.queue.inline_result_mb * 1024 * 1024
+        if record.status == JobStatus.DONE and (record.result_bytes or 0) <= limit:
+            raw = await anyio.to_thread.run_sync(jobs.get_result, job_id)
+            result = EmbedResponse.model_validate_json(raw)
+        return JobResponse(
+            **record.model_dump(
+                include={
+                    "job_id",
+                    "model",
+                    "reason",
+                    "submitted_at",
+                    "updated_at",
+                    "started_at",
+                    "finished_at",
+                    "attempts",
+                    "windows",
+                    "result_location",
+                    "error",
+                }
+            ),
+            status=record.status.value,
+            result=result,
+        )
 
     @app.get("/models", response_model=ModelList, summary="Models, versions and traffic split")
     async def list_models(

@@ -19,12 +19,15 @@ from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from sevensense.artifacts.registry import ModelRegistry
+from sevensense.deferred.job_store import JobStore
+from sevensense.deferred.submit import Deferrer
+from sevensense.queues import open_deferred_queue
 from sevensense.serving import tracing
 from sevensense.serving.auth import KeyStore, ensure_dev_key
 from sevensense.serving.gateway import Gateway, served_refs
-from sevensense.serving.http_api import ApiContext, JsonForUnmatched, build_app
+from sevensense.serving.http_api import ApiContext, JsonForUnmatched, ReadyDetail, build_app
 from sevensense.serving.model_worker import ModelWorker
-from sevensense.serving.paths import ModelPath, PathRouter
+from sevensense.serving.paths import ModelPath, PathRouter, new_breaker
 from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.rollout import make_store
 from sevensense.serving.wire import (
@@ -35,6 +38,7 @@ from sevensense.serving.wire import (
     WindowOutput,
 )
 from sevensense.settings import Settings, cpu_layout, load_settings
+from sevensense.storage.objects import open_store
 
 log = logging.getLogger("sevensense.serving")
 
@@ -151,7 +155,7 @@ def _path(name: PathName, proxy: Any) -> ModelPath:
     async def prepare(ref: str) -> PrepareResult:
         return _as(PrepareResult, await client.prepare(ref=ref))
 
-    return ModelPath(name, call, probe, prepare, retry_s=SERVING.gpu_retry_s)
+    return ModelPath(name, call, probe, prepare, new_breaker(name, SETTINGS.fallback.breaker))
 
 
 def _as(model: Any, value: Any) -> Any:
@@ -175,8 +179,13 @@ class Entry:
         paths = [_path("cpu", self.cpu)]
         if self.gpu is not None:
             paths.insert(0, _path("gpu", self.gpu))
-        self.router = PathRouter(paths)
-        self.gateway = Gateway(SETTINGS, self.router, make_store(SERVING))
+        self.router = PathRouter(paths, probe_every_s=SERVING.probe_interval_s)
+        jobs = JobStore(open_store(SETTINGS.payload_uri()))
+        deferrer = None
+        if "deferred_queue" in SETTINGS.fallback.strategies:
+            deferrer = Deferrer(jobs, open_deferred_queue(SETTINGS))
+        self.gateway = Gateway(SETTINGS, self.router, make_store(SERVING), deferrer, jobs)
+        self.gateway.warm_fallbacks()
         dev_key = ensure_dev_key(SERVING) if SERVING.auth_required else None
         if dev_key:
             log.info("local dev API key (also in %s/dev-api-key): %s", SERVING.state_dir, dev_key)
@@ -189,7 +198,14 @@ class Entry:
 
     async def __is_ready__(self) -> bool:
         await self.router.refresh()
-        return self.router.any_ready()
+        return self.gateway.readiness()[0]
+
+
+async def _ready_detail() -> tuple[bool, dict[str, Any]]:
+    gateway = API.context().gateway
+    await gateway.router.refresh()
+    return gateway.readiness()
 
 
 cast(Any, Entry).add_asgi_middleware(JsonForUnmatched)  # a bentoml.Service once decorated
+cast(Any, Entry).add_asgi_middleware(ReadyDetail, detail=_ready_detail)

@@ -7,6 +7,7 @@ base64-encoded in JSON, which is still ~4x smaller and far faster than a list of
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 import numpy as np
@@ -115,6 +116,13 @@ class WindowJSON(BaseModel):
     top_k: list[Species] = Field(default_factory=list)
     quality: WindowQuality
     provider: str
+    strategy: str = Field(
+        description="what produced it: gpu, cpu, worker (a model path), quantized, cache, "
+        "zero_vector (fallbacks; a zero vector is all zeros and flagged invalid)"
+    )
+    cache_similarity: float | None = Field(
+        None, description="cache hits: 1.0 exact, else the audio similarity of the match"
+    )
     logits: list[float] | None = None
     spectrogram: list[list[float]] | None = None
 
@@ -139,9 +147,16 @@ class Timing(BaseModel):
 class EmbedResponse(BaseModel):
     request_id: str
     model: ModelIdentity
-    route: PathName = Field(description="the path that served (last, if mixed)")
+    route: str = Field(description="the path or strategy that served (last, if mixed)")
     providers: list[str]
     fallback: bool = Field(description="true when the preferred path failed and another served")
+    strategies: dict[str, int] = Field(
+        default_factory=dict, description="windows per strategy (see windows[].strategy)"
+    )
+    degraded: bool = Field(
+        False, description="some windows come from a fallback strategy, not a full model path"
+    )
+    zero_vector_windows: int = Field(0, description="windows answered with a flagged zero vector")
     routing_key_hash: str
     duration_s: float
     source_sample_rate: int
@@ -152,6 +167,32 @@ class EmbedResponse(BaseModel):
     windows: list[WindowJSON]
     skipped: list[SkippedJSON] = Field(default_factory=list)
     timing: Timing
+
+
+class DeferredResponse(BaseModel):
+    """202 Accepted: the request is queued durably; poll ``status_url``."""
+
+    job_id: str
+    status: str
+    status_url: str
+    reason: str
+    submitted_at: datetime
+
+
+class JobResponse(BaseModel):
+    job_id: str
+    status: str = Field(description="queued, running, done or failed")
+    model: str
+    reason: str
+    submitted_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int
+    windows: int | None = None
+    result_location: str | None = Field(None, description="where the full result is stored")
+    result: EmbedResponse | None = Field(None, description="inlined when small enough")
+    error: dict[str, object] | None = None
 
 
 class VersionInfo(BaseModel):

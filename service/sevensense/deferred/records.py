@@ -1,0 +1,81 @@
+"""What a deferred request is on the queue and in the job store (wire formats).
+
+The message carries a reference to the audio, never the audio: SQS caps messages at
+256 KiB and the payload may be 100 MB. It also carries the exact model identity and the
+resolved options, so the worker computes what the synchronous path would have computed
+for that request even if the canary weights or the profile defaults change meanwhile.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from sevensense.errors import JobNotFoundError
+
+KIND: Literal["deferred_request"] = "deferred_request"
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids become object keys: anything but 32 hex digits is refused, not looked up."""
+    if not _JOB_ID.match(job_id):
+        raise JobNotFoundError(f"no job {job_id!r}")
+    return job_id
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class DeferredRequest(BaseModel):
+    """The queue message body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["deferred_request"] = KIND
+    job_id: str
+    payload_key: str
+    model: str = Field(description="name:version:variant resolved by the gateway")
+    options: dict[str, Any] = Field(description="EmbedOptions, resolved")
+    filename: str | None = None
+    submitted_at: datetime
+    reason: str = ""
+    trace: dict[str, str] = Field(default_factory=dict)
+
+
+class JobRecord(BaseModel):
+    """What ``GET /jobs/{id}`` reports; stored as ``jobs/<id>.json``."""
+
+    job_id: str
+    status: JobStatus
+    owner: str = Field(description="API key id that submitted it; only it (or admin) reads it")
+    model: str
+    reason: str = Field("", description="why the request was deferred")
+    submitted_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int = 0
+    payload_bytes: int = 0
+    windows: int | None = None
+    result_key: str | None = None
+    result_location: str | None = None
+    result_bytes: int | None = None
+    error: dict[str, Any] | None = None

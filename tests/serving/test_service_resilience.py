@@ -1,0 +1,234 @@
+"""Issue 4 acceptance on real servers: the CPU model service runs on its own (the ECS
+topology) and is really killed and restarted; the deferred path goes through the embedded
+queue, a service restart and a real ``sevensense worker`` process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sevensense.queues.sqlite import SqliteQueue
+from sevensense.serving.auth import generate_key
+from tests.conftest import REPO, audio
+from tests.serving.conftest import KEYS, Service, free_port, service_env
+
+CLIP = "birdnet_sample_3s_48k.wav"  # one BirdNET window: one model call per request
+
+
+def embed(service: Service, name: str, key: str = "partner") -> Any:
+    with service.client(key) as c:
+        return c.post("/embed", files={"audio": (name, audio(name).read_bytes(), "audio/wav")})
+
+
+def detail(service: Service) -> dict[str, Any]:
+    with service.client(None) as c:
+        return c.get("/readyz", params={"detail": "1"}).json()  # type: ignore[no-any-return]
+
+
+def metric(service: Service, name: str, **labels: str) -> float:
+    with service.client(None) as c:
+        text = c.get("/metrics").text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def split(
+    tmp_path_factory: pytest.TempPathFactory, serving_models: Path
+) -> Iterator[dict[str, Service]]:
+    """Entry → CPU model service by URL; no GPU path; a breaker that opens after 3
+    failures and half-opens after 3 s; quantized then cache as the fallbacks."""
+    state = tmp_path_factory.mktemp("split-state")
+    keys = {k: generate_key() for k in KEYS}
+    common = service_env(serving_models, state, keys)
+    # Its own BentoML home: a restarting service clears the Prometheus directory in its home.
+    cpu_env = {**common, "BENTOML_HOME": str(state / "bentoml-cpu")}
+    cpu = Service(
+        free_port(), cpu_env, state / "cpu.log", keys, target="sevensense.serving.service:CpuModel"
+    )
+    cpu.start()
+    entry = Service(
+        free_port(),
+        {
+            **common,
+            "SEVENSENSE_SERVING__CPU_URL": cpu.url,
+            "SEVENSENSE_SERVING__GPU_ENABLED": "false",
+            "SEVENSENSE_SERVING__PROBE_INTERVAL_S": "600",
+            "SEVENSENSE_FALLBACK__STRATEGIES": '["cpu","quantized_model","cached_embedding"]',
+            "SEVENSENSE_FALLBACK__BREAKER__FAILURE_THRESHOLD": "3",
+            "SEVENSENSE_FALLBACK__BREAKER__RECOVERY_TIMEOUT_S": "3",
+            "SEVENSENSE_FALLBACK__BREAKER__SUCCESS_THRESHOLD": "2",
+        },
+        state / "entry.log",
+        keys,
+    )
+    try:
+        entry.start()
+        yield {"cpu": cpu, "entry": entry}
+    finally:
+        entry.stop()
+        cpu.stop()
+
+
+def test_breaker_opens_falls_back_and_closes_after_recovery(split: dict[str, Service]) -> None:
+    entry, cpu = split["entry"], split["cpu"]
+    healthy = embed(entry, CLIP)
+    assert healthy.status_code == 200, healthy.text
+    assert healthy.json()["windows"][0]["strategy"] == "cpu"
+    assert healthy.json()["degraded"] is False
+    assert detail(entry)["paths"]["cpu"]["breaker"]["state"] == "closed"
+
+    cpu.stop()  # the model service really dies: connection refused from now on
+    for i in range(3):
+        r = embed(entry, CLIP)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["windows"][0]["strategy"] == "quantized", body["windows"][0]
+        assert body["degraded"] is True and body["strategies"] == {"quantized": 1}
+        assert r.headers["X-Degraded"] == "quantized"
+        want = "open" if i == 2 else "closed"
+        assert detail(entry)["paths"]["cpu"]["breaker"]["state"] == want
+    state = detail(entry)
+    assert state["ready"] is True and state["model_paths_ready"] is False
+    assert state["paths"]["cpu"]["breaker"]["last_error"].startswith("unavailable")
+    assert metric(entry, "sevensense_circuit_state", path="cpu") == 1.0
+    skipped = metric(entry, "sevensense_path_fallbacks_total", reason="circuit_open")
+    assert embed(entry, CLIP).json()["windows"][0]["strategy"] == "quantized"
+    assert metric(entry, "sevensense_path_fallbacks_total", reason="circuit_open") == skipped + 1
+
+    cpu.start()  # back on the same port
+    deadline = time.monotonic() + 10
+    while detail(entry)["paths"]["cpu"]["breaker"]["state"] != "half_open":
+        assert time.monotonic() < deadline, detail(entry)
+        time.sleep(0.2)
+    probe = embed(entry, CLIP).json()
+    assert probe["windows"][0]["strategy"] == "cpu"  # the half-open probe was a real request
+    assert detail(entry)["paths"]["cpu"]["breaker"]["state"] == "half_open"  # 1 of 2
+    assert embed(entry, CLIP).json()["windows"][0]["strategy"] == "cpu"
+    assert detail(entry)["paths"]["cpu"]["breaker"]["state"] == "closed"
+    moves = {
+        (a, b): metric(entry, "sevensense_circuit_transitions_total", from_state=a, to_state=b)
+        for a, b in (("closed", "open"), ("open", "half_open"), ("half_open", "closed"))
+    }
+    with entry.client(None) as c:
+        lines = [x for x in c.get("/metrics").text.splitlines() if "circuit" in x]
+    assert all(v == 1.0 for v in moves.values()), (moves, lines)
+    assert metric(entry, "sevensense_fallback_windows_total", strategy="quantized") == 4.0
+
+
+def test_quantized_answers_are_close_to_the_model_and_cached_ones_exact(
+    split: dict[str, Service],
+) -> None:
+    entry, cpu = split["entry"], split["cpu"]
+    name = "perch_testclip_10s_16k.flac"
+    full = embed(entry, name).json()
+    assert {w["strategy"] for w in full["windows"]} == {"cpu"}
+    cpu.stop()
+    try:
+        degraded = embed(entry, name).json()
+    finally:
+        cpu.start()
+    # The chain lists quantized before the cache, so seen windows are still quantized.
+    assert {w["strategy"] for w in degraded["windows"]} == {"quantized"}
+    for a, b in zip(full["windows"], degraded["windows"], strict=True):
+        x, y = np.array(a["embedding"]), np.array(b["embedding"])
+        assert float(x @ y) > 0.9
+        assert b["quality"]["valid"] is True
+
+
+# --- deferred requests --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deferring(tmp_path_factory: pytest.TempPathFactory, serving_models: Path) -> Iterator[Service]:
+    """The field profile's chain (deferred only) with its one model path dead."""
+    state = tmp_path_factory.mktemp("deferring-state")
+    keys = {k: generate_key() for k in KEYS}
+    env = {
+        **service_env(serving_models, state, keys),
+        "SEVENSENSE_SERVING__CPU_URL": f"http://127.0.0.1:{free_port()}",
+        "SEVENSENSE_SERVING__GPU_ENABLED": "false",
+        "SEVENSENSE_FALLBACK__STRATEGIES": '["deferred_queue"]',
+    }
+    service = Service(free_port(), env, state / "entry.log", keys)
+    service.start()
+    service.state = state  # type: ignore[attr-defined]
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def test_deferred_end_to_end_survives_restart_and_equals_the_sync_answer(
+    deferring: Service, server: Service
+) -> None:
+    names = ["soundscape_birdnet_120s_48k.flac", "perch_testclip_10s_16k.mp3", CLIP]
+    jobs = {}
+    for name in names:
+        r = embed(deferring, name)
+        assert r.status_code == 202, r.text
+        body = r.json()
+        assert r.headers["Location"] == f"/jobs/{body['job_id']}" == body["status_url"]
+        assert body["status"] == "queued" and "no model path" in body["reason"]
+        jobs[name] = body["job_id"]
+    state: Path = deferring.state  # type: ignore[attr-defined]
+
+    deferring.stop()  # nothing is lost across a restart of the service
+    queue = SqliteQueue(state / "queue.sqlite3", "deferred")
+    assert queue.depth().visible == 3
+    deferring.start()
+    with deferring.client() as c:
+        for job_id in jobs.values():
+            record = c.get(f"/jobs/{job_id}").json()
+            assert record["status"] == "queued" and record["result"] is None
+        assert c.get(f"/jobs/{'0' * 32}").status_code == 404
+        assert c.get("/jobs/..%2Fetc").status_code == 404
+    with deferring.client("reader") as c:  # someone else's job is invisible, not forbidden
+        assert c.get(f"/jobs/{jobs[CLIP]}").status_code == 404
+
+    worker = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sevensense"),
+            "worker",
+            "--queues",
+            "deferred",
+            "--once",
+        ],
+        check=False,
+        cwd=REPO,
+        env={**deferring.env, "PATH": str(Path(sys.executable).parent)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert queue.depth().visible == 0 and queue.depth().in_flight == 0
+
+    for name, job_id in jobs.items():
+        with deferring.client() as c:
+            record = c.get(f"/jobs/{job_id}").json()
+        assert record["status"] == "done", record
+        deferred = record["result"]
+        assert {w["strategy"] for w in deferred["windows"]} == {"worker"}
+        sync = embed(server, name).json()
+        assert len(deferred["windows"]) == len(sync["windows"]) == record["windows"]
+        a = np.array([w["embedding"] for w in deferred["windows"]])
+        b = np.array([w["embedding"] for w in sync["windows"]])
+        assert np.abs(a - b).max() < 1e-5, name
+        assert [w["top_k"][0]["label"] for w in deferred["windows"]] == [
+            w["top_k"][0]["label"] for w in sync["windows"]
+        ]
+    assert not any((state / "deferred" / "payloads").iterdir())  # payloads cleaned up
+    with open(state / "deferred" / "jobs" / f"{jobs[CLIP]}.json") as f:
+        assert json.load(f)["owner"] == "partner"
