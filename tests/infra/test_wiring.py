@@ -338,6 +338,8 @@ def test_entry_reaches_models_via_service_connect_and_defers_to_queue(parsed: Pa
     assert env["SEVENSENSE_PROFILE"] == "cloud"
     assert env["SEVENSENSE_DEFERRED_QUEUE_URL"] == DEFERRED_Q
     assert env["SEVENSENSE_API_KEYS_SECRET_ARN"] == SECRET
+    chain = json.loads(env["SEVENSENSE_FALLBACK__STRATEGIES"])
+    assert chain[-1] == "deferred_queue" and "zero_vector" not in chain
     assert entry["command"][:2] == ["bentoml", "serve"]
 
     aliases = {}

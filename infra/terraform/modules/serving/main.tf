@@ -44,6 +44,8 @@ locals {
     SEVENSENSE_DEFERRED_QUEUE_URL  = var.deferred_queue_url
     SEVENSENSE_PAYLOAD_STORE       = var.payload_store_uri
     SEVENSENSE_API_KEYS_SECRET_ARN = var.api_keys_secret_arn
+    # The cloud profile's chain (Appendix A.3) plus the deferred queue provisioned here.
+    SEVENSENSE_FALLBACK__STRATEGIES = jsonencode(["quantized_model", "cached_embedding", "deferred_queue"])
   })
   gpu_env = merge(local.common_env, { SEVENSENSE_ROLE = "model-gpu", SEVENSENSE_DEVICE = "cuda" })
   cpu_env = merge(local.common_env, { SEVENSENSE_ROLE = "model-cpu", SEVENSENSE_DEVICE = "cpu" })
