@@ -25,7 +25,15 @@ def test_every_profile_loads_with_the_adr_figures() -> None:
         assert s.inference.max_batch_size == batch
         assert s.preprocessing.window_overlap == overlap
         assert s.inference.providers == providers
-    assert load_settings("field").fallback.strategies == ["deferred_queue"]
+    chains = {  # ADR-007 Appendix A; default and server add the CPU path and the queue
+        "field": ["deferred_queue"],
+        "edge": ["quantized_model", "cached_embedding", "zero_vector"],
+        "cloud": ["quantized_model", "cached_embedding"],
+        "default": ["cpu", "quantized_model", "cached_embedding", "deferred_queue"],
+        "server": ["cpu", "quantized_model", "cached_embedding", "deferred_queue"],
+    }
+    assert {n: load_settings(n).fallback.strategies for n in chains} == chains
+    assert load_settings("field").serving.gpu_enabled is False
     assert load_settings("field").inference.model_variant == "quantized"
     assert load_settings("cloud").verification.enable_birdnet is True
 
@@ -71,3 +79,22 @@ def test_terraform_env_names_map_onto_serving_settings(monkeypatch: pytest.Monke
     assert settings.serving.max_upload_mb == 7.0
     monkeypatch.setenv("SEVENSENSE_SERVING__GPU_URL", "http://elsewhere:3000")
     assert load_settings("cloud").serving.gpu_url == "http://elsewhere:3000"
+
+
+def test_terraform_env_names_reach_queue_and_worker_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/sevensense-deferred"
+    monkeypatch.setenv("SEVENSENSE_DEFERRED_QUEUE_URL", url)
+    monkeypatch.setenv("SEVENSENSE_PAYLOAD_STORE", "s3://out-bucket/deferred")
+    monkeypatch.setenv("SEVENSENSE_BATCH_QUEUE_URL", url + "-batch")
+    monkeypatch.setenv("SEVENSENSE_VISIBILITY_TIMEOUT_S", "1200")
+    monkeypatch.setenv("SEVENSENSE_FALLBACK__STRATEGIES", '["quantized_model","deferred_queue"]')
+    s = load_settings("cloud")
+    assert (s.queue.backend, s.queue.deferred_queue_url) == ("sqs", url)
+    assert s.payload_uri() == "s3://out-bucket/deferred"
+    assert s.worker.batch_queue_url == url + "-batch" and s.worker.visibility_timeout_s == 1200
+    assert s.fallback.strategies == ["quantized_model", "deferred_queue"]
+    monkeypatch.setenv("SEVENSENSE_FALLBACK__STRATEGIES", '["telepathy"]')
+    with pytest.raises(ConfigError):
+        load_settings("cloud")
