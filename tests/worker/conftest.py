@@ -254,3 +254,8 @@ def long_recording(path: Path, minutes: float, rate: int = 16_000) -> Path:
 @pytest.fixture(scope="module")
 def long_flac(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield long_recording(tmp_path_factory.mktemp("long") / "long_30min_16k.flac", 30.0)
+
+
+@pytest.fixture(scope="module")
+def hour_flac(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield long_recording(tmp_path_factory.mktemp("long") / "long_60min_16k.flac", 60.0)

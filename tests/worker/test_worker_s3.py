@@ -187,10 +187,10 @@ def test_awkward_inputs_are_handled_and_the_worker_goes_on(stack: Stack) -> None
     assert stack.depth() == (0, 0)
 
 
-# --- a killed worker, a long job, a second worker ----------------------------------------
+# --- a killed worker; a long job and a second worker --------------------------------------
 
 
-def test_killed_worker_retry_writes_once_and_extension_hides_the_long_job(
+def test_killed_worker_message_returns_and_is_written_once(
     moto_endpoint: str, tmp_path: Path, long_flac: Path, engine: EmbeddingEngine
 ) -> None:
     stack = make_stack(moto_endpoint, tmp_path, visibility_s=10)
@@ -210,18 +210,9 @@ def test_killed_worker_retry_writes_once_and_extension_hides_the_long_job(
     text = retry.wait_for(f"processing s3://{stack.in_bucket}/{key}", timeout=60)
     assert "receive 2 of 3" in text
     assert time.monotonic() - killed_at >= 5  # it came back only after its timeout
-    rival = stack.start("--once")  # polls while the retry works past its visibility timeout
-    rc, _, log = retry.finish(timeout=240)
+    rc, summary, log = retry.finish(timeout=240)
     assert rc == 0, log[-3000:]
-    rival_rc, rival_summary, rival_log = rival.finish(timeout=60)
-    assert rival_rc == 0, rival_log[-3000:]
-    assert rival_summary["received"] == 0, rival_log[-3000:]
-
-    wrote = [line for line in log.splitlines() if "wrote s3://" in line]
-    assert len(wrote) == 1
-    seconds = float(wrote[0].split(" s audio in ")[1].split(" s ")[0])
-    assert seconds > stack.visibility_s, "the job must outlast one visibility timeout"
-    assert "visibility extended by 10 s" in log
+    assert summary["outcomes"]["done"] == 1
 
     outputs = stack.outputs()
     assert len(outputs) == 1
@@ -232,6 +223,28 @@ def test_killed_worker_retry_writes_once_and_extension_hides_the_long_job(
                                atol=1e-5)  # fmt: skip
     assert stack.depth() == (0, 0)
     assert stack.dead_letters() == []
+
+
+def test_visibility_extension_keeps_a_long_job_from_a_second_worker(
+    moto_endpoint: str, tmp_path: Path, hour_flac: Path
+) -> None:
+    stack = make_stack(moto_endpoint, tmp_path, visibility_s=10)
+    key = stack.upload(f"{PREFIX}long/60min.flac", hour_flac)
+    # One ORT thread: the hour must outlast the 10-s timeout on faster machines too.
+    busy = stack.start("--once", env=stack.env(SEVENSENSE_INFERENCE__INTRA_THREADS="1"))
+    busy.wait_for(f"processing s3://{stack.in_bucket}/{key}", timeout=60)
+    rival = stack.start("--once")  # polls all along, and leaves once the queue is drained
+    rc, summary, log = busy.finish(timeout=240)
+    assert rc == 0, log[-3000:]
+    rival_rc, rival_summary, rival_log = rival.finish(timeout=60)
+    assert rival_rc == 0, rival_log[-3000:]
+    assert rival_summary["received"] == 0, rival_log[-3000:]
+
+    (wrote,) = [line for line in log.splitlines() if "wrote s3://" in line]
+    seconds = float(wrote.split(" s audio in ")[1].split(" s ")[0])
+    assert seconds > 1.5 * stack.visibility_s, "the job must outlast its visibility timeout"
+    assert log.count("visibility extended by 10 s") >= seconds // 10
+    assert summary["outcomes"]["done"] == 1 and len(stack.outputs()) == 1
 
 
 # --- SIGTERM -------------------------------------------------------------------------------
