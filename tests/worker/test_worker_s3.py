@@ -146,6 +146,8 @@ def test_awkward_inputs_are_handled_and_the_worker_goes_on(stack: Stack) -> None
     stack.put(f"{PREFIX}gone.wav", fish / "Rattle.wav")
     stack.s3.delete_object(Bucket=stack.in_bucket, Key=f"{PREFIX}gone.wav")
     stack.upload(f"{PREFIX}huge.flac", AUDIO / "soundscape_birdnet_120s_48k.flac")  # 3.2 MB
+    stack.put(f"{PREFIX}replaced.wav", fish / "Scrape.wav")
+    stack.put(f"{PREFIX}replaced.wav", fish / "Croak.wav")  # two events, the first one stale
     stack.put(f"{PREFIX}after-the-bad-ones.wav", fish / "Laugh.wav")
 
     env = stack.env(SEVENSENSE_WORKER__MAX_OBJECT_MB="1")
@@ -156,11 +158,14 @@ def test_awkward_inputs_are_handled_and_the_worker_goes_on(stack: Stack) -> None
     assert f"skipped non-audio object s3://{stack.in_bucket}/{PREFIX}notes.txt" in log
     assert f"s3://{stack.in_bucket}/{PREFIX}gone.wav no longer exists" in log
     assert "over max_object_mb 1" in log
-    for key in [*odd_keys, f"{PREFIX}after-the-bad-ones.wav"]:
+    assert f"s3://{stack.in_bucket}/{PREFIX}replaced.wav was replaced since its event" in log
+    for key in [*odd_keys, f"{PREFIX}after-the-bad-ones.wav", f"{PREFIX}replaced.wav"]:
         (out_key,) = output_for(stack, key)
         assert stack.read_output(out_key).num_rows > 0
         assert f"wrote s3://{stack.out_bucket}/{out_key}" in log
-    assert len(stack.outputs()) == 4
+    assert len(stack.outputs()) == 5
+    etag = stack.s3.head_object(Bucket=stack.in_bucket, Key=f"{PREFIX}replaced.wav")["ETag"]
+    assert etag.strip('"')[:16] in output_for(stack, f"{PREFIX}replaced.wav")[0]
 
     dead = {
         m["Body"]: {k: v["StringValue"] for k, v in m["MessageAttributes"].items()}
@@ -178,10 +183,11 @@ def test_awkward_inputs_are_handled_and_the_worker_goes_on(stack: Stack) -> None
     assert attrs["receive_count"] == "1"  # permanent: no retries
     assert summary["outcomes"] == {
         "dead_lettered": 2,
-        "done": 4,
+        "done": 5,
         "missing": 1,
         "retry": 2,
         "skipped": 1,
+        "superseded": 1,
         "test_event": 1,
     }
     assert stack.depth() == (0, 0)

@@ -21,8 +21,10 @@ after the queue's maximum receives.
 Objects over ``max_object_mb`` are a permanent failure sent straight to the DLQ with code
 ``object_too_large``: no retry can shrink them, and an operator should see them rather than
 have them vanish from a log. Objects whose name is not an audio file are skipped (the
-message is deleted) with a log line; a missing object (deleted before its event was
-processed) counts as done.
+message is deleted) with a log line. An object deleted before its event was processed
+counts as done, and so does one replaced since (the replacement has its own event and
+output key): both show up as the GETs, pinned to the event's ETag, fail, so the job needs
+no HEAD of its input.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
 from sevensense.artifacts.manifest import ModelIdentity
-from sevensense.errors import ObjectTooLargeError, StorageError
+from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
 from sevensense.inference.sessions import LoadedModel
 from sevensense.jobs import AUDIO_SUFFIXES, embed_recordings
@@ -141,20 +143,21 @@ class BatchJob:
             suffix = PurePosixPath(event.key).suffix or "(none)"
             log.info("skipped non-audio object %s (suffix %s)", event.uri, suffix)
             return HandlerResult("skipped", detail=f"non-audio {event.uri}")
-        head = self._head(event.bucket, event.key)
-        if head is None:
-            log.info(
-                "object %s no longer exists (deleted before processing); nothing to do", event.uri
-            )
-            return HandlerResult("missing", detail=event.uri)
-        size = int(head["ContentLength"])
+        # The event names the object's size and ETag: no HEAD needed. The ranged GETs are
+        # pinned to that ETag, so a deleted or replaced object shows up when it is read.
+        size, etag = event.size, event.etag
+        if size is None or etag is None:
+            head = self._head(event.bucket, event.key)
+            if head is None:
+                return self._missing(event)
+            size, etag = int(head["ContentLength"]), str(head["ETag"])
         if size > self.max_bytes:
             raise OversizedObjectError(
                 f"{event.uri} is {size / _MB:.1f} MB, over max_object_mb "
                 f"{self.settings.max_object_mb:g}",
                 size_bytes=size,
             )
-        etag = clean_etag(str(head["ETag"]))
+        etag = clean_etag(etag)
         out_bucket = self.settings.output_bucket or event.bucket
         out_key = output_key(
             event.key,
@@ -169,7 +172,31 @@ class BatchJob:
                 "output %s already exists; skipping %s (already processed)", out_uri, event.uri
             )
             return HandlerResult("exists", detail=out_uri)
-        return self._embed(event, size, str(head["ETag"]), out_bucket, out_key, heartbeat)
+        return self._embed(event, size, etag, out_bucket, out_key, heartbeat)
+
+    def _missing(self, event: S3ObjectEvent) -> HandlerResult:
+        log.info("object %s no longer exists (deleted before processing); nothing to do", event.uri)
+        return HandlerResult("missing", detail=event.uri)
+
+    def _unreadable(self, event: S3ObjectEvent, etag: str, exc: StorageError) -> HandlerResult:
+        """A GET failed: gone and replaced objects are done (a replacement has its own
+        event, and its own output key); anything else is retried."""
+        if isinstance(exc, ObjectNotFoundError):
+            return self._missing(event)
+        head = self._head(event.bucket, event.key)
+        if head is None:
+            return self._missing(event)
+        now = clean_etag(str(head["ETag"]))
+        if now != etag:
+            log.info(
+                "object %s was replaced since its event (ETag %s, now %s); the new version's "
+                "own event processes it",
+                event.uri,
+                etag,
+                now,
+            )
+            return HandlerResult("superseded", detail=event.uri)
+        raise exc
 
     def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -205,18 +232,24 @@ class BatchJob:
         with tempfile.TemporaryDirectory(prefix="sevensense-job-") as tmp:
             path = Path(tmp) / "out.parquet"
             writer = ParquetWriter(path, model.manifest.embedding_dim)
-            with S3ObjectReader(self.s3, event.bucket, event.key, size=size, etag=etag) as reader:
-                summary = embed_recordings(
-                    self.engine,
-                    [cast(BinaryIO, reader)],
-                    writer.write,
-                    model=model,
-                    options=self.options,
-                    names=[event.uri],
-                    on_window=on_window,
-                )
-                # libsndfile sees a failed GET as end of file: a short decode, not an error.
-                reader.raise_for_error()
+            try:
+                with S3ObjectReader(
+                    self.s3, event.bucket, event.key, size=size, etag=etag
+                ) as reader:
+                    summary = embed_recordings(
+                        self.engine,
+                        [cast(BinaryIO, reader)],
+                        writer.write,
+                        model=model,
+                        options=self.options,
+                        names=[event.uri],
+                        on_window=on_window,
+                    )
+                    # libsndfile takes a failed GET for the end of the file: a short decode,
+                    # not an error, unless asked.
+                    reader.raise_for_error()
+            except StorageError as exc:
+                return self._unreadable(event, etag, exc)
             report = summary.recordings[0]
             if report.status != "ok":
                 error = report.error or {}
