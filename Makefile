@@ -22,6 +22,11 @@ bench: setup
 bench-perch: setup
 	.venv/bin/python -m bench.batch_curve --model perch-sized --provider cpu
 
+# S3 batch worker on moto (~3 min): 20-file job vs the CLI (x real time), peak RSS 10 min vs 2 h.
+.PHONY: bench-worker
+bench-worker: setup
+	.venv/bin/python -m bench.worker_throughput
+
 # HTTP load benchmark (Locust, headless, ~2 min): start-up, req/s and latency at 1/8/32 users.
 .PHONY: load
 load: setup
