@@ -461,10 +461,6 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
     click.echo(f"revoked {key_id!r} in {path}")
 
 
-if __name__ == "__main__":
-    main()
-
-
 @keys.command("dev")
 @click.pass_context
 def keys_dev(ctx: click.Context) -> None:
@@ -483,3 +479,6 @@ def keys_dev(ctx: click.Context) -> None:
 from sevensense.worker.cli import worker  # noqa: E402  (the worker lives in its own package)
 
 main.add_command(worker)
+
+if __name__ == "__main__":
+    main()

@@ -140,7 +140,13 @@ class WorkerSettings(_Section):
     output_prefix: str = "embeddings/"
     visibility_timeout_s: int = Field(900, ge=10, le=43_200)
     wait_time_s: int = Field(20, ge=0, le=20, description="SQS long poll")
-    concurrency: int = Field(1, ge=1, le=64, description="messages processed at once")
+    concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="messages at once; 2 overlaps one message's I/O with another's model "
+        "time (measured on 2 cores: 0.91x the CLI's throughput, 0.72x with 1)",
+    )
     max_receives: int = Field(3, ge=1, le=1000, description="batch jobs; then the DLQ")
     max_object_mb: float = Field(8192.0, gt=0.0)
     metrics_port: int = Field(9101, ge=0, le=65535, description="0 = no metrics endpoint")

@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import soundfile as sf
 
-from tests.conftest import AUDIO, MODELS, REPO, aws_client
+from bench.worker_throughput import real_long_recording
+from tests.conftest import MODELS, REPO, aws_client
 
 SEVENSENSE = REPO / ".venv" / "bin" / "sevensense"
 PREFIX = "incoming/"
@@ -229,26 +228,8 @@ def stack(moto_endpoint: str, tmp_path: Path) -> Stack:
 
 
 def long_recording(path: Path, minutes: float, rate: int = 16_000) -> Path:
-    """Real 16-kHz recordings (clips, claps, fish calls) end to end, repeated to length,
-    over a -50 dBFS noise floor as in the field, so that no window is skipped as silent
-    (every window costs model time: the job's length scales with the recording's)."""
-    clips = [
-        AUDIO / "perch_testclip_10s_16k.wav",
-        AUDIO / "perch_clap_21s_16k.wav",
-        *sorted((AUDIO / "fish_queries_16k").glob("*.wav")),
-    ]
-    base = np.concatenate(
-        [sf.read(c, dtype="float32", always_2d=True)[0].mean(axis=1) for c in clips]
-    )
-    total = int(minutes * 60 * rate)
-    rng = np.random.default_rng(7)
-    with sf.SoundFile(path, "w", rate, 1, subtype="PCM_16", format="FLAC") as out:
-        written = 0
-        while written < total:
-            chunk = base[: total - written]
-            out.write(chunk + rng.normal(0.0, 0.003, chunk.shape[0]).astype(np.float32))
-            written += chunk.shape[0]
-    return path
+    """Real recordings repeated to length over a field noise floor (the benchmark's)."""
+    return real_long_recording(path, minutes * 60.0, rate)
 
 
 @pytest.fixture(scope="module")

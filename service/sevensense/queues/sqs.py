@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from sevensense import aws
 from sevensense.errors import QueueError
 from sevensense.queues.base import Message, QueueDepth
 from sevensense.queues.sqlite import MAX_ATTRIBUTES, SENT_TIMESTAMP, check_outgoing
@@ -50,20 +50,8 @@ class RedrivePolicy:
 
 
 def default_client() -> Any:
-    """An SQS client as boto3 configures it from the environment (region, credentials,
-    AWS_ENDPOINT_URL[_SQS]), with a read timeout longer than a 20-s long poll and standard
-    retries unless the environment chooses its own."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError
-
-    options: dict[str, Any] = {"connect_timeout": 5, "read_timeout": MAX_WAIT_S + 10}
-    if not {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & os.environ.keys():
-        options["retries"] = {"mode": "standard", "max_attempts": 5}
-    try:
-        return boto3.client("sqs", config=Config(**options))
-    except BotoCoreError as exc:
-        raise QueueError(f"cannot create an SQS client: {exc}") from exc
+    """Read timeout above the longest long poll, so a 20-s wait is not cut short."""
+    return aws.client("sqs", QueueError, connect_timeout=5, read_timeout=MAX_WAIT_S + 10)
 
 
 class SqsQueue:

@@ -17,12 +17,13 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TypedDict
 
+from sevensense import aws
 from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
+from sevensense.storage.atomic import atomic_write
 from sevensense.storage.s3_stream import DEFAULT_BLOCK, S3ObjectReader, s3_error
 
 META_DIR = ".meta"
@@ -171,7 +172,7 @@ class LocalObjectStore:
     ) -> int:
         path = self._path(key)
         try:
-            written = _atomic_write(path, fill)
+            written = atomic_write(path, fill)
             self._write_meta(key, path, content_type, metadata)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc}", location=str(path)) from exc
@@ -192,7 +193,7 @@ class LocalObjectStore:
             "metadata": dict(metadata or {}),
         }
         body = json.dumps(record).encode()
-        _atomic_write(meta_path, lambda out: out.write(body))
+        atomic_write(meta_path, lambda out: out.write(body))
 
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         with self.open(key) as source:
@@ -265,48 +266,11 @@ def _copy(source: BinaryIO, out: BinaryIO) -> int:
     return total
 
 
-def _atomic_write(path: Path, fill: Callable[[BinaryIO], int]) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            written = fill(out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
-    return written
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- S3 ------------------------------------------------------------------------------------
 
 
 def default_s3_client() -> Any:
-    """An S3 client as boto3 configures it from the environment (region, credentials,
-    AWS_ENDPOINT_URL[_S3]), with standard retries unless the environment chooses its own."""
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError
-
-    options: dict[str, Any] = {"connect_timeout": 10, "read_timeout": 60}
-    if not {"AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"} & os.environ.keys():
-        options["retries"] = {"mode": "standard", "max_attempts": 5}
-    try:
-        return boto3.client("s3", config=Config(**options))
-    except BotoCoreError as exc:
-        raise StorageError(f"cannot create an S3 client: {exc}") from exc
+    return aws.client("s3", StorageError, max_pool_connections=32)
 
 
 def default_transfer() -> Any:

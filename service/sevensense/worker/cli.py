@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -58,16 +58,6 @@ def intra_threads_per_message(concurrency: int, cores: int | None = None) -> int
     return max(1, min(cores, 4) // concurrency)
 
 
-def _s3_client() -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        config=Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=32),
-    )
-
-
 def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> Worker:
     """The engine, handlers and queues a worker process runs with; raises if none fits.
 
@@ -77,12 +67,13 @@ def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> 
     from sevensense.inference.engine import EmbeddingEngine
     from sevensense.queues import open_batch_queue, open_deferred_queue
     from sevensense.serving.gateway import default_model
+    from sevensense.storage.objects import default_s3_client
     from sevensense.worker.batch_job import BatchJob
     from sevensense.worker.runner import PolledQueue, Worker
 
     registry = ModelRegistry(settings.models_dir)
     engine = EmbeddingEngine(settings, registry=registry)
-    s3 = _s3_client()
+    s3 = default_s3_client()
     context = WorkerContext(settings, engine, s3)
     handlers: dict[str, Handler] = {}
     polled: list[PolledQueue] = []
