@@ -61,7 +61,7 @@ def _register_proto(
 
 
 def build_birdnet(registry: ModelRegistry, cache_dir: Path, *, force: bool = False) -> Artifact:
-    import sevensense.builders.birdnet as birdnet
+    from sevensense.builders import birdnet
 
     name, version = catalog.BIRDNET_NAME, catalog.BIRDNET_VERSION
     if not force and (found := _existing(registry, name, version, "base")):
@@ -114,7 +114,7 @@ def build_perch_contract(
     force: bool = False,
 ) -> Artifact:
     """The Perch-contract TEST model: Perch 2.0's exact I/O, random weights, never Perch."""
-    import sevensense.builders.perch_contract as perch_contract
+    from sevensense.builders import perch_contract
 
     name = catalog.PERCH_CONTRACT_NAME
     if not force and (found := _existing(registry, name, version, "base")):
