@@ -79,6 +79,7 @@ run "entry_reaches_models_and_queue" {
       SEVENSENSE_MODEL_REGISTRY_URI   = var.model_registry_uri
       SEVENSENSE_MODEL_REGISTRY_PARAM = var.model_registry_parameter_name
       SEVENSENSE_CANARY_PARAM         = var.canary_parameter_name
+      SEVENSENSE_FALLBACK__STRATEGIES = jsonencode(["quantized_model", "cached_embedding", "deferred_queue"])
     }
     error_message = "entry environment contract"
   }
