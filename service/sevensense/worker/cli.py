@@ -1,21 +1,16 @@
 """``sevensense worker``: serve the batch-jobs queue (S3 events) and the deferred queue.
 
-Handlers beyond the batch job come from plugin modules (:data:`HANDLER_MODULES`): each is
-imported when it exists and must define ``worker_handlers(context: WorkerContext) ->
-Mapping[str, Handler]``. A queue whose messages no handler takes is not polled, so a worker
-without the deferred-request handler leaves those messages to one that has it.
+The batch job handles S3 events; the deferred-request handler comes from
+:mod:`sevensense.deferred.worker`.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import click
@@ -23,29 +18,12 @@ import click
 from sevensense.errors import SevensenseError
 from sevensense.settings import Settings
 from sevensense.worker.base import Handler, WorkerContext
-from sevensense.worker.events import KIND_DEFERRED, KIND_S3
+from sevensense.worker.events import KIND_S3
 
 if TYPE_CHECKING:
     from sevensense.worker.runner import RunnerOptions, Worker
 
 log = logging.getLogger("sevensense.worker")
-
-HANDLER_MODULES: tuple[str, ...] = ("sevensense.deferred.worker",)
-
-
-def _plugin_handlers(context: WorkerContext) -> dict[str, Handler]:
-    found: dict[str, Handler] = {}
-    for name in HANDLER_MODULES:
-        try:
-            present = importlib.util.find_spec(name) is not None
-        except ModuleNotFoundError:
-            present = False
-        if not present:
-            continue
-        module = importlib.import_module(name)
-        handlers: Mapping[str, Handler] = module.worker_handlers(context)
-        found.update(handlers)
-    return found
 
 
 def intra_threads_per_message(concurrency: int, cores: int | None = None) -> int:
@@ -64,6 +42,7 @@ def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> 
     Imports are local so that every other ``sevensense`` command, which imports this module
     to register the command, does not pay for boto3 and the queue modules."""
     from sevensense.artifacts.registry import ModelRegistry
+    from sevensense.deferred.worker import worker_handlers
     from sevensense.inference.engine import EmbeddingEngine
     from sevensense.queues import open_batch_queue, open_deferred_queue
     from sevensense.serving.gateway import default_model
@@ -87,17 +66,10 @@ def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> 
             model_ref = settings.worker.model or default_model(settings, registry.artifacts())
             handlers[KIND_S3] = BatchJob(settings.worker, engine, s3, model_ref)
             polled.append(PolledQueue("batch", batch, settings.worker.visibility_timeout_s))
-    plugins = _plugin_handlers(context)
-    handlers.update(plugins)
+    handlers.update(worker_handlers(context))
     if queues in ("deferred", "all"):
-        if KIND_DEFERRED not in handlers:
-            message = "no deferred-request handler installed; the deferred queue is not polled"
-            if queues == "deferred":
-                raise click.UsageError(message)
-            log.warning(message)
-        else:
-            deferred = open_deferred_queue(settings)
-            polled.append(PolledQueue("deferred", deferred, settings.queue.visibility_timeout_s))
+        deferred = open_deferred_queue(settings)
+        polled.append(PolledQueue("deferred", deferred, settings.queue.visibility_timeout_s))
     if not polled:
         raise click.UsageError("no queue to serve")
     return Worker(polled, handlers, options)
