@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
-from sevensense.jobs import embed_recordings
+from sevensense.inference.recordings import embed_recordings
 from sevensense.outputs.writers import open_writer
 from sevensense.settings import load_settings
 

@@ -32,7 +32,7 @@ from bench.synthetic_audio import write_long_recording
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.audio.pipeline import prepare_windows
 from sevensense.inference.engine import EmbeddingEngine
-from sevensense.jobs import embed_recordings
+from sevensense.inference.recordings import embed_recordings
 from sevensense.outputs.writers import open_writer
 from sevensense.settings import load_settings, repo_root
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sevensense.artifacts.build import build_birdnet, build_perch_contract, ensure_catalog_manifests
 from sevensense.artifacts.registry import ModelRegistry
+from sevensense.builders.build import build_birdnet, build_perch_contract, ensure_catalog_manifests
 from sevensense.inference.engine import EmbeddingEngine
 from sevensense.settings import Settings, load_settings
 

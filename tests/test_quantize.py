@@ -15,8 +15,8 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from sevensense.artifacts.build import build_all, build_perch_contract, build_quantized
 from sevensense.artifacts.registry import Artifact, ModelRegistry
+from sevensense.builders.build import build_all, build_perch_contract, build_quantized
 from sevensense.builders.quantize import front_end_nodes, synthetic_windows
 from sevensense.cli import main
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions

@@ -20,7 +20,7 @@ from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import probe
 from sevensense.errors import SevensenseError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
-from sevensense.jobs import embed_recordings, expand_paths
+from sevensense.inference.recordings import embed_recordings, expand_paths
 from sevensense.outputs.writers import open_writer
 from sevensense.settings import PROFILE_NAMES, Settings, load_settings
 
@@ -268,7 +268,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def models_build(ctx: click.Context, force: bool, cache_dir: Path | None) -> None:
     """Build the artifacts that run here (BirdNET v2.4, the Perch-contract test model)."""
-    from sevensense.artifacts.build import build_all
+    from sevensense.builders.build import build_all
     from sevensense.settings import repo_root
 
     registry = _registry(ctx.find_root())
@@ -286,7 +286,7 @@ def models_build(ctx: click.Context, force: bool, cache_dir: Path | None) -> Non
 @click.pass_context
 def models_quantize(ctx: click.Context, ref: str, force: bool) -> None:
     """Build the int8 ``quantized`` variant of a model and print its measured quality."""
-    from sevensense.artifacts.build import build_quantized
+    from sevensense.builders.build import build_quantized
 
     try:
         artifact = build_quantized(_registry(ctx.find_root()), ref, force=force)

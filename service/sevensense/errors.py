@@ -196,13 +196,6 @@ class RolloutError(SevensenseError):
 # --- resilience, storage and queues --------------------------------------------------------
 
 
-class CircuitOpenError(SevensenseError):
-    """A path's breaker is open: calls are refused without trying until it half-opens."""
-
-    code = "circuit_open"
-    http_status = 503
-
-
 class StorageError(SevensenseError):
     code = "storage_error"
     http_status = 502

@@ -1,4 +1,4 @@
-"""The fallback chain with real models: a working path is a real ModelWorker (ORT), the
+"""The fallback chain with real models: a working path is a real ModelHost (ORT), the
 quantized strategy runs the int8 artifact built at set-up, and a broken path is one whose
 calls fail as a dead model service's do (connection refused). The same chain on a real
 server is tested in test_service_resilience.py."""
@@ -17,9 +17,8 @@ from sevensense.audio.pipeline import prepare_windows
 from sevensense.errors import NoModelPathError, OverloadedError
 from sevensense.serving.breaker import CircuitBreaker
 from sevensense.serving.fallback import DeferRequest, FallbackChain
-from sevensense.serving.model_worker import ModelWorker
-from sevensense.serving.paths import ModelPath, PathRouter
-from sevensense.serving.wire import (
+from sevensense.serving.model_host import ModelHost
+from sevensense.serving.model_rpc import (
     ModelServiceStatus,
     PrepareResult,
     WindowItem,
@@ -27,6 +26,7 @@ from sevensense.serving.wire import (
     from_bytes,
     to_bytes,
 )
+from sevensense.serving.path_router import ModelPath, PathRouter
 from sevensense.settings import BreakerSettings, FallbackStrategy, Settings
 from tests.conftest import audio, cosine, make_settings
 
@@ -34,10 +34,10 @@ REF = "birdnet-v2.4:2.4.0:base"
 
 
 class Switchable:
-    """A model path backed by a real ModelWorker that can be made to fail like a dead
+    """A model path backed by a real ModelHost that can be made to fail like a dead
     service (ConnectionRefusedError) or an overloaded one (503)."""
 
-    def __init__(self, worker: ModelWorker) -> None:
+    def __init__(self, worker: ModelHost) -> None:
         self.worker = worker
         self.mode = "ok"
         self.calls = 0
@@ -67,21 +67,21 @@ def settings(serving_models: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def worker(settings: Settings) -> ModelWorker:
-    w = ModelWorker("cpu", settings)
+def worker(settings: Settings) -> ModelHost:
+    w = ModelHost("cpu", settings)
     w.start([REF])
     return w
 
 
 @pytest.fixture(scope="module")
-def windows(worker: ModelWorker) -> list[np.ndarray]:
+def windows(worker: ModelHost) -> list[np.ndarray]:
     config = worker.engine.preprocess_config(worker.engine.model(REF))
     source = audio("soundscape_birdnet_120s_48k.flac")
     return [w.samples for w in prepare_windows(source, config)][:6]
 
 
 def chain(
-    settings: Settings, worker: ModelWorker, strategies: list[FallbackStrategy], **cache: Any
+    settings: Settings, worker: ModelHost, strategies: list[FallbackStrategy], **cache: Any
 ) -> tuple[FallbackChain, Switchable]:
     s = settings.model_copy(deep=True)
     s.fallback.strategies = strategies
@@ -101,7 +101,7 @@ def run(c: FallbackChain, windows: list[np.ndarray], route: str = "auto") -> Any
 
 
 def test_quantized_serves_when_the_path_is_down(
-    settings: Settings, worker: ModelWorker, windows: list[np.ndarray]
+    settings: Settings, worker: ModelHost, windows: list[np.ndarray]
 ) -> None:
     c, switch = chain(settings, worker, ["cpu", "quantized_model"])
     base = run(c, windows)
@@ -121,7 +121,7 @@ def test_quantized_serves_when_the_path_is_down(
 
 
 def test_cache_then_zero_vector_for_unseen_windows(
-    settings: Settings, worker: ModelWorker, windows: list[np.ndarray]
+    settings: Settings, worker: ModelHost, windows: list[np.ndarray]
 ) -> None:
     c, switch = chain(settings, worker, ["cached_embedding", "zero_vector"])
     first = run(c, windows[:3])
@@ -135,7 +135,7 @@ def test_cache_then_zero_vector_for_unseen_windows(
 
 
 def test_near_duplicate_cache_serves_another_codec(
-    settings: Settings, worker: ModelWorker, windows: list[np.ndarray]
+    settings: Settings, worker: ModelHost, windows: list[np.ndarray]
 ) -> None:
     c, switch = chain(settings, worker, ["cached_embedding"], cache_similarity=0.95)
     first = run(c, windows)
@@ -149,7 +149,7 @@ def test_near_duplicate_cache_serves_another_codec(
 
 
 def test_deferred_queue_and_exhausted_chains(
-    settings: Settings, worker: ModelWorker, windows: list[np.ndarray]
+    settings: Settings, worker: ModelHost, windows: list[np.ndarray]
 ) -> None:
     c, switch = chain(settings, worker, ["cached_embedding", "deferred_queue", "zero_vector"])
     switch.mode = "down"
@@ -162,7 +162,7 @@ def test_deferred_queue_and_exhausted_chains(
 
 
 def test_overload_never_degrades_to_quantized_or_zeros(
-    settings: Settings, worker: ModelWorker, windows: list[np.ndarray]
+    settings: Settings, worker: ModelHost, windows: list[np.ndarray]
 ) -> None:
     c, switch = chain(settings, worker, ["quantized_model", "cached_embedding", "zero_vector"])
     run(c, windows[:2])
@@ -175,7 +175,7 @@ def test_overload_never_degrades_to_quantized_or_zeros(
 
 
 def test_a_pinned_route_is_not_degraded(
-    settings: Settings, worker: ModelWorker, windows: list[np.ndarray]
+    settings: Settings, worker: ModelHost, windows: list[np.ndarray]
 ) -> None:
     c, switch = chain(settings, worker, ["quantized_model", "zero_vector"])
     switch.mode = "down"

@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
+from sevensense.artifacts.registry import sorted_versions
 from sevensense.errors import ConfigError, RolloutError
 from sevensense.serving.rollout import (
     FileRolloutStore,
@@ -27,7 +28,6 @@ from sevensense.serving.rollout import (
     make_store,
     rollouts_from_json,
     rollouts_to_json,
-    sorted_versions,
 )
 from sevensense.settings import ServingSettings
 from tests.conftest import REPO

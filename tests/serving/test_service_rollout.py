@@ -13,8 +13,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from sevensense.serving.gateway import Gateway
-from sevensense.serving.paths import PathRouter
+from sevensense.serving.model_resolver import ModelResolver
 from sevensense.serving.rollout import FileRolloutStore, choose_version
 from tests.conftest import audio, make_settings
 from tests.serving.conftest import Service
@@ -46,7 +45,7 @@ def test_canary_split_is_within_two_percent_and_sticky(
     settings = make_settings()
     settings.models_dir = serving_models
     store = FileRolloutStore(tmp_path / "rollout.json")
-    gateway = Gateway(settings, PathRouter([]), store)
+    gateway = ModelResolver(settings, store)
     store.set_weights(MODEL, {"1.0.0": 90, "1.1.0": 10})
     keys = [f"recording-{i}" for i in range(10_000)]
     first = {k: gateway.resolve(MODEL, k).manifest.version for k in keys}

@@ -8,7 +8,6 @@ import pytest
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.worker.base import MalformedMessageError
-from sevensense.worker.batch_job import is_audio_key, output_key
 from sevensense.worker.events import (
     KIND_DEFERRED,
     KIND_S3,
@@ -16,6 +15,7 @@ from sevensense.worker.events import (
     message_kind,
     parse_notification,
 )
+from sevensense.worker.s3_batch import is_audio_key, output_key
 
 
 def s3_event(key: str, name: str = "ObjectCreated:Put", **obj: object) -> str:

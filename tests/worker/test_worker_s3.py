@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
-from sevensense.jobs import embed_recordings
+from sevensense.inference.recordings import embed_recordings
 from tests.conftest import AUDIO, MODELS, REPO
 from tests.worker.conftest import OUT_PREFIX, PREFIX, SEVENSENSE, Stack, make_stack
 

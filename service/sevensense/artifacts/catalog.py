@@ -9,9 +9,17 @@ published partial SHA-256, I/O contract) and perch-hoplite's loader (normalisati
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sevensense.artifacts.manifest import LabelsSpec, ModelManifest, OutputRole, TensorSpec
 from sevensense.audio.normalize import NormalizationSpec
+
+if TYPE_CHECKING:
+    from sevensense.artifacts.registry import Artifact
+    from sevensense.settings import Settings
+
+PERCH_NAME = "perch-v2"
+PERCH_VERSION = "2.0.0"
 
 PERCH_V2_URL = "https://huggingface.co/justinchuby/Perch-onnx/resolve/main/perch_v2.onnx"
 PERCH_V2_SIZE = 409_148_616
@@ -39,8 +47,8 @@ def perch_outputs() -> dict[OutputRole, TensorSpec]:
 
 def perch_v2_manifest() -> ModelManifest:
     return ModelManifest(
-        name="perch-v2",
-        version="2.0.0",
+        name=PERCH_NAME,
+        version=PERCH_VERSION,
         variant="base",
         description=(
             "Google Perch 2.0 bioacoustics model (EfficientNet-B3), ONNX export "
@@ -63,3 +71,13 @@ def perch_v2_manifest() -> ModelManifest:
         min_onnxruntime="1.16.0",
         license="Apache-2.0 (Perch 2.0 weights and export)",
     )
+
+
+def default_model(settings: Settings, artifacts: list[Artifact]) -> str:
+    """Perch 2.0 when its weights are here (production), else the profile's model (BirdNET)."""
+    configured = settings.serving.default_model
+    if configured != "auto":
+        return configured
+    if any(a.manifest.name == PERCH_NAME and a.present for a in artifacts):
+        return PERCH_NAME
+    return settings.inference.model

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type
 
+from sevensense import aws
 from sevensense.artifacts import catalog
 from sevensense.artifacts.checksum import matches_hint, sha256_file
 from sevensense.artifacts.manifest import MANIFEST_NAME, ModelManifest, load_manifest
@@ -52,7 +53,7 @@ _USER_AGENT = "sevensense-model-fetch/1"
 
 # Catalogue entries pull can fall back on when the registry lacks the committed manifest
 # (a fresh MODELS_DIR), keyed by model name.
-_CATALOG: dict[str, Callable[[], ModelManifest]] = {"perch-v2": catalog.perch_v2_manifest}
+_CATALOG: dict[str, Callable[[], ModelManifest]] = {catalog.PERCH_NAME: catalog.perch_v2_manifest}
 
 
 class _TransientError(DownloadError):
@@ -358,10 +359,8 @@ def download(
 
     elif scheme == "s3":
         if s3_client is None:
-            import boto3
-
             # boto3 reads AWS_ENDPOINT_URL(_S3), AWS_REGION, profiles and credentials itself.
-            s3_client = boto3.client("s3")
+            s3_client = aws.client("s3", DownloadError)
 
         def attempt_once() -> int | None:
             return _s3_attempt(

@@ -43,11 +43,3 @@ def load_labels(spec: LabelsSpec, artifact_dir: Path) -> list[str]:
             f"label file {spec.file} has {len(labels)} entries; the manifest says {spec.count}"
         )
     return labels
-
-
-def common_names(spec: LabelsSpec, artifact_dir: Path) -> list[str] | None:
-    """BirdNET's label file also carries common names; other formats do not."""
-    if spec.format != "birdnet_txt":
-        return None
-    lines = [ln.strip() for ln in _read_text(spec, artifact_dir).splitlines() if ln.strip()]
-    return [ln.split("_", 1)[1] if "_" in ln else "" for ln in lines]

@@ -8,6 +8,7 @@ checked size, SHA-256 and the graph's input/output contract against the manifest
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,11 +69,16 @@ class Artifact:
         return (self.manifest.name, self.manifest.version, self.manifest.variant)
 
 
-def _version_key(version: str) -> tuple[int, Version | str]:
+def version_key(version: str) -> tuple[int, Version | str]:
+    """The one ordering of versions: PEP 440 versions, anything else before them by text."""
     try:
         return (1, Version(version))
     except InvalidVersion:
         return (0, version)
+
+
+def sorted_versions(versions: Iterable[str]) -> list[str]:
+    return sorted(versions, key=version_key)
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
@@ -164,7 +170,7 @@ class ModelRegistry:
             with_variant = [a for a in candidates if a.manifest.variant == "base"]
         if not with_variant:
             raise ModelNotFoundError(f"no artifact matches {ref} (variant {variant!r})")
-        return max(with_variant, key=lambda a: _version_key(a.manifest.version))
+        return max(with_variant, key=lambda a: version_key(a.manifest.version))
 
     def verify(self, artifact: Artifact, *, use_cache: bool = True) -> None:
         """Size, digest and I/O contract; raises a typed error naming what differs."""

@@ -79,6 +79,33 @@ def _normalization(setting: str, manifest: ModelManifest, settings: Settings) ->
     )
 
 
+def preprocess_config(
+    settings: Settings, manifest: ModelManifest, options: EmbedOptions | None = None
+) -> PreprocessConfig:
+    """How to turn audio into this model's windows; needs only the manifest, so the gateway
+    windows audio without loading a session."""
+    options = options or EmbedOptions()
+    pre = settings.preprocessing
+    overlap = options.overlap
+    if overlap is None:
+        overlap = pre.window_overlap if pre.window_overlap is not None else manifest.default_overlap
+    return PreprocessConfig(
+        sample_rate=manifest.sample_rate,
+        window_samples=manifest.window_samples,
+        overlap=overlap,
+        padding=Padding(options.padding or pre.padding),
+        energy_threshold=(
+            pre.energy_threshold if options.energy_threshold is None else options.energy_threshold
+        ),
+        resample_quality=options.resample_quality or pre.resample_quality,
+        normalization=_normalization(
+            options.normalization or pre.normalization, manifest, settings
+        ),
+        block_frames=pre.block_frames,
+        max_duration_s=options.max_duration_s or pre.max_duration_s,
+    )
+
+
 def to_results(
     pending: list[tuple[str, Window]],
     embeddings: np.ndarray,
@@ -126,32 +153,8 @@ class EmbeddingEngine:
     def preprocess_config(
         self, model: LoadedModel | ModelManifest, options: EmbedOptions | None = None
     ) -> PreprocessConfig:
-        """Needs only the manifest, so the gateway can window audio without a session."""
-        options = options or EmbedOptions()
-        pre = self.settings.preprocessing
         manifest = model if isinstance(model, ModelManifest) else model.manifest
-        overlap = options.overlap
-        if overlap is None:
-            overlap = (
-                pre.window_overlap if pre.window_overlap is not None else manifest.default_overlap
-            )
-        return PreprocessConfig(
-            sample_rate=manifest.sample_rate,
-            window_samples=manifest.window_samples,
-            overlap=overlap,
-            padding=Padding(options.padding or pre.padding),
-            energy_threshold=(
-                pre.energy_threshold
-                if options.energy_threshold is None
-                else options.energy_threshold
-            ),
-            resample_quality=options.resample_quality or pre.resample_quality,
-            normalization=_normalization(
-                options.normalization or pre.normalization, manifest, self.settings
-            ),
-            block_frames=pre.block_frames,
-            max_duration_s=options.max_duration_s or pre.max_duration_s,
-        )
+        return preprocess_config(self.settings, manifest, options)
 
     # --- raw batches ----------------------------------------------------------------------
 

@@ -23,14 +23,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from sevensense import aws
 from sevensense.errors import (
     ConfigError,
     ForbiddenError,
     InvalidApiKeyError,
     MissingApiKeyError,
 )
-from sevensense.serving._files import atomic_write, exclusive_lock, file_signature
 from sevensense.settings import ApiKeyRecord, Scope, ServingSettings
+from sevensense.storage.atomic import atomic_write, exclusive_lock, file_signature
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,7 @@ class SecretKeySource:
 
     def _fetch(self) -> list[ApiKeyRecord]:
         if self._client is None:
-            import boto3
-
-            self._client = boto3.client("secretsmanager")
+            self._client = aws.client("secretsmanager", ConfigError)
         value = self._client.get_secret_value(SecretId=self.secret_id)["SecretString"]
         return parse_key_document(value, f"secret {self.secret_id}", secret=self.secret_id)
 

@@ -27,24 +27,22 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from sevensense.artifacts.manifest import ModelIdentity, ModelManifest, OutputRole
+from sevensense.artifacts.manifest import ModelIdentity, ModelManifest
 from sevensense.artifacts.registry import ModelRef, ModelRegistry
 from sevensense.errors import ModelNotFoundError, NoModelPathError, OverloadedError
 from sevensense.inference.engine import EmbeddingEngine
 from sevensense.inference.sessions import LoadedModel
+from sevensense.outputs.response import CACHE, QUANTIZED, ZERO
+from sevensense.serving.api import Route
 from sevensense.serving.breaker import CircuitBreaker
 from sevensense.serving.embedding_cache import EmbeddingCache
 from sevensense.serving.metrics import metrics
-from sevensense.serving.model_worker import path_settings
-from sevensense.serving.paths import PathRouter, new_breaker
-from sevensense.serving.wire import Route, WindowItem, WindowOutput, from_bytes, to_bytes
+from sevensense.serving.model_host import path_settings, run_items
+from sevensense.serving.model_rpc import WindowItem, WindowOutput, from_bytes, to_bytes
+from sevensense.serving.path_router import PathRouter, new_breaker
 from sevensense.settings import Settings
 
 log = logging.getLogger(__name__)
-
-QUANTIZED = "quantized"
-CACHE = "cache"
-ZERO = "zero_vector"
 
 
 class DeferRequest(Exception):  # noqa: N818 -- a signal to the gateway, not an error
@@ -100,24 +98,7 @@ class LocalQuantized:
     def run_sync(self, ref: str, items: list[WindowItem]) -> list[WindowOutput]:
         model = self._model(ref)
         assert self._engine is not None
-        batch = np.stack([from_bytes(it.samples) for it in items])
-        roles = [OutputRole.EMBEDDING]
-        if any(it.logits for it in items):
-            roles.append(OutputRole.LOGITS)
-        out = self._engine.run_batch(model, batch, roles)
-        logits = out.get(OutputRole.LOGITS)
-        return [
-            WindowOutput(
-                model=model.identity,
-                provider=model.provider,
-                embedding=to_bytes(out[OutputRole.EMBEDDING][row]),
-                logits=to_bytes(logits[row]) if logits is not None and it.logits else None,
-                batch_size=len(items),
-                queue_ms=0.0,
-                compute_ms=0.0,
-            )
-            for row, it in enumerate(items)
-        ]
+        return run_items(self._engine, model, items).outputs
 
 
 def _substitute(ident: ModelIdentity, provider: str, embedding: np.ndarray) -> WindowOutput:

@@ -19,83 +19,37 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import anyio
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from sevensense.artifacts.labels import load_labels
 from sevensense.artifacts.manifest import OutputRole
-from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
+from sevensense.artifacts.registry import Artifact
 from sevensense.audio.pipeline import StreamStats, prepare_windows
 from sevensense.audio.windowing import Window
-from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.records import JobRecord
 from sevensense.deferred.submit import Deferrer
-from sevensense.errors import ModelNotFoundError, QueueError, RequestError, SevensenseError
+from sevensense.errors import QueueError, RequestError, SevensenseError
 from sevensense.inference.engine import (
-    EmbeddingEngine,
     EmbedOptions,
     InferenceMeta,
     WindowResult,
+    preprocess_config,
     to_results,
 )
+from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
 from sevensense.serving import tracing
-from sevensense.serving.fallback import ZERO, ChunkResult, DeferRequest, FallbackChain
+from sevensense.serving.api import MAX_OVERLAP, EmbedParams
+from sevensense.serving.fallback import ChunkResult, DeferRequest, FallbackChain
 from sevensense.serving.metrics import metrics
-from sevensense.serving.paths import PathRouter
-from sevensense.serving.rollout import RolloutStore, choose_version
-from sevensense.serving.wire import (
-    OutputFormat,
-    Route,
-    WindowItem,
-    from_bytes,
-    to_bytes,
-)
+from sevensense.serving.model_resolver import ModelResolver
+from sevensense.serving.model_rpc import WindowItem, from_bytes, to_bytes
+from sevensense.serving.path_router import PathRouter
 from sevensense.settings import Settings
 
 log = logging.getLogger(__name__)
-
-PERCH = "perch-v2"
-MAX_OVERLAP = 0.9
-
-
-class EmbedParams(BaseModel):
-    """Per-request options, sent as multipart form fields next to the audio."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(
-        None, max_length=128, description="name (canary-routed) or name:version[:variant] (pinned)"
-    )
-    route: Route = "auto"
-    overlap: float | None = Field(None, ge=0.0, le=0.9)
-    hop_s: float | None = Field(None, gt=0.0, le=60.0, description="overrides overlap")
-    top_k: int | None = Field(None, ge=0, le=100)
-    include_logits: bool = False
-    include_spectrogram: bool = False
-    format: OutputFormat = "json"
-    recording_id: str | None = Field(
-        None, max_length=256, description="routing key: every retry of it hits the same version"
-    )
-
-
-@dataclass
-class EmbedOutcome:
-    artifact: Artifact
-    results: list[WindowResult]
-    stats: StreamStats
-    route: str
-    providers: list[str]
-    fallback: bool
-    window_s: float
-    hop_s: float
-    routing_key_hash: str
-    timing: dict[str, float]
-    served: list[str] = field(default_factory=list)
-    similarity: list[float | None] = field(default_factory=list)
 
 
 @dataclass
@@ -110,39 +64,6 @@ class DeferredOutcome:
 class _Chunk:
     windows: list[Window]
     result: ChunkResult | None = None
-
-
-def default_model(settings: Settings, artifacts: list[Artifact]) -> str:
-    """Perch 2.0 when its weights are here (production), else the profile's model (BirdNET)."""
-    configured = settings.serving.default_model
-    if configured != "auto":
-        return configured
-    if any(a.manifest.name == PERCH and a.present for a in artifacts):
-        return PERCH
-    return settings.inference.model
-
-
-def served_refs(
-    settings: Settings,
-    registry: ModelRegistry,
-    store: RolloutStore,
-    artifacts: list[Artifact] | None = None,
-) -> list[str]:
-    """Every version the rollouts route to, plus the default: what a model service warms."""
-    listing = registry.artifacts() if artifacts is None else artifacts
-    refs: list[str] = []
-    try:
-        default = registry.resolve(
-            default_model(settings, listing),
-            default_variant=settings.inference.model_variant,
-            artifacts=listing,
-        )
-        refs.append(str(default.manifest.identity))
-    except SevensenseError as exc:
-        log.error("default model unavailable: %s", exc)
-    for name, state in store.load().items():
-        refs.extend(f"{name}:{v}:{state.variant}" for v, w in state.weights.items() if w > 0)
-    return list(dict.fromkeys(refs))
 
 
 def _take(windows: Iterator[Window], n: int) -> list[Window]:
@@ -169,57 +90,14 @@ class Gateway:
         self,
         settings: Settings,
         router: PathRouter,
-        store: RolloutStore,
+        resolver: ModelResolver,
         deferrer: Deferrer | None = None,
-        jobs: JobStore | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
-        self.store = store
-        self.registry = ModelRegistry(settings.models_dir)
-        self.engine = EmbeddingEngine(settings, self.registry)
-        self.chain = FallbackChain(settings, router, self.registry)
+        self.resolver = resolver
+        self.chain = FallbackChain(settings, router, resolver.registry)
         self.deferrer = deferrer
-        self.jobs = jobs or (deferrer.jobs if deferrer else None)
-        self._artifacts: list[Artifact] = []
-        self._scanned_at = float("-inf")
-        self._labels: dict[tuple[str, str, str], list[str] | None] = {}
-        self._lock = threading.Lock()
-
-    # --- models -----------------------------------------------------------------------------
-
-    def artifacts(self, max_age_s: float = 2.0) -> list[Artifact]:
-        """The registry on disk, rescanned at most every ``max_age_s`` (new versions appear)."""
-        with self._lock:
-            if time.monotonic() - self._scanned_at > max_age_s:
-                self._artifacts = self.registry.artifacts()
-                self._scanned_at = time.monotonic()
-            return self._artifacts
-
-    def default_model(self) -> str:
-        return default_model(self.settings, self.artifacts())
-
-    def resolve(self, model: str | None, routing_key: str) -> Artifact:
-        """A pinned ``name:version`` is honoured; a bare name follows its rollout weights."""
-        ref = ModelRef.parse(model or self.default_model())
-        if ref.version is None:
-            state = self.store.load().get(ref.name)
-            if state is not None:
-                version = choose_version(state, routing_key, ref.name)
-                ref = ModelRef(ref.name, version, ref.variant or state.variant)
-        variant = ref.variant or self.settings.inference.model_variant
-        try:
-            return self.registry.resolve(ref, default_variant=variant, artifacts=self.artifacts())
-        except ModelNotFoundError:
-            # The cached scan may predate a version registered a moment ago.
-            return self.registry.resolve(ref, default_variant=variant)
-
-    def labels(self, artifact: Artifact) -> list[str] | None:
-        key = artifact.key
-        if key not in self._labels:
-            spec = artifact.manifest.labels
-            self._labels[key] = load_labels(spec, artifact.directory) if spec else None
-        return self._labels[key]
 
     # --- one recording ----------------------------------------------------------------------
 
@@ -228,10 +106,10 @@ class Gateway:
     ) -> EmbedOutcome | DeferredOutcome:
         started = time.perf_counter()
         # In a thread: with the SSM rollout store a poll is a blocking network call.
-        artifact = await anyio.to_thread.run_sync(self.resolve, params.model, routing_key)
+        artifact = await anyio.to_thread.run_sync(self.resolver.resolve, params.model, routing_key)
         manifest = artifact.manifest
         if not artifact.present:
-            self.registry.verify(artifact)  # raises ArtifactMissingError with the fix
+            self.resolver.registry.verify(artifact)  # raises ArtifactMissingError with the fix
         window_s = manifest.window_samples / manifest.sample_rate
         overlap = params.overlap
         if params.hop_s is not None:
@@ -253,7 +131,7 @@ class Gateway:
             include_spectrogram=params.include_spectrogram,
             max_duration_s=self.settings.serving.max_audio_s,
         )
-        config = self.engine.preprocess_config(manifest, options)
+        config = preprocess_config(self.settings, manifest, options)
         k = self.settings.top_k if params.top_k is None else params.top_k
         need_logits = k > 0 or params.include_logits
         stats = StreamStats()
@@ -326,15 +204,13 @@ class Gateway:
             window_s=window_s,
             hop_s=window_s * (1.0 - config.overlap),
             routing_key_hash=hashlib.sha256(routing_key.encode()).hexdigest()[:12],
-            timing={
-                "total_ms": (time.perf_counter() - started) * 1e3,
-                "decode_ms": stats.decode_s * 1e3,
-                "resample_ms": stats.resample_s * 1e3,
-                "window_ms": stats.window_s * 1e3,
-                "queue_ms": float(np.mean([o.queue_ms for o in calls])) if calls else 0.0,
-                "infer_ms": float(np.mean([o.compute_ms for o in calls])) if calls else 0.0,
-                "postprocess_ms": post_ms,
-            },
+            timing=Timing.of(
+                stats,
+                total_s=time.perf_counter() - started,
+                queue_ms=float(np.mean([o.queue_ms for o in calls])) if calls else 0.0,
+                infer_ms=float(np.mean([o.compute_ms for o in calls])) if calls else 0.0,
+                postprocess_ms=post_ms,
+            ),
             served=[s for r in done for s in r.served],
             similarity=[v for r in done for v in r.similarity],
         )
@@ -415,7 +291,7 @@ class Gateway:
                 logits,
                 spectro,
                 metas,
-                self.labels(artifact),
+                self.resolver.labels(artifact),
                 k,
                 params.include_logits,
             )
@@ -442,7 +318,7 @@ class Gateway:
 
         def warm() -> None:
             try:
-                self.chain.quantized.warm(self.resolve(None, "warm-up").manifest)
+                self.chain.quantized.warm(self.resolver.resolve(None, "warm-up").manifest)
             except Exception as exc:
                 log.warning("quantized fallback not warmed: %s", exc)
 

@@ -24,10 +24,10 @@ from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.records import JobStatus
 from sevensense.errors import (
     JobNotFoundError,
@@ -36,26 +36,24 @@ from sevensense.errors import (
     RequestError,
     SevensenseError,
 )
-from sevensense.serving import rollout_admin, tracing
-from sevensense.serving.auth import KeyStore, key_from_headers
-from sevensense.serving.gateway import DeferredOutcome, EmbedParams, Gateway
-from sevensense.serving.metrics import metrics
-from sevensense.serving.ratelimit import RateLimiter, retry_after_header
-from sevensense.serving.responses import DEGRADED, to_arrow, to_response
-from sevensense.serving.wire import (
-    ARROW_MEDIA_TYPE,
+from sevensense.outputs.response import ARROW_MEDIA_TYPE, EmbedResponse, to_arrow, to_response
+from sevensense.serving import tracing
+from sevensense.serving.api import (
     ActivateRequest,
     DeferredResponse,
-    EmbedResponse,
+    EmbedParams,
     ErrorBody,
     JobResponse,
     ModelDetail,
     ModelList,
-    OutputFormat,
     RolloutResponse,
-    Route,
     TrafficRequest,
 )
+from sevensense.serving.auth import KeyStore, key_from_headers
+from sevensense.serving.gateway import DeferredOutcome, Gateway
+from sevensense.serving.metrics import metrics
+from sevensense.serving.ratelimit import RateLimiter, retry_after_header
+from sevensense.serving.rollout_admin import RolloutAdmin
 from sevensense.settings import ApiKeyRecord, Settings
 from sevensense.settings import Scope as KeyScope
 
@@ -134,6 +132,8 @@ class ApiContext:
     """What the routes need; built in the serving process, after the app object exists."""
 
     gateway: Gateway
+    admin: RolloutAdmin
+    jobs: JobStore | None
     keys: KeyStore
     limiter: RateLimiter
     ready: Callable[[], Awaitable[bool]]
@@ -329,35 +329,13 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         request: Request,
         key: Annotated[ApiKeyRecord, Depends(authorised("embed"))],
         audio: Annotated[UploadFile, File(description="the recording")],
-        model: Annotated[str | None, Form(max_length=128)] = None,
-        route: Annotated[Route, Form()] = "auto",
-        overlap: Annotated[float | None, Form(ge=0.0, le=0.9)] = None,
-        hop_s: Annotated[float | None, Form(gt=0.0, le=60.0)] = None,
-        top_k: Annotated[int | None, Form(ge=0, le=100)] = None,
-        include_logits: Annotated[bool, Form()] = False,
-        include_spectrogram: Annotated[bool, Form()] = False,
-        format: Annotated[OutputFormat | None, Form()] = None,
-        recording_id: Annotated[str | None, Form(max_length=256)] = None,
+        params: Annotated[EmbedParams, Form()],
     ) -> Response:
         nonlocal inflight
         gateway = context().gateway
-        wants_arrow = format == "arrow" or (
-            format is None and ARROW_MEDIA_TYPE in request.headers.get("accept", "")
+        wants_arrow = params.format == "arrow" or (
+            params.format is None and ARROW_MEDIA_TYPE in request.headers.get("accept", "")
         )
-        try:
-            params = EmbedParams(
-                model=model or None,
-                route=route,
-                overlap=overlap,
-                hop_s=hop_s,
-                top_k=top_k,
-                include_logits=include_logits,
-                include_spectrogram=include_spectrogram,
-                format="arrow" if wants_arrow else "json",
-                recording_id=recording_id or None,
-            )
-        except ValidationError as exc:
-            raise RequestError(str(exc)) from exc
         if inflight >= serving.max_inflight_requests:
             raise OverloadedError(
                 f"{inflight} requests in flight on this worker; retry shortly", retry_after_s=1.0
@@ -392,9 +370,8 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
             "X-Provider": ",".join(outcome.providers),
             "X-Fallback": "true" if outcome.fallback else "false",
         }
-        degraded = sorted({s for s in outcome.served if s in DEGRADED})
-        if degraded:
-            headers["X-Degraded"] = ",".join(degraded)
+        if outcome.degraded:
+            headers["X-Degraded"] = ",".join(outcome.degraded)
         if wants_arrow:
             return Response(to_arrow(outcome, request_id(request)), 200, headers, ARROW_MEDIA_TYPE)
         body = to_response(outcome, request_id(request)).model_dump_json(exclude_none=True)
@@ -420,7 +397,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
     async def get_job(
         job_id: str, key: Annotated[ApiKeyRecord, Depends(authorised("read"))]
     ) -> JobResponse:
-        jobs = context().gateway.jobs
+        jobs = context().jobs
         if jobs is None:
             raise JobNotFoundError(f"no job {job_id} (no deferred queue configured)")
         record = await anyio.to_thread.run_sync(jobs.get, job_id)
@@ -455,13 +432,13 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
     async def list_models(
         _: Annotated[ApiKeyRecord, Depends(authorised("read"))],
     ) -> ModelList:
-        return rollout_admin.model_list(context().gateway)
+        return context().admin.model_list()
 
     @app.get("/models/{name}", response_model=ModelDetail, summary="One model with manifests")
     async def get_model(
         name: str, _: Annotated[ApiKeyRecord, Depends(authorised("read"))]
     ) -> ModelDetail:
-        return rollout_admin.model_detail(context().gateway, name)
+        return context().admin.model_detail(name)
 
     @app.post(
         "/admin/models/{name}/activate",
@@ -473,9 +450,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         body: ActivateRequest,
         key: Annotated[ApiKeyRecord, Depends(authorised("admin"))],
     ) -> RolloutResponse:
-        return await rollout_admin.activate(
-            context().gateway, name, body.version, body.variant, key.id
-        )
+        return await context().admin.activate(name, body.version, body.variant, key.id)
 
     @app.put(
         "/admin/models/{name}/traffic",
@@ -487,9 +462,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         body: TrafficRequest,
         key: Annotated[ApiKeyRecord, Depends(authorised("admin"))],
     ) -> RolloutResponse:
-        return await rollout_admin.set_traffic(
-            context().gateway, name, body.weights, body.variant, key.id
-        )
+        return await context().admin.set_traffic(name, body.weights, body.variant, key.id)
 
     @app.get("/status", summary="Model paths, rollouts and limits of this gateway worker")
     async def status(_: Annotated[ApiKeyRecord, Depends(authorised("read"))]) -> dict[str, Any]:
@@ -499,7 +472,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         return {
             "ready": await ctx.ready(),
             "paths": gateway.describe(),
-            "default_model": gateway.default_model(),
+            "default_model": gateway.resolver.default_model(),
             "inflight": inflight,
             "limits": {
                 "max_upload_mb": serving.max_upload_mb,

@@ -18,17 +18,18 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
+from sevensense import aws
+from sevensense.artifacts.registry import sorted_versions
 from sevensense.errors import ConfigError, RolloutError
-from sevensense.serving._files import atomic_write, exclusive_lock, file_signature
 from sevensense.settings import ServingSettings
+from sevensense.storage.atomic import atomic_write, exclusive_lock, file_signature
 
 log = logging.getLogger(__name__)
 
@@ -109,18 +110,6 @@ def rollouts_from_json(data: bytes | str) -> Rollouts:
     if not isinstance(raw, dict) or set(raw) != {"models"}:
         raise ValueError('expected an object {"models": {...}}')
     return _ROLLOUTS.validate_python(raw["models"])
-
-
-def _version_key(version: str) -> tuple[int, Version | str]:
-    # Same order as the registry: PEP 440 versions, anything else before them by text.
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
-
-
-def sorted_versions(versions: Iterable[str]) -> list[str]:
-    return sorted(versions, key=_version_key)
 
 
 def routing_point(routing_key: str, model_name: str) -> float:
@@ -228,7 +217,7 @@ class FileRolloutStore:
             except ConfigError as exc:
                 raise ConfigError(f"{exc.message}; not overwriting it", **exc.details) from exc
             current[name] = state
-            atomic_write(self.path, rollouts_to_json(current))
+            atomic_write(self.path, rollouts_to_json(current), mode=0o644)
             signature = file_signature(self.path)
         with self._lock:
             self._cache, self._signature, self._loaded = current, signature, True
@@ -280,9 +269,7 @@ class SsmRolloutStore:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
-
-            self._client = boto3.client("ssm")
+            self._client = aws.client("ssm", ConfigError)
         return self._client
 
     # --- format -----------------------------------------------------------------------------

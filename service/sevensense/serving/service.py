@@ -18,25 +18,26 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from sevensense.artifacts.registry import ModelRegistry
 from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.submit import Deferrer
 from sevensense.queues import open_deferred_queue
 from sevensense.serving import tracing
 from sevensense.serving.auth import KeyStore, ensure_dev_key
-from sevensense.serving.gateway import Gateway, served_refs
+from sevensense.serving.gateway import Gateway
 from sevensense.serving.http_api import ApiContext, JsonForUnmatched, ReadyDetail, build_app
-from sevensense.serving.model_worker import ModelWorker
-from sevensense.serving.paths import ModelPath, PathRouter, new_breaker
-from sevensense.serving.ratelimit import RateLimiter
-from sevensense.serving.rollout import make_store
-from sevensense.serving.wire import (
+from sevensense.serving.model_host import ModelHost
+from sevensense.serving.model_resolver import ModelResolver
+from sevensense.serving.model_rpc import (
     ModelServiceStatus,
     PathName,
     PrepareResult,
     WindowItem,
     WindowOutput,
 )
+from sevensense.serving.path_router import ModelPath, PathRouter, new_breaker
+from sevensense.serving.ratelimit import RateLimiter
+from sevensense.serving.rollout import make_store
+from sevensense.serving.rollout_admin import RolloutAdmin
 from sevensense.settings import Settings, cpu_layout, load_settings
 from sevensense.storage.objects import open_store
 
@@ -68,9 +69,8 @@ def _model_service(path: PathName, name: str) -> Any:
     class ModelService:
         def __init__(self) -> None:
             tracing.install(BentoMLContainer.tracer_provider.get())
-            self.worker = ModelWorker(path, SETTINGS)
-            registry = ModelRegistry(SETTINGS.models_dir)
-            self.worker.start(served_refs(SETTINGS, registry, make_store(SERVING)))
+            self.host = ModelHost(path, SETTINGS)
+            self.host.start(ModelResolver(SETTINGS, make_store(SERVING)).served_refs())
 
         @bentoml.api(
             batchable=True,
@@ -78,12 +78,12 @@ def _model_service(path: PathName, name: str) -> Any:
             max_latency_ms=SERVING.gpu_max_latency_ms if gpu else SERVING.cpu_max_latency_ms,
         )
         def infer(self, items: list[WindowItem]) -> list[WindowOutput]:
-            return self.worker.infer(items)
+            return self.host.infer(items)
 
         @bentoml.api
         def prepare(self, ref: str) -> PrepareResult:
             try:
-                return self.worker.prepare(ref)
+                return self.host.prepare(ref)
             except Exception as exc:
                 return PrepareResult(
                     ref=ref,
@@ -93,10 +93,10 @@ def _model_service(path: PathName, name: str) -> Any:
 
         @bentoml.api
         def status(self) -> ModelServiceStatus:
-            return self.worker.status()
+            return self.host.status()
 
         def __is_ready__(self) -> bool:
-            return self.worker.ready
+            return self.host.ready
 
     ModelService.__name__ = ModelService.__qualname__ = name
     config: dict[str, Any] = {
@@ -184,13 +184,16 @@ class Entry:
         deferrer = None
         if "deferred_queue" in SETTINGS.fallback.strategies:
             deferrer = Deferrer(jobs, open_deferred_queue(SETTINGS))
-        self.gateway = Gateway(SETTINGS, self.router, make_store(SERVING), deferrer, jobs)
+        resolver = ModelResolver(SETTINGS, make_store(SERVING))
+        self.gateway = Gateway(SETTINGS, self.router, resolver, deferrer)
         self.gateway.warm_fallbacks()
         dev_key = ensure_dev_key(SERVING) if SERVING.auth_required else None
         if dev_key:
             log.info("local dev API key (also in %s/dev-api-key): %s", SERVING.state_dir, dev_key)
         API._context = ApiContext(
             gateway=self.gateway,
+            admin=RolloutAdmin(resolver, self.router),
+            jobs=jobs,
             keys=KeyStore.from_settings(SERVING),
             limiter=RateLimiter.from_settings(SERVING),
             ready=self.__is_ready__,

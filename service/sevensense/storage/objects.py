@@ -172,7 +172,7 @@ class LocalObjectStore:
     ) -> int:
         path = self._path(key)
         try:
-            written = atomic_write(path, fill)
+            written = atomic_write(path, fill, mode=0o600)
             self._write_meta(key, path, content_type, metadata)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc}", location=str(path)) from exc
@@ -193,7 +193,7 @@ class LocalObjectStore:
             "metadata": dict(metadata or {}),
         }
         body = json.dumps(record).encode()
-        atomic_write(meta_path, lambda out: out.write(body))
+        atomic_write(meta_path, body, mode=0o600)
 
     def get_bytes(self, key: str, max_bytes: int | None = None) -> bytes:
         with self.open(key) as source:

@@ -37,7 +37,7 @@ class PermanentError(Exception):
     """Marks an error that no retry can cure: the message goes to the DLQ at once."""
 
 
-class JobError(SevensenseError):
+class RecordingError(SevensenseError):
     """A failure whose code was decided elsewhere, e.g. by a recording's decode report."""
 
     def __init__(self, failure_code: str, message: str, **details: Any) -> None:

@@ -1,7 +1,7 @@
 """``sevensense worker``: serve the batch-jobs queue (S3 events) and the deferred queue.
 
-The batch job handles S3 events; the deferred-request handler comes from
-:mod:`sevensense.deferred.worker`.
+S3 events are handled by :mod:`sevensense.worker.s3_batch`, deferred requests by
+:mod:`sevensense.worker.deferred_requests`.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> 
 
     Imports are local so that every other ``sevensense`` command, which imports this module
     to register the command, does not pay for boto3 and the queue modules."""
+    from sevensense.artifacts.catalog import default_model
     from sevensense.artifacts.registry import ModelRegistry
-    from sevensense.deferred.worker import worker_handlers
     from sevensense.inference.engine import EmbeddingEngine
     from sevensense.queues import open_batch_queue, open_deferred_queue
-    from sevensense.serving.gateway import default_model
     from sevensense.storage.objects import default_s3_client
-    from sevensense.worker.batch_job import BatchJob
+    from sevensense.worker.deferred_requests import deferred_handlers
     from sevensense.worker.runner import PolledQueue, Worker
+    from sevensense.worker.s3_batch import S3BatchHandler
 
     registry = ModelRegistry(settings.models_dir)
     engine = EmbeddingEngine(settings, registry=registry)
@@ -64,9 +64,9 @@ def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> 
             log.warning("no batch queue configured (SEVENSENSE_BATCH_QUEUE_URL); not polled")
         else:
             model_ref = settings.worker.model or default_model(settings, registry.artifacts())
-            handlers[KIND_S3] = BatchJob(settings.worker, engine, s3, model_ref)
+            handlers[KIND_S3] = S3BatchHandler(settings.worker, engine, s3, model_ref)
             polled.append(PolledQueue("batch", batch, settings.worker.visibility_timeout_s))
-    handlers.update(worker_handlers(context))
+    handlers.update(deferred_handlers(context))
     if queues in ("deferred", "all"):
         deferred = open_deferred_queue(settings)
         polled.append(PolledQueue("deferred", deferred, settings.queue.visibility_timeout_s))

@@ -11,8 +11,8 @@ from bentoml.exceptions import ServiceUnavailable
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.errors import NoModelPathError, OverloadedError
 from sevensense.serving.breaker import CircuitBreaker
-from sevensense.serving.paths import ModelPath, PathRouter, failure_reason
-from sevensense.serving.wire import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
+from sevensense.serving.model_rpc import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
+from sevensense.serving.path_router import ModelPath, PathRouter, failure_reason
 from sevensense.settings import BreakerSettings
 
 IDENT = ModelIdentity(name="m", version="1", variant="base")

@@ -1,4 +1,5 @@
-"""What a model service does, without BentoML: run batches of windows on exact versions.
+"""What a model service does, without BentoML: host exact model versions and run batches of
+windows on them.
 
 A batch from the adaptive batcher mixes windows of many requests and possibly of two model
 versions (stable and canary, or old and new during a hot swap). Windows are grouped by
@@ -12,17 +13,19 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
 
 from sevensense.artifacts.manifest import ModelIdentity, OutputRole
+from sevensense.artifacts.registry import ModelRef
 from sevensense.errors import SevensenseError
 from sevensense.inference.engine import EmbeddingEngine
 from sevensense.inference.sessions import LoadedModel
 from sevensense.serving import tracing
 from sevensense.serving.metrics import metrics
-from sevensense.serving.wire import (
+from sevensense.serving.model_rpc import (
     ModelServiceStatus,
     PathName,
     PrepareResult,
@@ -49,7 +52,63 @@ def path_settings(settings: Settings, path: PathName) -> Settings:
     return settings.model_copy(update={"inference": inference})
 
 
-class ModelWorker:
+@dataclass(frozen=True)
+class ItemsRun:
+    outputs: list[WindowOutput]
+    compute_ms: float
+    start_ns: int
+    end_ns: int
+
+
+def run_items(
+    engine: EmbeddingEngine,
+    model: LoadedModel,
+    items: list[WindowItem],
+    *,
+    batch_size: int | None = None,
+    started: float | None = None,
+) -> ItemsRun:
+    """Prepared windows of one version as one ``session.run``; each item gets back what it
+    asked for (logits, spectrogram). The model services and the gateway's in-process
+    quantized fallback both run windows through here, so they answer alike.
+
+    ``batch_size`` is the whole batch the items came in (for the metrics); ``started`` is
+    when it began, to tell each item how long it queued."""
+    width = model.manifest.window_samples
+    batch = np.stack([from_bytes(it.samples) for it in items])
+    if batch.shape[1] != width:
+        raise SevensenseError(
+            f"windows of {batch.shape[1]} samples; {model.identity} needs {width}"
+        )
+    roles = [OutputRole.EMBEDDING]
+    if any(it.logits for it in items):
+        roles.append(OutputRole.LOGITS)
+    if any(it.spectrogram for it in items):
+        roles.append(OutputRole.SPECTROGRAM)
+    start_ns = tracing.now_ns()
+    tick = time.perf_counter()
+    out = engine.run_batch(model, batch, roles)
+    compute_ms = (time.perf_counter() - tick) * 1e3
+    end_ns = tracing.now_ns()
+    logits = out.get(OutputRole.LOGITS)
+    spectro = out.get(OutputRole.SPECTROGRAM)
+    outputs = [
+        WindowOutput(
+            model=model.identity,
+            provider=model.provider,
+            embedding=to_bytes(out[OutputRole.EMBEDDING][row]),
+            logits=to_bytes(logits[row]) if logits is not None and it.logits else None,
+            spectrogram=to_bytes(spectro[row]) if spectro is not None and it.spectrogram else None,
+            batch_size=batch_size or len(items),
+            queue_ms=max(0.0, (started - it.sent_at) * 1e3) if started and it.sent_at else 0.0,
+            compute_ms=compute_ms,
+        )
+        for row, it in enumerate(items)
+    ]
+    return ItemsRun(outputs, compute_ms, start_ns, end_ns)
+
+
+class ModelHost:
     def __init__(self, path: PathName, settings: Settings) -> None:
         self.path: PathName = path
         self.settings = path_settings(settings, path)
@@ -170,20 +229,7 @@ class ModelWorker:
         group = [items[i] for i in indices]
         try:
             model = self._model(ref)
-            width = model.manifest.window_samples
-            batch = np.stack([from_bytes(it.samples) for it in group])
-            if batch.shape[1] != width:
-                raise SevensenseError(f"windows of {batch.shape[1]} samples; {ref} needs {width}")
-            roles = [OutputRole.EMBEDDING]
-            if any(it.logits for it in group):
-                roles.append(OutputRole.LOGITS)
-            if any(it.spectrogram for it in group):
-                roles.append(OutputRole.SPECTROGRAM)
-            start_ns = tracing.now_ns()
-            tick = time.perf_counter()
-            out = self.engine.run_batch(model, batch, roles)
-            compute_ms = (time.perf_counter() - tick) * 1e3
-            end_ns = tracing.now_ns()
+            run = run_items(self.engine, model, group, batch_size=len(items), started=started)
         except Exception as exc:  # isolate: only this group's windows fail
             name, version = _name_version(ref)
             m.model_windows.labels(self.path, name, version, "-", "failed").inc(len(group))
@@ -195,46 +241,32 @@ class ModelWorker:
         ident = model.identity
         labels = (self.path, ident.name, ident.version, model.provider)
         m.batch_size.labels(*labels).observe(len(items))
-        m.compute_time.labels(*labels).observe(compute_ms / 1e3)
+        m.compute_time.labels(*labels).observe(run.compute_ms / 1e3)
         m.model_windows.labels(*labels, "ok").inc(len(group))
-        results = []
         seen: set[str] = set()
-        for row, it in enumerate(group):
-            queue_ms = max(0.0, (started - it.sent_at) * 1e3) if it.sent_at else 0.0
-            m.queue_time.labels(*labels).observe(queue_ms / 1e3)
+        for it, out in zip(group, run.outputs, strict=True):
+            m.queue_time.labels(*labels).observe(out.queue_ms / 1e3)
             parent = it.trace.get("traceparent", "")
             if parent and parent not in seen:
                 seen.add(parent)
                 tracing.timed_span(
-                    "queue", start_ns - int(queue_ms * 1e6), start_ns, it.trace, path=self.path
+                    "queue",
+                    run.start_ns - int(out.queue_ms * 1e6),
+                    run.start_ns,
+                    it.trace,
+                    path=self.path,
                 )
                 tracing.timed_span(
                     "infer",
-                    start_ns,
-                    end_ns,
+                    run.start_ns,
+                    run.end_ns,
                     it.trace,
                     path=self.path,
                     model=str(ident),
                     provider=model.provider,
                     batch_size=len(items),
                 )
-            logits = out.get(OutputRole.LOGITS)
-            spectro = out.get(OutputRole.SPECTROGRAM)
-            results.append(
-                WindowOutput(
-                    model=ident,
-                    provider=model.provider,
-                    embedding=to_bytes(out[OutputRole.EMBEDDING][row]),
-                    logits=to_bytes(logits[row]) if logits is not None and it.logits else None,
-                    spectrogram=(
-                        to_bytes(spectro[row]) if spectro is not None and it.spectrogram else None
-                    ),
-                    batch_size=len(items),
-                    queue_ms=queue_ms,
-                    compute_ms=compute_ms,
-                )
-            )
-        return results
+        return run.outputs
 
 
 def _failed(ref: str, message: str) -> WindowOutput:
@@ -251,5 +283,9 @@ def _failed(ref: str, message: str) -> WindowOutput:
 
 
 def _name_version(ref: str) -> tuple[str, str]:
-    parts = ref.split(":")
-    return parts[0], parts[1] if len(parts) > 1 else "-"
+    """For metric labels of a ref that may not even parse (that is why it failed)."""
+    try:
+        parsed = ModelRef.parse(ref)
+    except SevensenseError:
+        return ref, "-"
+    return parsed.name, parsed.version or "-"

@@ -17,13 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from sevensense.errors import NoModelPathError, OverloadedError, SevensenseError
+from sevensense.serving.api import Route
 from sevensense.serving.breaker import STATE_VALUE, BreakerState, CircuitBreaker
 from sevensense.serving.metrics import metrics
-from sevensense.serving.wire import (
+from sevensense.serving.model_rpc import (
     ModelServiceStatus,
     PathName,
     PrepareResult,
-    Route,
     WindowItem,
     WindowOutput,
 )

@@ -1,5 +1,8 @@
 """The worker's side of a deferred request: embed the stored upload, store the answer.
 
+:mod:`sevensense.deferred` says what a deferred request is (records, job store, how the
+gateway submits one); this module is what a worker process runs for each such message.
+
 The answer is the same ``EmbedResponse`` the synchronous endpoint returns, computed by the
 same engine with the model version and options the gateway resolved, so a client cannot
 tell (apart from ``route: worker``) which path served it. Idempotent: a redelivered message
@@ -15,14 +18,13 @@ from typing import Any
 
 from sevensense.audio.pipeline import StreamStats
 from sevensense.deferred.job_store import JobStore
-from sevensense.deferred.records import DeferredRequest, JobRecord, JobStatus, now
+from sevensense.deferred.records import KIND, DeferredRequest, JobRecord, JobStatus, now
 from sevensense.errors import AudioError, SevensenseError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+from sevensense.outputs.response import WORKER, EmbedOutcome, EmbedResponse, Timing, to_response
 from sevensense.queues.base import Message
-from sevensense.serving.gateway import EmbedOutcome
-from sevensense.serving.responses import to_response
-from sevensense.serving.wire import EmbedResponse
-from sevensense.worker.base import CancelledError, HandlerResult, Heartbeat
+from sevensense.storage.objects import open_store
+from sevensense.worker.base import CancelledError, Handler, HandlerResult, Heartbeat, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -109,21 +111,24 @@ class DeferredHandler:
             artifact=model.artifact,
             results=results,
             stats=stats,
-            route="worker",
+            route=WORKER,
             providers=[model.provider],
             fallback=False,
             window_s=window_s,
             hop_s=window_s * (1.0 - config.overlap),
             routing_key_hash=hashlib.sha256(request.job_id.encode()).hexdigest()[:12],
-            timing={
-                "total_ms": (time.perf_counter() - started) * 1e3,
-                "decode_ms": stats.decode_s * 1e3,
-                "resample_ms": stats.resample_s * 1e3,
-                "window_ms": stats.window_s * 1e3,
-                "queue_ms": 0.0,
-                "infer_ms": sum(r.meta.inference_ms for r in results),
-                "postprocess_ms": 0.0,
-            },
-            served=["worker"] * len(results),
+            timing=Timing.of(
+                stats,
+                total_s=time.perf_counter() - started,
+                infer_ms=sum(r.meta.inference_ms for r in results),
+            ),
+            served=[WORKER] * len(results),
         )
         return to_response(outcome, request.job_id)
+
+
+def deferred_handlers(context: WorkerContext) -> dict[str, Handler]:
+    """The handler a worker registers for deferred-request messages."""
+    jobs = JobStore(open_store(context.settings.payload_uri()))
+    handler = DeferredHandler(context.engine, jobs, context.settings.queue.max_receives)
+    return {KIND: handler}

@@ -40,13 +40,13 @@ from typing import Any, BinaryIO, cast
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
+from sevensense.inference.recordings import AUDIO_SUFFIXES, embed_recordings
 from sevensense.inference.sessions import LoadedModel
-from sevensense.jobs import AUDIO_SUFFIXES, embed_recordings
 from sevensense.outputs.writers import ParquetWriter
 from sevensense.queues.base import Message
 from sevensense.settings import WorkerSettings
 from sevensense.storage.s3_stream import S3ObjectReader
-from sevensense.worker.base import HandlerResult, Heartbeat, JobError, PermanentError
+from sevensense.worker.base import HandlerResult, Heartbeat, PermanentError, RecordingError
 from sevensense.worker.events import S3ObjectEvent, parse_notification
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _not_found(exc: Exception) -> bool:
     return _error_code(exc) in {"404", "NoSuchKey", "NotFound"}
 
 
-class BatchJob:
+class S3BatchHandler:
     """The handler for S3 event messages; one instance serves every worker thread."""
 
     def __init__(
@@ -253,7 +253,7 @@ class BatchJob:
             report = summary.recordings[0]
             if report.status != "ok":
                 error = report.error or {}
-                raise JobError(
+                raise RecordingError(
                     str(error.get("code", "undecodable_audio")),
                     f"{event.uri}: {report.status} after {report.windows} windows: "
                     f"{error.get('message', 'decode failed')}",

@@ -10,21 +10,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sevensense.artifacts.catalog import default_model
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.inference.engine import EmbeddingEngine
-from sevensense.serving.gateway import default_model
-from sevensense.serving.model_worker import ModelWorker
-from sevensense.serving.wire import WindowItem, from_bytes, to_bytes
+from sevensense.serving.model_host import ModelHost
+from sevensense.serving.model_rpc import WindowItem, from_bytes, to_bytes
 from tests.conftest import make_settings
 
 
 @pytest.fixture(scope="module")
-def worker(serving_models: Path) -> ModelWorker:
+def worker(serving_models: Path) -> ModelHost:
     settings = make_settings()
     settings.models_dir = serving_models
     settings.serving.max_loaded_versions = 2
-    w = ModelWorker("cpu", settings)
+    w = ModelHost("cpu", settings)
     w.start(["perch-contract:1.0.0:base"])
     return w
 
@@ -35,7 +35,7 @@ def windows(n: int, seed: int) -> np.ndarray:
 
 
 def test_mixed_versions_in_one_batch_match_separate_runs(
-    worker: ModelWorker, serving_models: Path
+    worker: ModelHost, serving_models: Path
 ) -> None:
     a, b = windows(3, 1), windows(2, 2)
     items = [WindowItem(model="perch-contract:1.0.0:base", samples=to_bytes(w)) for w in a]
@@ -54,7 +54,7 @@ def test_mixed_versions_in_one_batch_match_separate_runs(
     assert out[1].logits is None
 
 
-def test_a_failing_group_fails_only_its_own_windows(worker: ModelWorker) -> None:
+def test_a_failing_group_fails_only_its_own_windows(worker: ModelHost) -> None:
     good = [
         WindowItem(model="perch-contract:1.0.0:base", samples=to_bytes(w)) for w in windows(2, 3)
     ]
@@ -68,7 +68,7 @@ def test_a_failing_group_fails_only_its_own_windows(worker: ModelWorker) -> None
     assert out[2].error and "samples" in out[2].error
 
 
-def test_loaded_versions_are_bounded(worker: ModelWorker) -> None:
+def test_loaded_versions_are_bounded(worker: ModelHost) -> None:
     for version in ("1.0.0", "1.1.0", "1.0.0"):
         assert worker.prepare(f"perch-contract:{version}:base").error is None
     loaded = {

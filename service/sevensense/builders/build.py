@@ -200,7 +200,7 @@ def build_quantized(registry: ModelRegistry, ref: str, *, force: bool = False) -
 
 def ensure_catalog_manifests(registry: ModelRegistry) -> None:
     """Write the Perch 2.0 manifest if a checkout lost it (it is committed)."""
-    target = registry.root / "perch-v2" / "2.0.0" / "base" / "manifest.json"
+    target = registry.root / catalog.PERCH_NAME / catalog.PERCH_VERSION / "base" / "manifest.json"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         catalog.perch_v2_manifest().dump(target)
