@@ -130,6 +130,13 @@ class PayloadTooLargeError(SevensenseError):
     http_status = 413
 
 
+class UploadTooSlowError(SevensenseError):
+    """The body arrived slower than the front door's minimum pace; the upload was cut."""
+
+    code = "upload_too_slow"
+    http_status = 408
+
+
 class OverloadedError(SevensenseError):
     """Every path is saturated; the client should retry after ``retry_after_s``."""
 

@@ -168,6 +168,27 @@ class ApiKeyRecord(_Section):
     rate_limit_per_s: float | None = Field(None, gt=0.0, description="overrides the default")
 
 
+class FrontDoorSettings(_Section):
+    """What the entry enforces before and while it reads a request body (per gateway worker).
+
+    The pace rule: at least ``upload_min_kib_per_s`` × ``upload_window_s`` KiB in every
+    ``upload_window_s`` seconds of a body, so a crawl or a stall of a whole window is cut
+    with 408. 8 KiB/s is 64 kbit/s, below what a field station's worst 3G link sustains.
+    """
+
+    header_timeout_s: float = Field(
+        10.0, gt=0.0, description="a connection must complete its request headers in this time"
+    )
+    upload_min_kib_per_s: float = Field(
+        8.0, ge=0.0, description="slowest accepted body pace, averaged over the window; 0 = off"
+    )
+    upload_window_s: float = Field(10.0, gt=0.0, le=600.0)
+    # A sensor fleet behind one key uploads in bursts: 32 at once per key passes a burst,
+    # and bounds what one leaked key can hold open.
+    max_uploads_per_key: int = Field(32, ge=1, description="bodies being received at once")
+    max_uploads_total: int = Field(128, ge=1, description="bodies being received at once, all keys")
+
+
 class ServingSettings(_Section):
     """The HTTP service (issue 3): gateway limits, auth, routing, batching SLOs, tracing."""
 
@@ -190,6 +211,7 @@ class ServingSettings(_Section):
     rate_limit_per_s: float = Field(20.0, gt=0.0, description="per key, per gateway worker")
     rate_limit_burst: int = Field(40, ge=1)
     max_upload_mb: float = Field(100.0, gt=0.0)
+    front_door: FrontDoorSettings = Field(default_factory=FrontDoorSettings)
     max_audio_s: float = Field(3600.0, gt=0.0)
     max_inflight_requests: int = Field(64, ge=1, description="per gateway worker; then 503")
     request_timeout_s: float = Field(120.0, gt=0.0)

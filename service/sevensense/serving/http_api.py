@@ -12,7 +12,6 @@ that describes exactly that. BentoML still owns the process model, batching, /li
 import asyncio
 import json
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -23,8 +22,10 @@ import anyio
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sevensense.deferred.job_store import JobStore
@@ -32,7 +33,6 @@ from sevensense.deferred.records import JobStatus
 from sevensense.errors import (
     JobNotFoundError,
     OverloadedError,
-    PayloadTooLargeError,
     RequestError,
     SevensenseError,
 )
@@ -50,17 +50,23 @@ from sevensense.serving.api import (
     TrafficRequest,
 )
 from sevensense.serving.auth import KeyStore, key_from_headers
+from sevensense.serving.front_door import (
+    API_KEY_HEADER,
+    STATE_KEY,
+    FrontDoor,
+    Guards,
+    error_payload,
+    request_id_of,
+)
 from sevensense.serving.gateway import DeferredOutcome, Gateway
 from sevensense.serving.metrics import metrics
-from sevensense.serving.ratelimit import RateLimiter, retry_after_header
+from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.rollout_admin import RolloutAdmin
-from sevensense.settings import ApiKeyRecord, Settings
+from sevensense.settings import ApiKeyRecord, ServingSettings, Settings
 from sevensense.settings import Scope as KeyScope
 
 log = logging.getLogger(__name__)
 
-API_KEY_HEADER = "X-API-Key"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": text}
     for status, text in (
@@ -85,46 +91,9 @@ def request_id(request: Request) -> str:
 
 def error_response(
     request: Request, status: int, code: str, message: str, details: dict[str, Any] | None = None
-) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
-    if details:
-        body["details"] = details
-    headers = {"X-Request-ID": request_id(request)}
-    retry = (details or {}).get("retry_after_s")
-    if status in (429, 503):
-        headers["Retry-After"] = retry_after_header(float(retry or 1))
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
-
-
-class BodyLimit:
-    """413 before reading a body whose Content-Length is over the limit, and while reading
-    one that arrives chunked; the flag tells the error handlers why parsing stopped."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            scope.setdefault("state", {})["body_too_large"] = int(length)
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    scope.setdefault("state", {})["body_too_large"] = seen
-                    raise PayloadTooLargeError("request body over the limit")
-            return message
-
-        await self.app(scope, limited, send)
+) -> Response:
+    body, headers = error_payload(status, code, message, request_id(request), details)
+    return Response(body, status, headers, "application/json")
 
 
 @dataclass
@@ -217,11 +186,70 @@ class ReadyDetail:
         return "detail" in query or accept.startswith(b"application/json")
 
 
+API_KEY = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="partner key")
+
+
+class Authorised:
+    """A route's required scope, declared once as its dependency. The front door reads the
+    scope to decide before the body is read, and leaves the key it admitted in the request
+    state; FastAPI then runs this, which returns that key (the request is charged to the
+    rate limit once) or, when the front door could not decide (the service was still
+    starting), checks the headers itself."""
+
+    def __init__(
+        self, scope: KeyScope, serving: ServingSettings, context: Callable[[], ApiContext]
+    ) -> None:
+        self.scope: KeyScope = scope
+        self.serving = serving
+        self.context = context
+
+    def __call__(
+        self,
+        request: Request,
+        x_api_key: Annotated[str | None, Depends(API_KEY)],
+        authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    ) -> ApiKeyRecord:
+        if not self.serving.auth_required:
+            return ApiKeyRecord(id="anonymous", sha256="0" * 64, scopes=[self.scope])
+        admitted = request.scope.get("state", {}).get(STATE_KEY)
+        if isinstance(admitted, ApiKeyRecord):
+            return admitted
+        ctx = self.context()
+        try:
+            record = ctx.keys.authenticate(key_from_headers(authorization, x_api_key))
+            ctx.keys.require(record, self.scope)
+        except SevensenseError as exc:
+            metrics().auth_failures.labels(exc.code).inc()
+            raise
+        try:
+            ctx.limiter.check(record.id, record.rate_limit_per_s)
+        except SevensenseError:
+            metrics().rate_limited.labels(record.id).inc()
+            raise
+        return record
+
+
+def _route_scope(route: APIRoute) -> KeyScope | None:
+    stack = list(route.dependant.dependencies)
+    while stack:
+        dependency = stack.pop()
+        if isinstance(dependency.call, Authorised):
+            return dependency.call.scope
+        stack.extend(dependency.dependencies)
+    return None
+
+
+def _matching_route(app: FastAPI, scope: Scope) -> APIRoute | None:
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.matches(scope)[0] is Match.FULL:
+            return route
+    return None
+
+
 def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
     """``context`` is looked up per request: BentoML mounts the app at import time but
     creates the service instance (and so the gateway) later, inside each worker."""
     serving = settings.serving
-    max_bytes = int(serving.max_upload_mb * 1024 * 1024)
     app = FastAPI(
         title="7sense inference API",
         version="1",
@@ -234,19 +262,11 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
     async def request_context(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        state = request.scope.setdefault("state", {})
+        if "request_id" not in state:  # set by the front door, else here
+            state["request_id"] = request_id_of(dict(request.scope.get("headers") or []))
         started = time.perf_counter()
-        too_large = request.scope.get("state", {}).get("body_too_large")
-        if too_large:
-            response: Response = error_response(
-                request,
-                413,
-                PayloadTooLargeError.code,
-                f"request body of {too_large} bytes is over the {max_bytes}-byte limit",
-            )
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         route = request.scope.get("route")
         endpoint = getattr(route, "path", "unmatched")
         m = metrics()
@@ -255,63 +275,35 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
-    app.add_middleware(BodyLimit, max_bytes=max_bytes)  # outermost: flags before parsing
-
     @app.exception_handler(SevensenseError)
-    async def sevensense_error(request: Request, exc: SevensenseError) -> JSONResponse:
+    async def sevensense_error(request: Request, exc: SevensenseError) -> Response:
         if exc.http_status >= 500:
             log.warning("request %s failed: %s", request_id(request), exc.message)
         return error_response(request, exc.http_status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if request.scope.get("state", {}).get("body_too_large"):
-            return error_response(request, 413, PayloadTooLargeError.code, "request body too large")
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
         problems = [
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body')}: {e['msg']}" for e in exc.errors()
         ]
         return error_response(request, 422, RequestError.code, "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if request.scope.get("state", {}).get("body_too_large"):
-            return error_response(request, 413, PayloadTooLargeError.code, "request body too large")
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         codes = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
         return error_response(
             request, exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail)
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("request %s: unexpected error", request_id(request))
         return error_response(
             request, 500, "internal_error", "unexpected error; the server log has the details"
         )
 
-    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False, description="partner key")
-
-    def authorised(scope: KeyScope) -> Callable[..., ApiKeyRecord]:
-        def check(
-            x_api_key: Annotated[str | None, Depends(header)],
-            authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-        ) -> ApiKeyRecord:
-            if not serving.auth_required:
-                return ApiKeyRecord(id="anonymous", sha256="0" * 64, scopes=[scope])
-            ctx = context()
-            try:
-                record = ctx.keys.authenticate(key_from_headers(authorization, x_api_key))
-                ctx.keys.require(record, scope)
-            except SevensenseError as exc:
-                metrics().auth_failures.labels(exc.code).inc()
-                raise
-            try:
-                ctx.limiter.check(record.id, record.rate_limit_per_s)
-            except SevensenseError:
-                metrics().rate_limited.labels(record.id).inc()
-                raise
-            return record
-
-        return check
+    def authorised(scope: KeyScope) -> Authorised:
+        return Authorised(scope, serving, context)
 
     @app.post(
         "/embed",
@@ -482,4 +474,27 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
             },
         }
 
+    def required_scope(scope: Scope) -> KeyScope | None:
+        route = _matching_route(app, scope)
+        return _route_scope(route) if route is not None else None
+
+    def endpoint_of(scope: Scope) -> str:
+        route = _matching_route(app, scope)
+        return route.path if route is not None else "unmatched"
+
+    def guards() -> Guards | None:
+        try:
+            ctx = context()
+        except RuntimeError:  # not started yet: the routes' own dependency decides
+            return None
+        return Guards(ctx.keys, ctx.limiter)
+
+    # Outermost: decides from the headers before anything reads the body.
+    app.add_middleware(
+        FrontDoor,
+        serving=serving,
+        required_scope=required_scope,
+        guards=guards,
+        endpoint_of=endpoint_of,
+    )
     return app

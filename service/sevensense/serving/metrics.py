@@ -57,6 +57,7 @@ class Metrics:
     fallback_windows: Counter
     cache_hits: Counter
     deferred_requests: Counter
+    front_door_refusals: Counter
 
 
 @cache
@@ -165,5 +166,10 @@ def metrics() -> Metrics:
             "sevensense_deferred_requests",
             "Requests answered 202 and queued, by outcome of the enqueue",
             ("outcome",),
+        ),
+        front_door_refusals=Counter(
+            "sevensense_front_door_refusals",
+            "Requests the front door answered before or while reading the body, by reason",
+            ("reason",),
         ),
     )

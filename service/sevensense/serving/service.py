@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.submit import Deferrer
 from sevensense.queues import open_deferred_queue
-from sevensense.serving import tracing
+from sevensense.serving import http_server, tracing
 from sevensense.serving.auth import KeyStore, ensure_dev_key
 from sevensense.serving.gateway import Gateway
 from sevensense.serving.http_api import ApiContext, JsonForUnmatched, ReadyDetail, build_app
@@ -45,6 +45,8 @@ log = logging.getLogger("sevensense.serving")
 
 SETTINGS: Settings = load_settings()
 SERVING = SETTINGS.serving
+# Before BentoML builds uvicorn's config: slow request headers are cut (http_server.py).
+http_server.install(SERVING.front_door.header_timeout_s)
 
 # Called services: without these, BentoML recycles the caller's connection pool every 100
 # requests and in-flight calls fail under load (FACTS.md, measured).

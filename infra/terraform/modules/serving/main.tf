@@ -234,6 +234,67 @@ resource "aws_wafv2_web_acl" "this" {
     allow {}
   }
 
+  # Uploads must carry a key: without one the request is refused here, from its headers,
+  # and its body never reaches the entry (which would refuse it too, before reading it).
+  rule {
+    name     = "upload-without-api-key"
+    priority = 5
+    action {
+      block {}
+    }
+    statement {
+      and_statement {
+        statement {
+          or_statement {
+            dynamic "statement" {
+              for_each = ["POST", "PUT"]
+              content {
+                byte_match_statement {
+                  search_string         = statement.value
+                  positional_constraint = "EXACTLY"
+                  field_to_match {
+                    method {}
+                  }
+                  text_transformation {
+                    priority = 0
+                    type     = "NONE"
+                  }
+                }
+              }
+            }
+          }
+        }
+        dynamic "statement" {
+          for_each = ["x-api-key", "authorization"]
+          content {
+            not_statement {
+              statement {
+                size_constraint_statement {
+                  comparison_operator = "GT"
+                  size                = 0
+                  field_to_match {
+                    single_header {
+                      name = statement.value
+                    }
+                  }
+                  text_transformation {
+                    priority = 0
+                    type     = "NONE"
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    visibility_config {
+      cloudwatch_metrics_enabled = true
+      metric_name                = "${var.name_prefix}-upload-without-api-key"
+      sampled_requests_enabled   = true
+    }
+  }
+
   rule {
     name     = "aws-common"
     priority = 10
