@@ -12,7 +12,12 @@ import pytest
 import soundfile as sf
 
 from sevensense.artifacts.registry import ModelRegistry
-from sevensense.builders.build import build_birdnet, build_perch_contract, ensure_catalog_manifests
+from sevensense.builders.build import (
+    build_birdnet,
+    build_birdnet_range,
+    build_perch_contract,
+    ensure_catalog_manifests,
+)
 from sevensense.inference.engine import EmbeddingEngine
 from sevensense.settings import Settings, load_settings
 
@@ -40,6 +45,11 @@ def registry() -> ModelRegistry:
 @pytest.fixture(scope="session")
 def birdnet_artifact(registry: ModelRegistry):  # type: ignore[no-untyped-def]
     return build_birdnet(registry, CACHE)
+
+
+@pytest.fixture(scope="session")
+def birdnet_range_artifact(registry: ModelRegistry):  # type: ignore[no-untyped-def]
+    return build_birdnet_range(registry, CACHE)
 
 
 @pytest.fixture(scope="session")

@@ -10,19 +10,42 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 from tqdm import tqdm
 
+from sevensense.artifacts.labels import load_full_labels
+from sevensense.artifacts.manifest import ModelKind
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import probe
-from sevensense.errors import SevensenseError
-from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
+from sevensense.errors import ModelError, SevensenseError, SpeciesFilterError
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult, species_mask
 from sevensense.inference.recordings import embed_recordings, expand_paths
+from sevensense.inference.species_range import (
+    ALL_YEAR,
+    DEFAULT_THRESHOLD,
+    SpeciesFilter,
+    SpeciesRangeModel,
+    list_filter,
+    load_species_list,
+    location_filter,
+    validate_location,
+    validate_threshold,
+)
+from sevensense.outputs.detections import (
+    FORMATS,
+    AnalysisParams,
+    DetectionCollector,
+    DetectionFormat,
+    load_species_codes,
+    write_detections,
+)
 from sevensense.outputs.writers import open_writer
 from sevensense.settings import PROFILE_NAMES, Settings, load_settings
+from sevensense.storage.atomic import atomic_write
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 
@@ -43,9 +66,96 @@ def _total_seconds(files: list[Path]) -> float:
     return total
 
 
+def _bar(files: list[Path], quiet: bool, desc: str) -> tqdm:
+    return tqdm(
+        total=round(_total_seconds(files)),
+        unit="s",
+        unit_scale=True,
+        disable=quiet or None,
+        desc=desc,
+        file=sys.stderr,
+    )
+
+
+def _progress(bar: tqdm) -> Callable[[WindowResult], None]:
+    """Advances ``bar`` by the audio seconds each recording's windows have reached."""
+    reached: dict[str, float] = {}
+
+    def progress(result: WindowResult) -> None:
+        before = reached.get(result.source, 0.0)
+        if result.end_s > before:
+            reached[result.source] = result.end_s
+            bar.update(result.end_s - before)
+
+    return progress
+
+
 def _settings(ctx: click.Context) -> Settings:
     settings: Settings = ctx.obj["settings"]
     return settings
+
+
+def species_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--lat/--lon/--week/--sf-thresh or --species-list, as BirdNET-Analyzer spells them."""
+    options = [
+        click.option("--lat", type=float, default=None, help="latitude of the recording"),
+        click.option("--lon", type=float, default=None, help="longitude of the recording"),
+        click.option(
+            "--week",
+            type=int,
+            default=ALL_YEAR,
+            show_default=True,
+            help="week of the year, 1-48 as BirdNET counts it; -1 = all year",
+        ),
+        click.option(
+            "--sf-thresh",
+            type=float,
+            default=DEFAULT_THRESHOLD,
+            show_default=True,
+            help="lowest range-model score a species needs to be kept",
+        ),
+        click.option(
+            "--species-list",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="file of allowed species, one Scientific_Common per line",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _species_filter(
+    registry: ModelRegistry,
+    labels: list[str] | None,
+    lat: float | None,
+    lon: float | None,
+    week: int,
+    sf_thresh: float,
+    species_list: Path | None,
+) -> SpeciesFilter | None:
+    """Raises SpeciesFilterError on bad values; UsageError on a bad combination."""
+    if (lat is None) != (lon is None):
+        raise click.UsageError("--lat and --lon go together")
+    if lat is not None and species_list is not None:
+        raise click.UsageError("give --lat/--lon or --species-list, not both")
+    if lat is not None and lon is not None:
+        return location_filter(SpeciesRangeModel.from_registry(registry), lat, lon, week, sf_thresh)
+    if species_list is not None:
+        if labels is None:
+            raise SpeciesFilterError("this model has no class labels to filter")
+        return list_filter(load_species_list(species_list, labels), labels)
+    return None
+
+
+def _describe(species: SpeciesFilter | None) -> str:
+    if species is None:
+        return ""
+    detail = ", ".join(
+        f"{k} {v}" for k, v in species.summary().items() if k not in ("kind", "size")
+    )
+    return f"; species filter: {species.kind} ({detail or 'user list'}): {species.size} species"
 
 
 @click.group()
@@ -98,6 +208,7 @@ def main(ctx: click.Context, profile: str | None, models_dir: Path | None, verbo
 @click.option("--include-logits", is_flag=True, help="store raw logits too")
 @click.option("--batch-size", type=int, default=None, help="override max batch size")
 @click.option("--quiet", is_flag=True, help="no progress bar")
+@species_options
 @click.pass_context
 def embed(
     ctx: click.Context,
@@ -113,6 +224,11 @@ def embed(
     include_logits: bool,
     batch_size: int | None,
     quiet: bool,
+    lat: float | None,
+    lon: float | None,
+    week: int,
+    sf_thresh: float,
+    species_list: Path | None,
 ) -> None:
     """Embed recordings (files or directories, recursively) into Parquet or .npz."""
     settings = _settings(ctx)
@@ -129,12 +245,16 @@ def embed(
             if not 0 < hop <= window_s:
                 raise click.UsageError(f"--hop must be in (0, {window_s}] s for {model.identity}")
             overlap = 1.0 - hop / window_s
+        species = _species_filter(
+            engine.registry, model.labels, lat, lon, week, sf_thresh, species_list
+        )
         options = EmbedOptions(
             overlap=overlap,
             padding=padding,  # type: ignore[arg-type]
             energy_threshold=energy_threshold,
             top_k=top_k,
             include_logits=include_logits,
+            species=species.species if species else None,
         )
     except SevensenseError as exc:
         _fail(exc)
@@ -144,27 +264,14 @@ def embed(
         sys.exit(EXIT_FAILED)
     n_classes = model.manifest.n_classes if include_logits else None
     writer = open_writer(out_path, fmt, model.manifest.embedding_dim, n_classes)
-    bar = tqdm(
-        total=round(_total_seconds(files)),
-        unit="s",
-        unit_scale=True,
-        disable=quiet or None,
-        desc="audio embedded",
-        file=sys.stderr,
-    )
-    reached: dict[str, float] = {}
-
-    def progress(result: WindowResult) -> None:
-        before = reached.get(result.source, 0.0)
-        if result.end_s > before:
-            reached[result.source] = result.end_s
-            bar.update(result.end_s - before)
-
+    bar = _bar(files, quiet, "audio embedded")
     summary = embed_recordings(
-        engine, files, writer.write, model=model, options=options, on_window=progress
+        engine, files, writer.write, model=model, options=options, on_window=_progress(bar)
     )
     bar.close()
     report = summary.to_dict()
+    if species is not None:
+        report["species_filter"] = species.summary()
     writer.close(report)
     for rec in summary.failed:
         err = rec.error or {}
@@ -175,11 +282,181 @@ def embed(
     click.echo(
         f"{summary.windows} windows from {len(files) - len(summary.failed)}/{len(files)} files "
         f"({summary.audio_s:.1f} s audio, {skipped} windows skipped) in {summary.wall_s:.2f} s "
-        f"[{summary.model} on {summary.provider}] -> {out_path}"
+        f"[{summary.model} on {summary.provider}] -> {out_path}{_describe(species)}"
     )
     if summary.windows == 0:
         sys.exit(EXIT_FAILED)
     sys.exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model", "model_ref", default=None, help="name[:version][:variant]; default from the profile"
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="a directory (one file per recording, BirdNET's names) or one file (all recordings)",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(list(FORMATS)), default="raven", show_default=True
+)
+@click.option(
+    "--min-conf",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.25,
+    show_default=True,
+    help="lowest score reported (BirdNET-Analyzer 2.4.0's default)",
+)
+@click.option("--top-k", type=click.IntRange(1), default=None, help="the best k per window instead")
+@click.option("--combined", is_flag=True, help="also one table for all recordings (into --out)")
+@click.option("--overlap", type=float, default=None, help="window overlap fraction, e.g. 0.5")
+@click.option("--hop", type=float, default=None, help="hop in seconds (alternative to --overlap)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@species_options
+@click.pass_context
+def detect(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    model_ref: str | None,
+    out_path: Path,
+    fmt: DetectionFormat,
+    min_conf: float,
+    top_k: int | None,
+    combined: bool,
+    overlap: float | None,
+    hop: float | None,
+    quiet: bool,
+    lat: float | None,
+    lon: float | None,
+    week: int,
+    sf_thresh: float,
+    species_list: Path | None,
+) -> None:
+    """Species detections per window in BirdNET-Analyzer's formats (Raven, Audacity, CSV,
+    Kaleidoscope) or Parquet."""
+    settings = _settings(ctx)
+    if overlap is not None and hop is not None:
+        raise click.UsageError("give --overlap or --hop, not both")
+    try:
+        engine = EmbeddingEngine(settings)
+        model = engine.model(model_ref)
+        spec = model.manifest.labels
+        if spec is None or not model.manifest.n_classes:
+            raise ModelError(f"{model.identity} has no classifier: nothing to detect")
+        labels = load_full_labels(spec, model.artifact.directory)
+        species = _species_filter(
+            engine.registry, model.labels, lat, lon, week, sf_thresh, species_list
+        )
+        codes = load_species_codes(model.artifact.directory)
+        window_s = model.manifest.window_seconds
+        if hop is not None:
+            if not 0 < hop <= window_s:
+                raise click.UsageError(f"--hop must be in (0, {window_s}] s for {model.identity}")
+            overlap = 1.0 - hop / window_s
+    except SevensenseError as exc:
+        _fail(exc)
+    files = expand_paths(paths)
+    if not files:
+        click.echo("error: no audio files found", err=True)
+        sys.exit(EXIT_FAILED)
+    single_file = out_path.suffix != "" and not out_path.is_dir()
+    if single_file and fmt == "audacity" and len(files) > 1:
+        raise click.UsageError("Audacity labels name no file: give a directory as --out")
+    options = EmbedOptions(overlap=overlap, top_k=0, include_logits=True)
+    allowed = species_mask(model.labels, species.species if species else None)
+    collector = DetectionCollector(labels, min_conf=min_conf, top_k=top_k, allowed=allowed)
+    bar = _bar(files, quiet, "audio analysed")
+    summary = embed_recordings(
+        engine,
+        files,
+        collector.add,
+        model=model,
+        options=options,
+        on_window=_progress(bar),
+    )
+    bar.close()
+    recordings = [
+        collector.recording(r.source, r.duration_s, r.sample_rate or model.manifest.sample_rate)
+        for r in summary.recordings
+        if r.status != "failed"
+    ]
+    located = species is not None and species.kind == "location"
+    params = AnalysisParams(
+        lat=lat if located and lat is not None else -1.0,
+        lon=lon if located and lon is not None else -1.0,
+        week=week if located else -1.0,
+        overlap=round(window_s * (overlap or 0.0), 4),
+    )
+    root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
+    written = write_detections(
+        recordings,
+        fmt,
+        out_path,
+        single_file=single_file,
+        combined=combined,
+        root=root,
+        codes=codes,
+        params=params,
+    )
+    for rec in summary.failed:
+        err = rec.error or {}
+        click.echo(
+            f"{rec.status}: {rec.source}: [{err.get('code')}] {err.get('message')}", err=True
+        )
+    found = sum(len(r.detections) for r in recordings)
+    click.echo(
+        f"{found} detections in {summary.windows} windows from {len(recordings)}/{len(files)} "
+        f"files ({summary.audio_s:.1f} s audio) in {summary.wall_s:.2f} s "
+        f"[{summary.model} on {summary.provider}] -> {', '.join(str(p) for p in written[:3])}"
+        + (f" (+{len(written) - 3} more)" if len(written) > 3 else "")
+        + _describe(species)
+    )
+    if not recordings:
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_PARTIAL if summary.failed else EXIT_OK)
+
+
+@main.command()
+@click.option("--lat", type=float, required=True, help="latitude")
+@click.option("--lon", type=float, required=True, help="longitude")
+@click.option(
+    "--week",
+    type=int,
+    default=ALL_YEAR,
+    show_default=True,
+    help="1-48 as BirdNET counts; -1 = all year",
+)
+@click.option("--sf-thresh", type=float, default=DEFAULT_THRESHOLD, show_default=True)
+@click.option(
+    "--out", "out_path", type=click.Path(path_type=Path), default=None, help="write the list here"
+)
+@click.pass_context
+def species(
+    ctx: click.Context, lat: float, lon: float, week: int, sf_thresh: float, out_path: Path | None
+) -> None:
+    """The species BirdNET's range model expects at a place and week (a species list file,
+    ``Scientific_Common`` per line, best first)."""
+    settings = _settings(ctx)
+    try:
+        validate_location(lat, lon, week)
+        validate_threshold(sf_thresh)
+        kept = SpeciesRangeModel.from_registry(ModelRegistry(settings.models_dir)).species_list(
+            lat, lon, week, sf_thresh
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+    text = "".join(f"{s.scientific}_{s.common}\n" for s in kept)
+    if out_path is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(out_path, text.encode("utf-8"), mode=0o644)
+    click.echo(
+        f"{len(kept)} species at ({lat}, {lon}), week {week}, threshold {sf_thresh}", err=True
+    )
 
 
 @main.command()
@@ -232,20 +509,28 @@ class _DownloadBar:
 
 @models.command("list")
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--kind",
+    type=click.Choice(["audio", "range"]),
+    default="audio",
+    show_default=True,
+    help="audio (embedding) models, or species range models",
+)
 @click.pass_context
-def models_list(ctx: click.Context, as_json: bool) -> None:
+def models_list(ctx: click.Context, as_json: bool, kind: ModelKind) -> None:
     """Artifacts in the registry, with whether their weights are present."""
     rows = []
-    for a in _registry(ctx.find_root()).artifacts():
+    for a in _registry(ctx.find_root()).artifacts(kind=kind):
         m = a.manifest
+        audio = m.kind == "audio"
         rows.append(
             {
                 "model": str(m.identity),
                 "present": a.present,
                 "size_bytes": m.size_bytes,
                 "sha256": m.sha256 or f"(hint {m.sha256_hint})",
-                "window": f"{m.window_seconds:g} s @ {m.sample_rate} Hz",
-                "embedding_dim": m.embedding_dim,
+                "window": f"{m.window_seconds:g} s @ {m.sample_rate} Hz" if audio else "-",
+                "embedding_dim": m.embedding_dim if audio else None,
                 "test_artifact": m.test_artifact,
                 "license": m.license,
             }
@@ -257,7 +542,7 @@ def models_list(ctx: click.Context, as_json: bool) -> None:
         flag = "present" if r["present"] else "missing (pull)"
         test = " TEST-ARTIFACT" if r["test_artifact"] else ""
         click.echo(
-            f"{r['model']:<32} {flag:<15} {r['window']:<18} dim={r['embedding_dim']:<5} "
+            f"{r['model']:<32} {flag:<15} {r['window']:<18} dim={r['embedding_dim'] or '-'!s:<5} "
             f"{str(r['sha256'])[:16]}{test}"
         )
 
@@ -306,7 +591,7 @@ def models_verify(ctx: click.Context, refs: tuple[str, ...]) -> None:
     """Check size, SHA-256 and I/O contract of present artifacts (or the named ones)."""
     registry = _registry(ctx.find_root())
     targets = (
-        [registry.resolve(r) for r in refs]
+        [registry.resolve(r, kind=None) for r in refs]
         if refs
         else [a for a in registry.artifacts() if a.present]
     )

@@ -115,6 +115,13 @@ class InferenceError(SevensenseError):
     http_status = 500
 
 
+class SpeciesFilterError(SevensenseError):
+    """A location, week, threshold or species list that cannot filter species as given."""
+
+    code = "invalid_species_filter"
+    http_status = 422
+
+
 # --- serving -----------------------------------------------------------------------------
 
 

@@ -130,6 +130,17 @@ class QueueSettings(_Section):
     )
 
 
+class SpeciesFilterSettings(_Section):
+    """A species filter for every recording a worker processes: a place and week (BirdNET's
+    range model) or a species list file; neither = all species."""
+
+    lat: float | None = Field(None, ge=-90.0, le=90.0)
+    lon: float | None = Field(None, ge=-180.0, le=180.0)
+    week: int = Field(-1, ge=-1, le=48, description="1-48 as BirdNET counts it; -1 all year")
+    sf_thresh: float = Field(0.03, gt=0.0, lt=1.0)
+    species_list: Path | None = Field(None, description="Scientific_Common per line")
+
+
 class WorkerSettings(_Section):
     """``sevensense worker``: deferred requests and S3-event batch jobs."""
 
@@ -152,6 +163,13 @@ class WorkerSettings(_Section):
     metrics_port: int = Field(9101, ge=0, le=65535, description="0 = no metrics endpoint")
     model: str | None = Field(None, description="None = the service's default model")
     shutdown_grace_s: float = Field(30.0, ge=0.0)
+    detections_format: Literal["raven", "audacity", "csv", "kaleidoscope"] | None = Field(
+        None,
+        description="also write each recording's detections in this BirdNET-Analyzer format "
+        "beside its Parquet output",
+    )
+    detections_min_conf: float = Field(0.25, ge=0.0, le=1.0)
+    species: SpeciesFilterSettings = Field(default_factory=SpeciesFilterSettings)
 
 
 class VerificationSettings(_Section):

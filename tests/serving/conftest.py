@@ -99,9 +99,13 @@ class Collector:
 
 @pytest.fixture(scope="session")
 def serving_models(
-    tmp_path_factory: pytest.TempPathFactory, birdnet_artifact: Artifact, perch_artifact: Artifact
+    tmp_path_factory: pytest.TempPathFactory,
+    birdnet_artifact: Artifact,
+    perch_artifact: Artifact,
+    birdnet_range_artifact: Artifact,
 ) -> Path:
-    """BirdNET (the default) and perch-contract 1.0.0 linked with their int8 variants;
+    """BirdNET (the default) and perch-contract 1.0.0 linked with their int8 variants, and
+    BirdNET's range model;
     1.1.0 built with another seed; 1.2.0 built, then corrupted on disk (same size, one
     byte changed)."""
     root = tmp_path_factory.mktemp("serving-models")
@@ -110,6 +114,7 @@ def serving_models(
         link_artifact(artifact, root)
         m = artifact.manifest
         link_artifact(source.resolve(f"{m.name}:{m.version}:quantized"), root)
+    link_artifact(birdnet_range_artifact, root)  # the species range filter
     registry = ModelRegistry(root)
     build_perch_contract(registry, version="1.1.0", seed=11)
     bad = build_perch_contract(registry, version="1.2.0", seed=12)

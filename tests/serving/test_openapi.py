@@ -13,6 +13,7 @@ from tests.serving.conftest import Service
 
 EXPECTED = {
     ("POST", "/embed"),
+    ("POST", "/detect"),
     ("GET", "/models"),
     ("GET", "/models/{name}"),
     ("POST", "/admin/models/{name}/activate"),

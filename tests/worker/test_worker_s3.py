@@ -8,6 +8,7 @@ nothing, and redelivered events write nothing new.
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import time
@@ -52,7 +53,11 @@ def embeddings(table: Any) -> np.ndarray:
 
 def output_for(stack: Stack, key: str) -> list[str]:
     relative = key[len(PREFIX) :]
-    return [k for k in stack.outputs() if k.startswith(f"{OUT_PREFIX}{relative}.{MODEL_TAG}.")]
+    return [
+        k
+        for k in stack.outputs()
+        if k.startswith(f"{OUT_PREFIX}{relative}.{MODEL_TAG}.") and k.endswith(".parquet")
+    ]
 
 
 # --- 20 recordings, then the same events again --------------------------------------------
@@ -285,3 +290,63 @@ def test_sigterm_past_the_grace_period_releases_the_message(stack: Stack, long_f
     )["Messages"]
     assert "long.flac" in got[0]["Body"]
     assert got[0]["Attributes"]["ApproximateReceiveCount"] == "2"
+
+
+def test_a_bucket_of_recordings_yields_a_raven_table_per_recording(
+    stack: Stack, tmp_path: Path
+) -> None:
+    recordings = [
+        AUDIO / "soundscape_birdnet_120s_48k.ogg",
+        AUDIO / "labelled" / "common_yellowthroat.mp3",
+    ]
+    keys = {stack.upload(f"{PREFIX}raven/{p.name}", p): p for p in recordings}
+    rc, summary, log = stack.run(env=stack.env(SEVENSENSE_WORKER__DETECTIONS_FORMAT="raven"))
+    assert rc == 0, log[-3000:]
+    assert summary["outcomes"]["done"] == 2
+    outputs = stack.outputs()
+    for key, path in keys.items():
+        (parquet,) = output_for(stack, key)
+        table_key = parquet.removesuffix(".parquet") + ".BirdNET.selection.table.txt"
+        assert table_key in outputs
+        served = stack.s3.get_object(Bucket=stack.out_bucket, Key=table_key)["Body"].read().decode()
+        cli_out = tmp_path / f"{path.stem}.txt"
+        proc = subprocess.run(
+            [str(SEVENSENSE), "--models-dir", str(MODELS), "detect", str(path),
+             "--out", str(cli_out), "--format", "raven", "--quiet"],
+            cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        # Identical but for the path each names the recording by.
+        mine = cli_out.read_text().replace(str(path), f"s3://{stack.in_bucket}/{key}")
+        assert served == mine
+        assert len(served.splitlines()) > 1
+
+
+def test_the_worker_applies_its_species_filter(stack: Stack) -> None:
+    key = stack.upload(
+        f"{PREFIX}filtered/soundscape.ogg", AUDIO / "soundscape_birdnet_120s_48k.ogg"
+    )
+    located = stack.env(
+        SEVENSENSE_WORKER__DETECTIONS_FORMAT="csv",
+        SEVENSENSE_WORKER__SPECIES__LAT="42.48",
+        SEVENSENSE_WORKER__SPECIES__LON="-76.45",
+        SEVENSENSE_WORKER__SPECIES__WEEK="20",
+    )
+    rc, _, log = stack.run(env=located)
+    assert rc == 0, log[-3000:]
+    (parquet,) = output_for(stack, key)
+    body = (
+        stack.s3.get_object(
+            Bucket=stack.out_bucket, Key=parquet.removesuffix(".parquet") + ".BirdNET.results.csv"
+        )["Body"]
+        .read()
+        .decode()
+    )
+    names = {line.split(",")[2] for line in body.splitlines()[1:]}
+    assert names and "Clamator coromandus" not in names  # an Asian cuckoo, not Ithaca's
+    raw = stack.s3.get_object(Bucket=stack.out_bucket, Key=parquet)["Body"].read()
+    meta = pq.ParquetFile(io.BytesIO(raw)).metadata.metadata[b"sevensense"]
+    assert b'"species_filter"' in meta and b'"size": 132' in meta
+    bad = stack.env(SEVENSENSE_WORKER__SPECIES__LAT="91", SEVENSENSE_WORKER__SPECIES__LON="0")
+    rc, _, log = stack.run(env=bad)
+    assert rc == 2 and "lat" in log

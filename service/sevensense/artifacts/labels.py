@@ -36,10 +36,39 @@ def parse_labels(text: str, fmt: str) -> list[str]:
     return lines
 
 
+def parse_label_pairs(text: str, fmt: str) -> list[tuple[str, str]]:
+    """(scientific, common) per class; formats without common names give ``""`` for them."""
+    if fmt != "birdnet_txt":
+        return [(label, "") for label in parse_labels(text, fmt)]
+    pairs: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if line.strip():
+            scientific, _, common = line.strip().partition("_")
+            pairs.append((scientific, common))
+    return pairs
+
+
+def _checked_count(spec: LabelsSpec, n: int) -> None:
+    if n != spec.count:
+        raise ManifestError(
+            f"label file {spec.file} has {n} entries; the manifest says {spec.count}"
+        )
+
+
 def load_labels(spec: LabelsSpec, artifact_dir: Path) -> list[str]:
     labels = parse_labels(_read_text(spec, artifact_dir), spec.format)
-    if len(labels) != spec.count:
-        raise ManifestError(
-            f"label file {spec.file} has {len(labels)} entries; the manifest says {spec.count}"
-        )
+    _checked_count(spec, len(labels))
     return labels
+
+
+def load_label_pairs(spec: LabelsSpec, artifact_dir: Path) -> list[tuple[str, str]]:
+    pairs = parse_label_pairs(_read_text(spec, artifact_dir), spec.format)
+    _checked_count(spec, len(pairs))
+    return pairs
+
+
+def load_full_labels(spec: LabelsSpec, artifact_dir: Path) -> list[str]:
+    """Labels as the model's file writes them (BirdNET: ``Scientific_Common``), for outputs
+    that carry both names and key on the whole label (BirdNET's eBird codes). Formats
+    without common names give the same list as :func:`load_labels`."""
+    return [f"{s}_{c}" if c else s for s, c in load_label_pairs(spec, artifact_dir)]

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sevensense.audio.normalize import NormalizationSpec
 from sevensense.errors import ManifestError
@@ -23,12 +23,17 @@ MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.onnx"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
+# "audio" models turn sound windows into embeddings; "range" models turn (lat, lon, week)
+# into per-species occurrence scores and must never be offered where audio is embedded.
+ModelKind = Literal["audio", "range"]
+
 
 class OutputRole(StrEnum):
     EMBEDDING = "embedding"
     LOGITS = "logits"
     SPECTROGRAM = "spectrogram"
     SPATIAL_EMBEDDING = "spatial_embedding"
+    OCCURRENCE = "occurrence"
 
 
 Dim = int | str
@@ -65,6 +70,7 @@ class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: Literal[1] = 1
+    kind: ModelKind = "audio"
     name: str
     version: str
     variant: str = "base"
@@ -80,8 +86,8 @@ class ModelManifest(BaseModel):
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     source: str = ""
     input: TensorSpec
-    sample_rate: int = Field(gt=0)
-    window_samples: int = Field(gt=0)
+    sample_rate: int = Field(0, ge=0, description="audio models only; 0 for range models")
+    window_samples: int = Field(0, ge=0, description="audio models only; 0 for range models")
     default_overlap: float = Field(0.0, ge=0.0, lt=1.0)
     outputs: dict[OutputRole, TensorSpec]
     labels: LabelsSpec | None = None
@@ -110,12 +116,19 @@ class ModelManifest(BaseModel):
             raise ValueError("sha256 must be 64 lowercase hex digits")
         return value
 
-    @field_validator("outputs")
-    @classmethod
-    def _needs_embedding(cls, value: dict[OutputRole, TensorSpec]) -> dict[OutputRole, TensorSpec]:
-        if OutputRole.EMBEDDING not in value:
-            raise ValueError("a model must declare an 'embedding' output")
-        return value
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ModelManifest:
+        if self.kind == "audio":
+            if OutputRole.EMBEDDING not in self.outputs:
+                raise ValueError("a model must declare an 'embedding' output")
+            if self.sample_rate <= 0 or self.window_samples <= 0:
+                raise ValueError("an audio model needs a positive sample_rate and window_samples")
+        else:
+            if set(self.outputs) != {OutputRole.OCCURRENCE}:
+                raise ValueError("a range model declares exactly one output, 'occurrence'")
+            if self.sample_rate or self.window_samples:
+                raise ValueError("a range model has no sample_rate or window_samples")
+        return self
 
     @property
     def identity(self) -> ModelIdentity:
@@ -123,7 +136,10 @@ class ModelManifest(BaseModel):
 
     @property
     def embedding_dim(self) -> int:
-        dim = self.outputs[OutputRole.EMBEDDING].shape[-1]
+        spec = self.outputs.get(OutputRole.EMBEDDING)
+        if spec is None:
+            raise ManifestError(f"{self.identity} is a {self.kind} model: it has no embedding")
+        dim = spec.shape[-1]
         if not isinstance(dim, int):
             raise ManifestError(f"{self.identity}: embedding width must be static")
         return dim
@@ -136,6 +152,8 @@ class ModelManifest(BaseModel):
 
     @property
     def window_seconds(self) -> float:
+        if self.kind != "audio":
+            raise ManifestError(f"{self.identity} is a {self.kind} model: it has no window")
         return self.window_samples / self.sample_rate
 
     def dump(self, path: Path) -> None:

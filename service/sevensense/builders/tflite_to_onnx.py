@@ -746,6 +746,35 @@ class _Converter:
     def op_tanh(self, op: _Op) -> list[_Value]:
         return self.unary(op, "Tanh")
 
+    def op_sin(self, op: _Op) -> list[_Value]:
+        return self.unary(op, "Sin")
+
+    def op_greater(self, op: _Op) -> list[_Value]:
+        return self.binary(op, "Greater", np.greater, None)
+
+    def op_less(self, op: _Op) -> list[_Value]:
+        return self.binary(op, "Less", np.less, None)
+
+    def op_select_v2(self, op: _Op) -> list[_Value]:
+        cond, a, b = op.input(0), op.input(1), op.input(2)
+        dtype = self.tfl_dtype(op.output_ids[0])
+        if all(isinstance(v, _Const) and not v.symbolic for v in (cond, a, b)):
+            arrays = [v.array for v in (cond, a, b) if isinstance(v, _Const)]
+            return [_Const(np.where(*arrays).astype(dtype), dtype)]
+        shape = _broadcast(_broadcast(cond.shape, a.shape), b.shape)
+        rank = len(shape)
+        perm = next(
+            (
+                v.perm
+                for v in (cond, a, b)
+                if isinstance(v, _Tensor) and len(v.shape) == rank and v.perm != _identity(rank)
+            ),
+            _identity(rank),
+        )
+        hint = self.tensor_name(op.output_ids[0])
+        names = [self.operand(v, rank, perm, hint) for v in (cond, a, b)]
+        return [self.new_tensor(op, 0, self.node("Where", names, hint), shape, perm)]
+
     def op_cast(self, op: _Op) -> list[_Value]:
         x = op.input(0)
         dtype = self.tfl_dtype(op.output_ids[0])

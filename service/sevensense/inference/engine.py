@@ -21,6 +21,7 @@ from sevensense.audio.windowing import Padding, Window
 from sevensense.errors import InferenceError
 from sevensense.inference.postprocess import EmbeddingQuality, assess, l2_normalize, top_k
 from sevensense.inference.sessions import LoadedModel, SessionManager
+from sevensense.inference.species_range import allowed_mask
 from sevensense.settings import Settings, load_settings
 
 
@@ -61,6 +62,7 @@ class EmbedOptions:
     include_logits: bool = False
     include_spectrogram: bool = False
     max_duration_s: float | None = None
+    species: tuple[str, ...] | None = None  # a species filter: top-k only among these
 
 
 def _normalization(setting: str, manifest: ModelManifest, settings: Settings) -> NormalizationSpec:
@@ -106,6 +108,13 @@ def preprocess_config(
     )
 
 
+def species_mask(labels: list[str] | None, species: Iterable[str] | None) -> np.ndarray | None:
+    """The classes a species filter allows, aligned with the logits; None without a filter."""
+    if species is None or labels is None:
+        return None
+    return allowed_mask(labels, species)
+
+
 def to_results(
     pending: list[tuple[str, Window]],
     embeddings: np.ndarray,
@@ -115,6 +124,7 @@ def to_results(
     labels: list[str] | None,
     k: int,
     include_logits: bool,
+    allowed: np.ndarray | None = None,
 ) -> Iterator[WindowResult]:
     """Raw model outputs → validated results; shared by the engine and the HTTP gateway."""
     normed, norms = l2_normalize(embeddings)
@@ -128,7 +138,7 @@ def to_results(
             embedding=normed[i],
             quality=assess(normed[i], float(norms[i])),
             meta=metas[i],
-            top_k=top_k(logits[i], labels, k) if logits is not None else [],
+            top_k=top_k(logits[i], labels, k, allowed) if logits is not None else [],
             logits=logits[i].copy() if logits is not None and include_logits else None,
             spectrogram=spectrograms[i].copy() if spectrograms is not None else None,
         )
@@ -242,6 +252,7 @@ class EmbeddingEngine:
             model.labels,
             k,
             options.include_logits,
+            species_mask(model.labels, options.species),
         )
 
     # --- recordings -----------------------------------------------------------------------

@@ -76,8 +76,14 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32)
 
 
-def top_k(logits: np.ndarray, labels: list[str] | None, k: int) -> list[tuple[str, float]]:
-    """Highest-scoring classes of one window with sigmoid scores, best first."""
+def top_k(
+    logits: np.ndarray, labels: list[str] | None, k: int, allowed: np.ndarray | None = None
+) -> list[tuple[str, float]]:
+    """Highest-scoring classes of one window with sigmoid scores, best first; with
+    ``allowed`` (a species filter's mask) only among those classes."""
+    if allowed is not None:
+        logits = np.where(allowed, logits, -np.inf)
+        k = min(k, int(allowed.sum()))
     if k <= 0 or logits.size == 0:
         return []
     k = min(k, logits.shape[-1])

@@ -127,6 +127,11 @@ class EmbedResponse(BaseModel):
     windows: list[WindowJSON]
     skipped: list[SkippedJSON] = Field(default_factory=list)
     timing: Timing
+    species_filter: dict[str, object] | None = Field(
+        None,
+        description="the filter top-k was restricted by: kind (location/list), size, "
+        "lat/lon/week/threshold",
+    )
 
 
 @dataclass
@@ -145,6 +150,8 @@ class EmbedOutcome:
     timing: Timing
     served: list[str] = field(default_factory=list)
     similarity: list[float | None] = field(default_factory=list)
+    species_filter: dict[str, object] | None = None
+    species: tuple[str, ...] | None = None
 
     @property
     def degraded(self) -> list[str]:
@@ -210,6 +217,7 @@ def to_response(outcome: EmbedOutcome, request_id: str) -> EmbedResponse:
         windows=windows,
         skipped=skipped,
         timing=outcome.timing,
+        species_filter=outcome.species_filter,
     )
 
 

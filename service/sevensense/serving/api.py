@@ -11,13 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.outputs.response import EmbedResponse
 from sevensense.serving.model_rpc import PrepareResult
 
 Route = Literal["auto", "gpu", "cpu"]
-OutputFormat = Literal["json", "arrow"]
+OutputFormat = Literal["json", "arrow", "raven", "audacity", "csv", "kaleidoscope"]
+TEXT_FORMATS = ("raven", "audacity", "csv", "kaleidoscope")  # BirdNET-Analyzer's detections
 
 # A hop under a tenth of the window multiplies the work per second of audio without
 # adding information.
@@ -43,11 +45,65 @@ class EmbedParams(BaseModel):
     include_logits: bool = False
     include_spectrogram: bool = False
     format: OutputFormat | None = Field(
-        None, description="json or arrow; when absent, arrow if the Accept header asks for it"
+        None,
+        description="json or arrow (when absent, arrow if the Accept header asks for it); "
+        "raven, audacity, csv, kaleidoscope: detections in BirdNET-Analyzer 2.4.0's files",
     )
     recording_id: str | None = Field(
         None, max_length=256, description="routing key: every retry of it hits the same version"
     )
+    min_conf: float = Field(
+        0.25, ge=0.0, le=1.0, description="detections: lowest score reported (unless top_k)"
+    )
+    lat: float | None = Field(None, ge=-90.0, le=90.0, description="species filter: latitude")
+    lon: float | None = Field(None, ge=-180.0, le=180.0, description="species filter: longitude")
+    week: int = Field(
+        -1, ge=-1, le=48, description="species filter: week 1-48 as BirdNET counts it; -1 all year"
+    )
+    sf_thresh: float = Field(
+        0.03, gt=0.0, lt=1.0, description="species filter: lowest range-model score kept"
+    )
+    species: str | None = Field(
+        None,
+        max_length=262_144,
+        description="species filter: allowed species, Scientific_Common or scientific names, "
+        "one per line or comma-separated (instead of lat/lon)",
+    )
+
+    @model_validator(mode="after")
+    def _filter_is_one_thing(self) -> EmbedParams:
+        if self.week == 0:
+            raise ValueError("week 0 does not exist: 1-48, or -1 for all year")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together")
+        if self.lat is not None and self.species is not None:
+            raise ValueError("give lat/lon or species, not both")
+        return self
+
+    def species_names(self) -> list[str] | None:
+        if self.species is None:
+            return None
+        return [n.strip() for n in self.species.replace(",", "\n").splitlines() if n.strip()]
+
+
+class DetectionJSON(BaseModel):
+    start_s: float
+    end_s: float
+    scientific_name: str
+    common_name: str
+    label: str = Field(description="the model's class label")
+    confidence: float = Field(description="sigmoid score")
+
+
+class DetectResponse(BaseModel):
+    request_id: str
+    model: ModelIdentity
+    duration_s: float
+    windows: int
+    min_conf: float
+    top_k: int | None = Field(None, description="when set: the best k per window, any score")
+    species_filter: dict[str, object] | None = None
+    detections: list[DetectionJSON]
 
 
 class ErrorDetail(BaseModel):

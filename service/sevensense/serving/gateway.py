@@ -37,6 +37,7 @@ from sevensense.inference.engine import (
     InferenceMeta,
     WindowResult,
     preprocess_config,
+    species_mask,
     to_results,
 )
 from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
@@ -102,7 +103,11 @@ class Gateway:
     # --- one recording ----------------------------------------------------------------------
 
     async def embed(
-        self, source: BinaryIO, params: EmbedParams, routing_key: str, owner: str = "-"
+        self,
+        source: BinaryIO,
+        params: EmbedParams,
+        routing_key: str,
+        owner: str = "-",
     ) -> EmbedOutcome | DeferredOutcome:
         started = time.perf_counter()
         # In a thread: with the SSM rollout store a poll is a blocking network call.
@@ -110,6 +115,17 @@ class Gateway:
         manifest = artifact.manifest
         if not artifact.present:
             self.resolver.registry.verify(artifact)  # raises ArtifactMissingError with the fix
+        species = await anyio.to_thread.run_sync(
+            functools.partial(
+                self.resolver.species_filter,
+                self.resolver.labels(artifact),
+                lat=params.lat,
+                lon=params.lon,
+                week=params.week,
+                threshold=params.sf_thresh,
+                names=params.species_names(),
+            )
+        )
         window_s = manifest.window_samples / manifest.sample_rate
         overlap = params.overlap
         if params.hop_s is not None:
@@ -130,6 +146,7 @@ class Gateway:
             include_logits=params.include_logits,
             include_spectrogram=params.include_spectrogram,
             max_duration_s=self.settings.serving.max_audio_s,
+            species=species.species if species else None,
         )
         config = preprocess_config(self.settings, manifest, options)
         k = self.settings.top_k if params.top_k is None else params.top_k
@@ -189,7 +206,9 @@ class Gateway:
 
         post = time.perf_counter()
         with tracing.span("postprocess", windows=stats.windows):
-            results = self._postprocess(chunks, manifest.identity.name, artifact, k, params)
+            results = self._postprocess(
+                chunks, manifest.identity.name, artifact, k, params, options.species
+            )
         post_ms = (time.perf_counter() - post) * 1e3
         done = [c.result for c in chunks if c.result is not None]
         calls = [o for r in done for o in r.outputs[:1] if o.batch_size]
@@ -213,6 +232,8 @@ class Gateway:
             ),
             served=[s for r in done for s in r.served],
             similarity=[v for r in done for v in r.similarity],
+            species_filter=species.summary() if species else None,
+            species=species.species if species else None,
         )
 
     async def _defer(
@@ -250,6 +271,7 @@ class Gateway:
         artifact: Artifact,
         k: int,
         params: EmbedParams,
+        species: tuple[str, ...] | None = None,
     ) -> list[WindowResult]:
         manifest = artifact.manifest
         pending = [("upload", w) for c in chunks for w in c.windows]
@@ -284,6 +306,7 @@ class Gateway:
             InferenceMeta(o.model, o.provider, 0, o.batch_size, o.compute_ms / max(1, o.batch_size))
             for o in outputs
         ]
+        labels = self.resolver.labels(artifact)
         results = list(
             to_results(
                 pending,
@@ -291,9 +314,10 @@ class Gateway:
                 logits,
                 spectro,
                 metas,
-                self.resolver.labels(artifact),
+                labels,
                 k,
                 params.include_logits,
+                species_mask(labels, species),
             )
         )
         for i, has in enumerate(with_logits):

@@ -16,31 +16,56 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from importlib import resources
+from typing import Annotated, Any, cast
 
 import anyio
 from fastapi import Depends, FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.records import JobStatus
 from sevensense.errors import (
     JobNotFoundError,
+    ModelError,
     OverloadedError,
     RequestError,
     SevensenseError,
 )
-from sevensense.outputs.response import ARROW_MEDIA_TYPE, EmbedResponse, to_arrow, to_response
+from sevensense.inference.engine import species_mask
+from sevensense.outputs.detections import (
+    MEDIA_TYPES,
+    AnalysisParams,
+    DetectionCollector,
+    DetectionFormat,
+    render,
+)
+from sevensense.outputs.response import (
+    ARROW_MEDIA_TYPE,
+    EmbedOutcome,
+    EmbedResponse,
+    to_arrow,
+    to_response,
+)
 from sevensense.serving import tracing
 from sevensense.serving.api import (
+    TEXT_FORMATS,
     ActivateRequest,
     DeferredResponse,
+    DetectionJSON,
+    DetectResponse,
     EmbedParams,
     ErrorBody,
     JobResponse,
@@ -246,6 +271,63 @@ def _matching_route(app: FastAPI, scope: Scope) -> APIRoute | None:
     return None
 
 
+DOCS_ASSETS = "/docs/assets"
+# The pages' own inline bootstrap and styles, and ReDoc's search worker, are all they need;
+# the browser refuses anything else, such as the logo ReDoc would fetch from its CDN.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
+)
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` and ``/redoc`` as FastAPI serves them, but with Swagger UI and ReDoc from the
+    installed ``fastapi-offline`` package instead of a CDN: the AWS deployment has no NAT and
+    field stations have no internet, and there the CDN pages stay blank. No ``Authorised``
+    dependency, so the front door leaves them open, like ``/openapi.json``."""
+    assert app.openapi_url is not None and app.swagger_ui_oauth2_redirect_url is not None
+    openapi_url, redirect_url = app.openapi_url, app.swagger_ui_oauth2_redirect_url
+    static = resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(static)), name="docs-assets")
+
+    def root(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/")
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        base = root(request)
+        page = get_swagger_ui_html(
+            openapi_url=base + openapi_url,
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{base}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{base}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{base}{DOCS_ASSETS}/favicon.png",
+            oauth2_redirect_url=base + redirect_url,
+            init_oauth=app.swagger_ui_init_oauth,
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    async def swagger_ui_redirect(request: Request) -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    async def redoc(request: Request) -> HTMLResponse:
+        base = root(request)
+        page = get_redoc_html(
+            openapi_url=base + openapi_url,
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{base}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{base}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    app.add_route("/docs", swagger_ui, include_in_schema=False)
+    app.add_route(redirect_url, swagger_ui_redirect, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
+
+
 def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
     """``context`` is looked up per request: BentoML mounts the app at import time but
     creates the service instance (and so the gateway) later, inside each worker."""
@@ -255,7 +337,10 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         version="1",
         summary="Embeddings and species scores for bioacoustic recordings (Perch 2.0, BirdNET).",
         responses=_ERRORS,
+        docs_url=None,  # FastAPI's own pages load Swagger UI and ReDoc from a CDN
+        redoc_url=None,
     )
+    _add_docs(app)
     inflight = 0
 
     @app.middleware("http")
@@ -313,9 +398,10 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
             "Multipart upload: `audio` (WAV, FLAC, OGG/Vorbis, Opus, MP3; any rate, any "
             "number of channels) plus options as form fields. JSON by default; "
             f"`format=arrow` or `Accept: {ARROW_MEDIA_TYPE}` returns an Arrow IPC stream "
-            "with the CLI's Parquet columns."
+            "with the CLI's Parquet columns; `format=raven|audacity|csv|kaleidoscope` returns "
+            "the detections as BirdNET-Analyzer 2.4.0 writes them."
         ),
-        responses={200: {"content": {ARROW_MEDIA_TYPE: {}}}},
+        responses={200: {"content": {ARROW_MEDIA_TYPE: {}, "text/plain": {}}}},
     )
     async def embed(
         request: Request,
@@ -323,11 +409,43 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         audio: Annotated[UploadFile, File(description="the recording")],
         params: Annotated[EmbedParams, Form()],
     ) -> Response:
+        return await serve(request, key, audio, params, detect=params.format in TEXT_FORMATS)
+
+    @app.post(
+        "/detect",
+        response_model=DetectResponse,
+        summary="Species detections in one recording",
+        description=(
+            "The same upload and form fields as `/embed`. Every window's classes scoring at "
+            "least `min_conf` (or its best `top_k`), within the species filter (`lat`/`lon`/"
+            "`week`/`sf_thresh` or `species`). JSON by default; "
+            "`format=raven|audacity|csv|kaleidoscope` returns BirdNET-Analyzer 2.4.0's file."
+        ),
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def detect(
+        request: Request,
+        key: Annotated[ApiKeyRecord, Depends(authorised("embed"))],
+        audio: Annotated[UploadFile, File(description="the recording")],
+        params: Annotated[EmbedParams, Form()],
+    ) -> Response:
+        return await serve(request, key, audio, params, detect=True)
+
+    async def serve(
+        request: Request,
+        key: ApiKeyRecord,
+        audio: UploadFile,
+        params: EmbedParams,
+        *,
+        detect: bool,
+    ) -> Response:
         nonlocal inflight
         gateway = context().gateway
         wants_arrow = params.format == "arrow" or (
             params.format is None and ARROW_MEDIA_TYPE in request.headers.get("accept", "")
         )
+        if detect:  # every class's score, for the detections; not returned as logits
+            params = params.model_copy(update={"include_logits": True})
         if inflight >= serving.max_inflight_requests:
             raise OverloadedError(
                 f"{inflight} requests in flight on this worker; retry shortly", retry_after_s=1.0
@@ -364,10 +482,68 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         }
         if outcome.degraded:
             headers["X-Degraded"] = ",".join(outcome.degraded)
+        if detect:
+            name = audio.filename or params.recording_id or "upload"
+            return detections_response(outcome, params, name, request_id(request), headers)
         if wants_arrow:
             return Response(to_arrow(outcome, request_id(request)), 200, headers, ARROW_MEDIA_TYPE)
         body = to_response(outcome, request_id(request)).model_dump_json(exclude_none=True)
         return Response(body, 200, headers, "application/json")
+
+    def detections_response(
+        outcome: EmbedOutcome,
+        params: EmbedParams,
+        name: str,
+        rid: str,
+        headers: dict[str, str],
+    ) -> Response:
+        resolver = context().gateway.resolver
+        artifact = outcome.artifact
+        labels = resolver.full_labels(artifact)
+        if labels is None:
+            raise ModelError(f"{artifact.manifest.identity} has no classifier: nothing to detect")
+        allowed = species_mask(resolver.labels(artifact), outcome.species)
+        collector = DetectionCollector(
+            labels, min_conf=params.min_conf, top_k=params.top_k or None, allowed=allowed
+        )
+        for result in outcome.results:
+            collector.add(result)
+        stats = outcome.stats
+        rate = stats.info.sample_rate if stats.info else artifact.manifest.sample_rate
+        rec = collector.recording("upload", stats.duration_s, rate)
+        rec.path = name
+        if params.format in TEXT_FORMATS:
+            fmt = cast(DetectionFormat, params.format)
+            located = params.lat is not None and params.lon is not None
+            analysis = AnalysisParams(
+                lat=params.lat if located and params.lat is not None else -1.0,
+                lon=params.lon if located and params.lon is not None else -1.0,
+                week=params.week if located else -1.0,
+                overlap=round(outcome.window_s - outcome.hop_s, 4),
+            )
+            text = render(fmt, [rec], codes=resolver.species_codes(artifact), params=analysis)
+            return Response(text, 200, headers, MEDIA_TYPES[fmt])
+        body = DetectResponse(
+            request_id=rid,
+            model=artifact.manifest.identity,
+            duration_s=stats.duration_s,
+            min_conf=params.min_conf,
+            top_k=params.top_k or None,
+            species_filter=outcome.species_filter,
+            windows=len(outcome.results),
+            detections=[
+                DetectionJSON(
+                    start_s=round(d.start_s, 6),
+                    end_s=round(d.end_s, 6),
+                    scientific_name=d.scientific,
+                    common_name=d.common,
+                    label=d.label,
+                    confidence=d.confidence,
+                )
+                for d in rec.detections
+            ],
+        )
+        return Response(body.model_dump_json(exclude_none=True), 200, headers, "application/json")
 
     def deferred_response(outcome: DeferredOutcome) -> Response:
         job = outcome.job

@@ -29,6 +29,7 @@ no HEAD of its input.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import tempfile
@@ -37,14 +38,30 @@ import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
+from sevensense.artifacts.labels import load_full_labels
 from sevensense.artifacts.manifest import ModelIdentity
-from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
-from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
-from sevensense.inference.recordings import AUDIO_SUFFIXES, embed_recordings
+from sevensense.errors import ModelError, ObjectNotFoundError, ObjectTooLargeError, StorageError
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult, species_mask
+from sevensense.inference.recordings import AUDIO_SUFFIXES, RecordingReport, embed_recordings
 from sevensense.inference.sessions import LoadedModel
+from sevensense.inference.species_range import (
+    SpeciesFilter,
+    SpeciesRangeModel,
+    list_filter,
+    load_species_list,
+    location_filter,
+)
+from sevensense.outputs.detections import (
+    MEDIA_TYPES,
+    SUFFIXES,
+    DetectionCollector,
+    DetectionFormat,
+    load_species_codes,
+    render,
+)
 from sevensense.outputs.writers import ParquetWriter
 from sevensense.queues.base import Message
-from sevensense.settings import WorkerSettings
+from sevensense.settings import SpeciesFilterSettings, WorkerSettings
 from sevensense.storage.s3_stream import S3ObjectReader
 from sevensense.worker.base import HandlerResult, Heartbeat, PermanentError, RecordingError
 from sevensense.worker.events import S3ObjectEvent, parse_notification
@@ -103,6 +120,12 @@ class S3BatchHandler:
         self.model: LoadedModel = engine.model(model_ref)
         # The CLI's defaults (`sevensense embed` without flags), so outputs equal the CLI's.
         self.options = options or EmbedOptions()
+        self.detections: DetectionFormat | None = settings.detections_format
+        if self.detections is not None:  # every class's score, for the detections
+            self.options = dataclasses.replace(self.options, include_logits=True)
+        self.species = self._species_filter(settings.species)
+        if self.species is not None:
+            self.options = dataclasses.replace(self.options, species=self.species.species)
         self.max_bytes = int(settings.max_object_mb * _MB)
 
     def __call__(self, message: Message, heartbeat: Heartbeat) -> HandlerResult:
@@ -225,7 +248,11 @@ class S3BatchHandler:
             "processing %s (%.1f MB) -> s3://%s/%s", event.uri, size / _MB, out_bucket, out_key
         )
 
+        collector = self._collector()
+
         def on_window(result: WindowResult) -> None:
+            if collector is not None:
+                collector.add(result)
             heartbeat.progress(result.end_s)
             heartbeat.check()
 
@@ -262,6 +289,8 @@ class S3BatchHandler:
             record = summary.to_dict()
             record.pop("wall_s", None)  # keeps a re-run's file byte-identical
             record["input"] = {"bucket": event.bucket, "key": event.key, "etag": etag, "size": size}
+            if self.species is not None:
+                record["species_filter"] = self.species.summary()
             writer.close(record)
             wall = time.perf_counter() - started
             metadata = {
@@ -274,6 +303,8 @@ class S3BatchHandler:
                 "audio-seconds": f"{summary.audio_s:.3f}",
                 "processing-seconds": f"{wall:.3f}",
             }
+            if collector is not None:  # before the Parquet file, whose key marks "done"
+                self._put_detections(collector, event, report, out_bucket, out_key, metadata)
             uploaded = self._upload(path, out_bucket, out_key, metadata)
         uri = f"s3://{out_bucket}/{out_key}"
         if not uploaded:
@@ -289,6 +320,54 @@ class S3BatchHandler:
             factor,
         )
         return HandlerResult("done", summary.audio_s, summary.windows, uri)
+
+    def _species_filter(self, config: SpeciesFilterSettings) -> SpeciesFilter | None:
+        """Built once per worker: a bad filter stops the worker at start, not per message."""
+        if config.lat is not None and config.lon is not None:
+            model = SpeciesRangeModel.from_registry(self.engine.registry)
+            return location_filter(model, config.lat, config.lon, config.week, config.sf_thresh)
+        if config.species_list is not None:
+            labels = self.model.labels or []
+            return list_filter(load_species_list(config.species_list, labels), labels)
+        return None
+
+    def _collector(self) -> DetectionCollector | None:
+        if self.detections is None:
+            return None
+        spec = self.model.manifest.labels
+        if spec is None:
+            raise ModelError(f"{self.model.identity} has no classifier: no detections to write")
+        labels = load_full_labels(spec, self.model.artifact.directory)
+        allowed = species_mask(self.model.labels, self.options.species)
+        return DetectionCollector(
+            labels, min_conf=self.settings.detections_min_conf, allowed=allowed
+        )
+
+    def _put_detections(
+        self,
+        collector: DetectionCollector,
+        event: S3ObjectEvent,
+        report: RecordingReport,
+        bucket: str,
+        parquet_key: str,
+        metadata: dict[str, str],
+    ) -> None:
+        """A recording's BirdNET-Analyzer file, keyed like its Parquet output; rewritten
+        whole by a retry, so at-least-once delivery leaves one correct file."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        fmt = cast(DetectionFormat, self.detections)
+        rate = report.sample_rate or self.model.manifest.sample_rate
+        rec = collector.recording(event.uri, report.duration_s, rate)
+        codes = load_species_codes(self.model.artifact.directory)
+        body = render(fmt, [rec], codes=codes).encode("utf-8")
+        key = parquet_key.removesuffix(".parquet") + SUFFIXES[fmt]
+        try:
+            self.s3.put_object(
+                Bucket=bucket, Key=key, Body=body, ContentType=MEDIA_TYPES[fmt], Metadata=metadata
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"PUT s3://{bucket}/{key} failed: {exc}") from exc
 
     def _upload(self, path: Path, bucket: str, key: str, metadata: dict[str, str]) -> bool:
         """False when the key already exists (a concurrent duplicate won the race)."""

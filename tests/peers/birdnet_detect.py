@@ -1,0 +1,26 @@
+"""Run by the `birdnet` package's own virtualenv (.venv-birdnet), not by the project's:
+BirdNET v2.4 through the BirdNET team's pipeline (LiteRT on the original TFLite), its
+detections written as JSON rows for tests/test_detections_vs_birdnet.py."""
+
+import json
+import sys
+
+import birdnet
+
+tflite, labels, audio, threshold, out = sys.argv[1:6]
+model = birdnet.load_custom("acoustic", "2.4", "tf", tflite, labels, library="litert")
+result = model.predict(
+    audio, top_k=None, default_confidence_threshold=float(threshold), n_workers=1, batch_size=8
+)
+frame = result.to_dataframe()
+rows = [
+    {
+        "start": float(r.start_time),
+        "end": float(r.end_time),
+        "label": str(r.species_name),
+        "confidence": float(r.confidence),
+    }
+    for r in frame.itertuples()
+]
+with open(out, "w", encoding="utf-8") as f:  # stdout carries the package's own output
+    json.dump(rows, f)
