@@ -32,6 +32,11 @@ bench-worker: setup
 load: setup
 	.venv/bin/python -m load_tests.run
 
+# The front door under abuse (~1 min): well-behaved latency with crawling and unauthenticated uploads.
+.PHONY: load-front-door
+load-front-door: setup
+	.venv/bin/python -m load_tests.front_door
+
 # The offline CLI path: embed a shipped recording and print the top species per window.
 .PHONY: quickstart bento
 quickstart: setup
