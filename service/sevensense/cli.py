@@ -23,7 +23,8 @@ from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import probe
 from sevensense.errors import ModelError, SevensenseError, SpeciesFilterError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult, species_mask
-from sevensense.inference.recordings import embed_recordings, expand_paths
+from sevensense.inference.recordings import RunSummary, embed_recordings, expand_paths
+from sevensense.inference.sessions import LoadedModel
 from sevensense.inference.species_range import (
     ALL_YEAR,
     DEFAULT_THRESHOLD,
@@ -64,6 +65,34 @@ def _total_seconds(files: list[Path]) -> float:
         except SevensenseError:
             continue
     return total
+
+
+def _overlap(model: LoadedModel, overlap: float | None, hop: float | None) -> float | None:
+    """``--hop`` (seconds) as the overlap fraction ``--overlap`` gives directly."""
+    if hop is None:
+        return overlap
+    if overlap is not None:
+        raise click.UsageError("give --overlap or --hop, not both")
+    window_s = model.manifest.window_seconds
+    if not 0 < hop <= window_s:
+        raise click.UsageError(f"--hop must be in (0, {window_s}] s for {model.identity}")
+    return 1.0 - hop / window_s
+
+
+def _audio_files(paths: tuple[Path, ...]) -> list[Path]:
+    files = expand_paths(paths)
+    if not files:
+        click.echo("error: no audio files found", err=True)
+        sys.exit(EXIT_FAILED)
+    return files
+
+
+def _report_failures(summary: RunSummary) -> None:
+    for rec in summary.failed:
+        err = rec.error or {}
+        click.echo(
+            f"{rec.status}: {rec.source}: [{err.get('code')}] {err.get('message')}", err=True
+        )
 
 
 def _bar(files: list[Path], quiet: bool, desc: str) -> tqdm:
@@ -234,17 +263,11 @@ def embed(
     settings = _settings(ctx)
     if batch_size is not None:
         settings.inference.max_batch_size = batch_size
-    if overlap is not None and hop is not None:
-        raise click.UsageError("give --overlap or --hop, not both")
     fmt = fmt or ("npz" if out_path.suffix == ".npz" else "parquet")
     try:
         engine = EmbeddingEngine(settings)
         model = engine.model(model_ref)
-        if hop is not None:
-            window_s = model.manifest.window_seconds
-            if not 0 < hop <= window_s:
-                raise click.UsageError(f"--hop must be in (0, {window_s}] s for {model.identity}")
-            overlap = 1.0 - hop / window_s
+        overlap = _overlap(model, overlap, hop)
         species = _species_filter(
             engine.registry, model.labels, lat, lon, week, sf_thresh, species_list
         )
@@ -258,10 +281,7 @@ def embed(
         )
     except SevensenseError as exc:
         _fail(exc)
-    files = expand_paths(paths)
-    if not files:
-        click.echo("error: no audio files found", err=True)
-        sys.exit(EXIT_FAILED)
+    files = _audio_files(paths)
     n_classes = model.manifest.n_classes if include_logits else None
     writer = open_writer(out_path, fmt, model.manifest.embedding_dim, n_classes)
     bar = _bar(files, quiet, "audio embedded")
@@ -273,11 +293,7 @@ def embed(
     if species is not None:
         report["species_filter"] = species.summary()
     writer.close(report)
-    for rec in summary.failed:
-        err = rec.error or {}
-        click.echo(
-            f"{rec.status}: {rec.source}: [{err.get('code')}] {err.get('message')}", err=True
-        )
+    _report_failures(summary)
     skipped = sum(len(r.skipped) for r in summary.recordings)
     click.echo(
         f"{summary.windows} windows from {len(files) - len(summary.failed)}/{len(files)} files "
@@ -339,8 +355,6 @@ def detect(
     """Species detections per window in BirdNET-Analyzer's formats (Raven, Audacity, CSV,
     Kaleidoscope) or Parquet."""
     settings = _settings(ctx)
-    if overlap is not None and hop is not None:
-        raise click.UsageError("give --overlap or --hop, not both")
     try:
         engine = EmbeddingEngine(settings)
         model = engine.model(model_ref)
@@ -353,16 +367,10 @@ def detect(
         )
         codes = load_species_codes(model.artifact.directory)
         window_s = model.manifest.window_seconds
-        if hop is not None:
-            if not 0 < hop <= window_s:
-                raise click.UsageError(f"--hop must be in (0, {window_s}] s for {model.identity}")
-            overlap = 1.0 - hop / window_s
+        overlap = _overlap(model, overlap, hop)
     except SevensenseError as exc:
         _fail(exc)
-    files = expand_paths(paths)
-    if not files:
-        click.echo("error: no audio files found", err=True)
-        sys.exit(EXIT_FAILED)
+    files = _audio_files(paths)
     single_file = out_path.suffix != "" and not out_path.is_dir()
     if single_file and fmt == "audacity" and len(files) > 1:
         raise click.UsageError("Audacity labels name no file: give a directory as --out")
@@ -402,11 +410,7 @@ def detect(
         codes=codes,
         params=params,
     )
-    for rec in summary.failed:
-        err = rec.error or {}
-        click.echo(
-            f"{rec.status}: {rec.source}: [{err.get('code')}] {err.get('message')}", err=True
-        )
+    _report_failures(summary)
     found = sum(len(r.detections) for r in recordings)
     click.echo(
         f"{found} detections in {summary.windows} windows from {len(recordings)}/{len(files)} "

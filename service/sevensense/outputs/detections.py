@@ -317,8 +317,12 @@ class DetectionCollector:
         )
         found.extend(window_detections(result.start_s, result.end_s, chosen))
 
-    def recording(self, source: str, duration_s: float, sample_rate: int) -> RecordingDetections:
-        return RecordingDetections(source, duration_s, sample_rate, self.by_source.get(source, []))
+    def recording(
+        self, source: str, duration_s: float, sample_rate: int, path: str | None = None
+    ) -> RecordingDetections:
+        """``path`` is what the files name the recording by (default: its source name)."""
+        found = self.by_source.get(source, [])
+        return RecordingDetections(path or source, duration_s, sample_rate, found)
 
 
 SPECIES_CODES_FILE = "species_codes.json"

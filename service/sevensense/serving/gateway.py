@@ -115,17 +115,20 @@ class Gateway:
         manifest = artifact.manifest
         if not artifact.present:
             self.resolver.registry.verify(artifact)  # raises ArtifactMissingError with the fix
-        species = await anyio.to_thread.run_sync(
-            functools.partial(
-                self.resolver.species_filter,
-                self.resolver.labels(artifact),
-                lat=params.lat,
-                lon=params.lon,
-                week=params.week,
-                threshold=params.sf_thresh,
-                names=params.species_names(),
+        species = None
+        if params.lat is not None or params.species is not None:
+            # In a thread: the first filter at a place runs the range model.
+            species = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.resolver.species_filter,
+                    self.resolver.labels(artifact),
+                    lat=params.lat,
+                    lon=params.lon,
+                    week=params.week,
+                    threshold=params.sf_thresh,
+                    names=params.species_names(),
+                )
             )
-        )
         window_s = manifest.window_samples / manifest.sample_rate
         overlap = params.overlap
         if params.hop_s is not None:

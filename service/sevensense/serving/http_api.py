@@ -510,8 +510,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
             collector.add(result)
         stats = outcome.stats
         rate = stats.info.sample_rate if stats.info else artifact.manifest.sample_rate
-        rec = collector.recording("upload", stats.duration_s, rate)
-        rec.path = name
+        rec = collector.recording("upload", stats.duration_s, rate, path=name)
         if params.format in TEXT_FORMATS:
             fmt = cast(DetectionFormat, params.format)
             located = params.lat is not None and params.lon is not None

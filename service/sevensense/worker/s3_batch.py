@@ -126,6 +126,16 @@ class S3BatchHandler:
         self.species = self._species_filter(settings.species)
         if self.species is not None:
             self.options = dataclasses.replace(self.options, species=self.species.species)
+        # Read once per worker, not per message.
+        self.full_labels: list[str] = []
+        self.codes: dict[str, str] = {}
+        self.allowed = species_mask(self.model.labels, self.options.species)
+        if self.detections is not None:
+            spec = self.model.manifest.labels
+            if spec is None:
+                raise ModelError(f"{self.model.identity} has no classifier: no detections")
+            self.full_labels = load_full_labels(spec, self.model.artifact.directory)
+            self.codes = load_species_codes(self.model.artifact.directory)
         self.max_bytes = int(settings.max_object_mb * _MB)
 
     def __call__(self, message: Message, heartbeat: Heartbeat) -> HandlerResult:
@@ -334,13 +344,8 @@ class S3BatchHandler:
     def _collector(self) -> DetectionCollector | None:
         if self.detections is None:
             return None
-        spec = self.model.manifest.labels
-        if spec is None:
-            raise ModelError(f"{self.model.identity} has no classifier: no detections to write")
-        labels = load_full_labels(spec, self.model.artifact.directory)
-        allowed = species_mask(self.model.labels, self.options.species)
         return DetectionCollector(
-            labels, min_conf=self.settings.detections_min_conf, allowed=allowed
+            self.full_labels, min_conf=self.settings.detections_min_conf, allowed=self.allowed
         )
 
     def _put_detections(
@@ -359,8 +364,7 @@ class S3BatchHandler:
         fmt = cast(DetectionFormat, self.detections)
         rate = report.sample_rate or self.model.manifest.sample_rate
         rec = collector.recording(event.uri, report.duration_s, rate)
-        codes = load_species_codes(self.model.artifact.directory)
-        body = render(fmt, [rec], codes=codes).encode("utf-8")
+        body = render(fmt, [rec], codes=self.codes).encode("utf-8")
         key = parquet_key.removesuffix(".parquet") + SUFFIXES[fmt]
         try:
             self.s3.put_object(
