@@ -31,8 +31,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"audio"}),
     frozenset({"artifacts"}),
     frozenset({"inference"}),
-    frozenset({"outputs"}),
-    frozenset({"builders", "deferred"}),
+    frozenset({"embeddings", "verification"}),
+    frozenset({"outputs", "index"}),
+    frozenset({"builders", "deferred", "checks"}),
     frozenset({"serving", "worker"}),
     frozenset({"cli"}),
 )

@@ -177,6 +177,18 @@ class VerificationSettings(_Section):
     birdnet_threshold: float = Field(0.5, ge=0.0, le=1.0)
 
 
+class IndexSettings(_Section):
+    """Similarity search (issue 12): which backend holds the index spaces, and where."""
+
+    backend: Literal["hoplite", "pgvector"] = "hoplite"
+    dir: Path | None = Field(None, description="hoplite databases; default: <state_dir>/index")
+    pg_url: str | None = Field(None, description="postgresql:// URL of a pgvector database")
+    pg_secret: str | None = Field(
+        None,
+        description="Secrets Manager id/ARN holding {username, password, host, port, dbname}",
+    )
+
+
 class ApiKeyRecord(_Section):
     """A partner or admin key as stored: never the key itself, only its SHA-256."""
 
@@ -290,12 +302,16 @@ class Settings(BaseSettings):
     preprocessing: PreprocessingSettings = Field(default_factory=PreprocessingSettings)
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
     verification: VerificationSettings = Field(default_factory=VerificationSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
 
     def queue_db(self) -> Path:
         return self.queue.embedded_db or self.serving.state_dir / "queue.sqlite3"
+
+    def index_dir(self) -> Path:
+        return self.index.dir or self.serving.state_dir / "index"
 
     def payload_uri(self) -> str:
         return self.queue.payload_store or str(self.serving.state_dir / "deferred")
@@ -336,6 +352,7 @@ _ENV_ALIASES: dict[str, tuple[str, str]] = {
     "SEVENSENSE_INPUT_PREFIX": ("worker", "input_prefix"),
     "SEVENSENSE_OUTPUT_BUCKET": ("worker", "output_bucket"),
     "SEVENSENSE_VISIBILITY_TIMEOUT_S": ("worker", "visibility_timeout_s"),
+    "SEVENSENSE_INDEX_DB_SECRET_ARN": ("index", "pg_secret"),
 }
 
 
@@ -354,6 +371,8 @@ def _aliased_env() -> dict[str, dict[str, Any]]:
         "SEVENSENSE_QUEUE__BACKEND" not in os.environ
     ):
         found["queue"]["backend"] = "sqs"
+    if "pg_secret" in found.get("index", {}) and "SEVENSENSE_INDEX__BACKEND" not in os.environ:
+        found["index"]["backend"] = "pgvector"
     return found
 
 
