@@ -193,6 +193,8 @@ BATCH_Q = SQ + "aws_sqs_queue.batch"
 DEFERRED_Q = SQ + "aws_sqs_queue.deferred"
 BATCH_DLQ = SQ + "aws_sqs_queue.batch_dlq"
 DEFERRED_DLQ = SQ + "aws_sqs_queue.deferred_dlq"
+INDEX_DB = "module.index_db[0]."
+INDEX_SECRET = INDEX_DB + "aws_secretsmanager_secret.credentials"
 PAYLOAD_PREFIX = "deferred/"
 S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:RestoreObject"}
 
@@ -234,6 +236,7 @@ def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
             ("s3:GetObject", payload_objects),
             ("s3:ListBucket", output),  # only under deferred/ (condition, tested below)
             ("secretsmanager:GetSecretValue", SECRET),
+            ("secretsmanager:GetSecretValue", INDEX_SECRET),
             ("ssm:GetParameter", CANARY),
             ("kms:Decrypt", KMS),
             ("kms:GenerateDataKey", KMS),
@@ -264,6 +267,7 @@ def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
             *{(a, payload_objects) for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")},
             *model_grants,
             ("kms:GenerateDataKey", KMS),
+            ("secretsmanager:GetSecretValue", INDEX_SECRET),
         },
     }
 
@@ -422,14 +426,15 @@ def test_entry_writes_only_the_payload_store(parsed: Parsed) -> None:
 def test_entry_lists_only_the_payload_store(parsed: Parsed) -> None:
     """ListBucket turns GET /jobs/{unknown id} into NoSuchKey (404) instead of 403; the
     s3:prefix condition keeps it to deferred/."""
-    (policy,) = [
+    policies = [
         rp
         for _, rp in parsed.all("aws_iam_role_policy")
         if parsed.resolve(rp["role"]) == "module.iam.aws_iam_role.entry"
     ]
     lists = [
         st
-        for st in _statements(parsed, parsed.resolve(policy["policy"]))
+        for rp in policies
+        for st in _statements(parsed, parsed.resolve(rp["policy"]))
         if "s3:ListBucket" in st["actions"]
     ]
     assert len(lists) == 1
@@ -550,3 +555,120 @@ def test_every_bucket_is_private_encrypted_logged(parsed: Parsed) -> None:
         == "aws:kms"
     ]
     assert len(kms) == 3  # the access-log bucket must use SSE-S3 (S3/ALB log delivery)
+
+
+# --------------------------------------------------------------------------------------
+# Index database (pgvector on Aurora PostgreSQL Serverless v2)
+# --------------------------------------------------------------------------------------
+INDEX_SG = INDEX_DB + "aws_security_group.db"
+CLIENT_SGS = {
+    "module.serving.aws_security_group.entry",
+    "module.worker.aws_security_group.worker",
+}
+
+
+def test_index_db_is_serverless_v2_in_the_private_subnets(parsed: Parsed) -> None:
+    cluster = parsed.one("aws_rds_cluster", INDEX_DB + "aws_rds_cluster.this")
+    assert cluster["engine"] == "aurora-postgresql" and cluster["engine_mode"] == "provisioned"
+    major, minor = (int(x) for x in cluster["engine_version"].split("."))
+    assert (major, minor) >= (16, 8), "pgvector 0.8 needs Aurora PostgreSQL 16.8+"
+    (writer,) = [r for _, r in parsed.all("aws_rds_cluster_instance")]
+    assert writer["instance_class"] == "db.serverless"
+    assert writer["publicly_accessible"] is False
+    assert parsed.resolve(writer["cluster_identifier"]) == INDEX_DB + "aws_rds_cluster.this"
+    scaling = as_list(cluster["serverlessv2_scaling_configuration"])[0]
+    max_acu = {"dev": 2, "prod": 16}[parsed.env]
+    assert (scaling["min_capacity"], scaling["max_capacity"]) == (0.5, max_acu)
+    assert scaling.get("seconds_until_auto_pause") is None, "no auto-pause above 0 ACU"
+    group = parsed.one("aws_db_subnet_group", INDEX_DB + "aws_db_subnet_group.this")
+    assert cluster["db_subnet_group_name"] == group["name"]
+    subnets = parsed.resolve(group["subnet_ids"])
+    azs = {"dev": 2, "prod": 3}[parsed.env]
+    assert subnets == [f"module.network.aws_subnet.private[{i}]" for i in range(azs)]
+
+
+def test_index_db_admits_only_the_entry_and_worker_tasks(parsed: Parsed) -> None:
+    cluster = parsed.one("aws_rds_cluster", INDEX_DB + "aws_rds_cluster.this")
+    assert parsed.resolve(cluster["vpc_security_group_ids"]) == [INDEX_SG]
+    ingress = [
+        r
+        for _, r in parsed.all("aws_vpc_security_group_ingress_rule")
+        if parsed.resolve(r["security_group_id"]) == INDEX_SG
+    ]
+    assert {parsed.resolve(r.get("referenced_security_group_id")) for r in ingress} == CLIENT_SGS
+    assert len(ingress) == 2
+    for r in ingress:
+        assert (r["ip_protocol"], r["from_port"], r["to_port"]) == ("tcp", 5432, 5432)
+        assert not r.get("cidr_ipv4") and not r.get("cidr_ipv6") and not r.get("prefix_list_id")
+    egress = [r for _, r in parsed.all("aws_vpc_security_group_egress_rule")]
+    assert not [r for r in egress if parsed.resolve(r["security_group_id"]) == INDEX_SG]
+    to_db = {
+        parsed.resolve(r["security_group_id"])
+        for r in egress
+        if parsed.resolve(r.get("referenced_security_group_id")) == INDEX_SG
+    }
+    assert to_db == CLIENT_SGS, "only the entry and worker groups open egress to the database"
+    assert not list(parsed.all("aws_security_group_rule"))
+
+
+def test_index_db_is_encrypted_with_the_platform_key_and_kept(parsed: Parsed) -> None:
+    cluster = parsed.one("aws_rds_cluster", INDEX_DB + "aws_rds_cluster.this")
+    assert cluster["storage_encrypted"] is True
+    assert parsed.resolve(cluster["kms_key_id"]) == KMS
+    writer = parsed.one("aws_rds_cluster_instance", INDEX_DB + "aws_rds_cluster_instance.writer")
+    assert writer["performance_insights_enabled"] is True
+    assert parsed.resolve(writer["performance_insights_kms_key_id"]) == KMS
+    secret = parsed.one("aws_secretsmanager_secret", INDEX_SECRET)
+    assert parsed.resolve(secret["kms_key_id"]) == KMS
+    logs = parsed.one("aws_cloudwatch_log_group", INDEX_DB + "aws_cloudwatch_log_group.postgresql")
+    assert parsed.resolve(logs["kms_key_id"]) == KMS
+    assert logs["name"] == f"/aws/rds/cluster/{cluster['cluster_identifier']}/postgresql"
+    assert cluster["iam_database_authentication_enabled"] is True
+    assert cluster["enabled_cloudwatch_logs_exports"] == ["postgresql"]
+    assert cluster["backup_retention_period"] >= 7
+    prod = parsed.env == "prod"
+    assert cluster["deletion_protection"] is prod
+    assert cluster["skip_final_snapshot"] is not prod
+
+
+def test_index_db_password_only_in_write_only_arguments(parsed: Parsed) -> None:
+    cluster = parsed.one("aws_rds_cluster", INDEX_DB + "aws_rds_cluster.this")
+    assert "master_password" not in cluster and cluster["master_password_wo_version"] >= 1
+    version = parsed.one(
+        "aws_secretsmanager_secret_version",
+        INDEX_DB + "aws_secretsmanager_secret_version.credentials",
+    )
+    assert parsed.resolve(version["secret_id"]) == INDEX_SECRET
+    assert "secret_string" not in version
+    assert version["secret_string_wo_version"] == cluster["master_password_wo_version"]
+
+
+@pytest.mark.parametrize(
+    ("taskdef", "has_db"),
+    [
+        ("module.serving.aws_ecs_task_definition.entry", True),
+        ("module.worker.aws_ecs_task_definition.worker", True),
+        ("module.serving.aws_ecs_task_definition.model_gpu", False),
+        ("module.serving.aws_ecs_task_definition.model_cpu", False),
+    ],
+)
+def test_index_db_secret_reaches_entry_and_worker_only(
+    parsed: Parsed, taskdef: str, has_db: bool
+) -> None:
+    env = {
+        e["name"]: parsed.resolve(e["value"]) for e in _container(parsed, taskdef)["environment"]
+    }
+    index_env = {k: v for k, v in env.items() if k.startswith("SEVENSENSE_INDEX")}
+    if has_db:
+        assert index_env == {
+            "SEVENSENSE_INDEX_DB_SECRET_ARN": INDEX_SECRET,
+            "SEVENSENSE_INDEX__BACKEND": "pgvector",
+        }
+    else:
+        assert index_env == {}
+
+
+@pytest.mark.parametrize("role", ["execution", "entry", "model_gpu", "model_cpu", "worker"])
+def test_index_db_secret_is_readable_by_entry_and_worker_only(parsed: Parsed, role: str) -> None:
+    readers = {r for a, r in role_grants(parsed, role) if r == INDEX_SECRET}
+    assert readers == ({INDEX_SECRET} if role in ("entry", "worker") else set())

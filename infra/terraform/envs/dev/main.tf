@@ -43,6 +43,7 @@ module "platform" {
 
   allowed_ingress_cidrs = var.allowed_ingress_cidrs
   alarm_emails          = var.alarm_emails
+  index_backend         = var.index_backend
 
   # dev: small, cheap, disposable.
   az_count                = 2
@@ -58,4 +59,5 @@ module "platform" {
   log_retention_days      = 30
   alb_deletion_protection = false
   force_destroy           = true
+  index_db_max_capacity   = 2
 }

@@ -63,3 +63,9 @@ variable "bucket_name_suffix" {
   type        = string
   default     = null
 }
+
+variable "index_backend" {
+  description = "Similarity-search index: \"pgvector\" (Aurora PostgreSQL Serverless v2, shared by all tasks) or \"hoplite\" (no database)."
+  type        = string
+  default     = "pgvector"
+}

@@ -43,6 +43,7 @@ module "platform" {
 
   allowed_ingress_cidrs = var.allowed_ingress_cidrs
   alarm_emails          = var.alarm_emails
+  index_backend         = var.index_backend
 
   # prod: three AZs, on-demand GPUs, nothing deletable by accident.
   az_count                = 3
@@ -58,4 +59,5 @@ module "platform" {
   log_retention_days      = 365
   alb_deletion_protection = true
   force_destroy           = false
+  index_db_max_capacity   = 16
 }

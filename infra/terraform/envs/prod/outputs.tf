@@ -92,3 +92,18 @@ output "dashboard_name" {
   description = "CloudWatch dashboard."
   value       = module.platform.dashboard_name
 }
+
+output "index_db_endpoint" {
+  description = "Writer endpoint of the pgvector index database (null with index_backend = \"hoplite\")."
+  value       = module.platform.index_db_endpoint
+}
+
+output "index_db_secret_arn" {
+  description = "Secret with the index database's connection JSON (SEVENSENSE_INDEX_DB_SECRET_ARN of the entry and worker)."
+  value       = module.platform.index_db_secret_arn
+}
+
+output "index_db_url" {
+  description = "postgresql:// URL of the index database without credentials (operators, tools)."
+  value       = module.platform.index_db_url
+}

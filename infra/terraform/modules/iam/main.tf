@@ -308,6 +308,28 @@ resource "aws_iam_role_policy" "worker" {
 }
 
 # --------------------------------------------------------------------------------------
+# Index database (pgvector): the entry and the worker read its credentials secret. The
+# secret is encrypted with the platform key, which both roles may already decrypt
+# (UsePlatformKey). No database at all (index_backend = "hoplite"): no policy.
+# --------------------------------------------------------------------------------------
+data "aws_iam_policy_document" "index_db" {
+  count = var.index_db_secret == null ? 0 : 1
+
+  statement {
+    sid       = "ReadIndexDbCredentials"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.index_db_secret.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "index_db" {
+  for_each = var.index_db_secret == null ? {} : { entry = aws_iam_role.entry.id, worker = aws_iam_role.worker.id }
+  name     = "read-index-db-credentials"
+  role     = each.value
+  policy   = data.aws_iam_policy_document.index_db[0].json
+}
+
+# --------------------------------------------------------------------------------------
 # GPU container instances: the ECS agent role (AWS-managed policy for the agent).
 # --------------------------------------------------------------------------------------
 resource "aws_iam_role" "gpu_instance" {

@@ -100,6 +100,14 @@ variable "api_keys_secret_arn" {
   type        = string
 }
 
+variable "index_db_secret" {
+  description = "The index database's credentials secret, read by the entry and worker tasks ({arn = ...}); null: no index database."
+  type = object({
+    arn = string
+  })
+  default = null
+}
+
 variable "model_registry_parameter_arn" {
   description = "ARN of the model registry SSM parameter."
   type        = string

@@ -9,6 +9,8 @@ locals {
   })
   image              = "${module.registry.repository_url}:${var.image_tag}"
   model_registry_uri = "s3://${module.storage_queues.model_artifacts_bucket}/${var.model_artifacts_prefix}"
+
+  index_db = var.index_backend == "pgvector" ? { secret_arn = module.index_db[0].credentials_secret_arn } : null
 }
 
 module "kms" {
@@ -109,6 +111,7 @@ module "iam" {
   api_keys_secret_arn          = module.config.api_keys_secret_arn
   model_registry_parameter_arn = module.config.model_registry_parameter_arn
   canary_parameter_arn         = module.config.canary_parameter_arn
+  index_db_secret              = local.index_db == null ? null : { arn = local.index_db.secret_arn }
   tags                         = local.tags
 }
 
@@ -166,6 +169,7 @@ module "serving" {
   model_registry_uri            = local.model_registry_uri
   model_registry_parameter_name = module.config.model_registry_parameter_name
   canary_parameter_name         = module.config.canary_parameter_name
+  index_db                      = local.index_db
 
   entry_min_tasks     = var.entry_min_tasks
   entry_max_tasks     = var.entry_max_tasks
@@ -207,9 +211,38 @@ module "worker" {
   model_registry_uri            = local.model_registry_uri
   model_registry_parameter_name = module.config.model_registry_parameter_name
   canary_parameter_name         = module.config.canary_parameter_name
+  index_db                      = local.index_db
 
   min_tasks        = 0
   max_tasks        = var.worker_max_tasks
   use_fargate_spot = var.worker_use_fargate_spot
   tags             = local.tags
+}
+
+# Shared similarity-search index (pgvector), reachable only from the entry and worker
+# tasks. index_backend = "hoplite" leaves it out, and with it the tasks' database
+# environment and secret grant.
+module "index_db" {
+  source = "../index-db"
+  count  = var.index_backend == "pgvector" ? 1 : 0
+
+  name_prefix        = local.name_prefix
+  vpc_id             = module.network.vpc_id
+  private_subnet_ids = module.network.private_subnet_ids
+  client_security_group_ids = {
+    entry  = module.serving.entry_security_group_id
+    worker = module.worker.security_group_id
+  }
+  kms_key_arn = module.kms.key_arn
+
+  engine_version              = var.index_db_engine_version
+  min_capacity                = var.index_db_min_capacity
+  max_capacity                = var.index_db_max_capacity
+  backup_retention_days       = var.index_db_backup_retention_days
+  password_version            = var.index_db_password_version
+  deletion_protection         = !var.force_destroy
+  skip_final_snapshot         = var.force_destroy
+  secret_recovery_window_days = var.force_destroy ? 0 : 30
+  log_retention_days          = var.log_retention_days
+  tags                        = local.tags
 }

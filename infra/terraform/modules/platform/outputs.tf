@@ -107,3 +107,23 @@ output "kms_key_arn" {
   description = "Platform CMK."
   value       = module.kms.key_arn
 }
+
+output "index_backend" {
+  description = "Index backend the tasks are configured for (pgvector or hoplite)."
+  value       = var.index_backend
+}
+
+output "index_db_endpoint" {
+  description = "Writer endpoint of the index database (null without pgvector)."
+  value       = var.index_backend == "pgvector" ? module.index_db[0].endpoint : null
+}
+
+output "index_db_secret_arn" {
+  description = "Credentials secret of the index database, JSON {engine, host, port, dbname, username, password, dbClusterIdentifier} (null without pgvector)."
+  value       = local.index_db == null ? null : local.index_db.secret_arn
+}
+
+output "index_db_url" {
+  description = "postgresql:// URL of the index database without credentials (null without pgvector)."
+  value       = var.index_backend == "pgvector" ? module.index_db[0].connection_url : null
+}

@@ -178,6 +178,47 @@ variable "stable_model_version" {
   default     = "perch-v2/2.0.0"
 }
 
+variable "index_backend" {
+  description = "Where the similarity-search index lives: \"pgvector\" provisions Aurora PostgreSQL Serverless v2 for the entry and worker tasks; \"hoplite\" provisions no database (the app's embedded index, one task's local disk)."
+  type        = string
+  default     = "pgvector"
+
+  validation {
+    condition     = contains(["pgvector", "hoplite"], var.index_backend)
+    error_message = "index_backend must be \"pgvector\" or \"hoplite\"."
+  }
+}
+
+variable "index_db_engine_version" {
+  description = "Aurora PostgreSQL version of the index database (pgvector 0.8 needs 16.8+)."
+  type        = string
+  default     = "16.8"
+}
+
+variable "index_db_min_capacity" {
+  description = "Minimum Aurora capacity units of the index database writer (0 pauses it when idle)."
+  type        = number
+  default     = 0.5
+}
+
+variable "index_db_max_capacity" {
+  description = "Maximum Aurora capacity units of the index database writer."
+  type        = number
+  default     = 8
+}
+
+variable "index_db_backup_retention_days" {
+  description = "Days of automated backups (point-in-time recovery) of the index database."
+  type        = number
+  default     = 7
+}
+
+variable "index_db_password_version" {
+  description = "Bump to rotate the index database's master password (cluster and credentials secret change in one apply)."
+  type        = number
+  default     = 1
+}
+
 variable "log_retention_days" {
   description = "Retention of all CloudWatch log groups."
   type        = number

@@ -37,7 +37,13 @@ locals {
     BENTOML_DO_NOT_TRACK            = "true"
   }
 
-  entry_env = merge(local.common_env, {
+  # The pgvector index database, when the platform has one (modules/index-db).
+  index_env = var.index_db == null ? tomap({}) : tomap({
+    SEVENSENSE_INDEX__BACKEND      = "pgvector"
+    SEVENSENSE_INDEX_DB_SECRET_ARN = var.index_db.secret_arn
+  })
+
+  entry_env = merge(local.common_env, local.index_env, {
     SEVENSENSE_ROLE                = "entry"
     SEVENSENSE_GPU_URL             = "http://${local.gpu_dns}:${local.port}"
     SEVENSENSE_CPU_URL             = "http://${local.cpu_dns}:${local.port}"

@@ -44,3 +44,8 @@ output "web_acl_arn" {
   description = "WAF web ACL protecting the ALB."
   value       = aws_wafv2_web_acl.this.arn
 }
+
+output "entry_security_group_id" {
+  description = "Security group of the entry tasks (admitted by the index database)."
+  value       = aws_security_group.entry.id
+}

@@ -269,6 +269,14 @@ variable "api_keys_secret_arn" {
   type        = string
 }
 
+variable "index_db" {
+  description = "pgvector index database the tasks use: the ARN of its credentials secret (SEVENSENSE_INDEX_DB_SECRET_ARN; JSON with host, port, dbname, username, password). null: no database, the app's embedded index."
+  type = object({
+    secret_arn = string
+  })
+  default = null
+}
+
 variable "model_registry_uri" {
   description = "Model registry S3 URI (SEVENSENSE_MODEL_REGISTRY_URI)."
   type        = string

@@ -18,7 +18,13 @@ locals {
   region  = data.aws_region.current.name
   service = "${var.name_prefix}-worker"
 
-  env = {
+  # The pgvector index database, when the platform has one (modules/index-db).
+  index_env = var.index_db == null ? tomap({}) : tomap({
+    SEVENSENSE_INDEX__BACKEND      = "pgvector"
+    SEVENSENSE_INDEX_DB_SECRET_ARN = var.index_db.secret_arn
+  })
+
+  env = merge(local.index_env, {
     SEVENSENSE_PROFILE              = "cloud"
     SEVENSENSE_ROLE                 = "worker"
     SEVENSENSE_DEVICE               = "cpu"
@@ -35,7 +41,7 @@ locals {
     AWS_REGION                      = local.region
     AWS_DEFAULT_REGION              = local.region
     BENTOML_DO_NOT_TRACK            = "true"
-  }
+  })
 
   queue_names = [var.batch_queue_name, var.deferred_queue_name]
 }

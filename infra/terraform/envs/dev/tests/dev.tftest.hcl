@@ -45,6 +45,23 @@ run "dev_platform_plans" {
     condition     = module.platform.service_names == { entry = "sevensense-dev-entry", model_gpu = "sevensense-dev-model-gpu", model_cpu = "sevensense-dev-model-cpu", worker = "sevensense-dev-worker" }
     error_message = "service names"
   }
+  assert {
+    condition     = module.platform.index_backend == "pgvector"
+    error_message = "the pgvector index database is on by default"
+  }
+}
+
+# A deployment without the index database still plans: no cluster, no secret, no grant.
+run "dev_platform_without_index_db" {
+  command = plan
+  variables {
+    index_backend = "hoplite"
+  }
+
+  assert {
+    condition     = module.platform.index_backend == "hoplite" && module.platform.index_db_endpoint == null && module.platform.index_db_secret_arn == null && module.platform.index_db_url == null
+    error_message = "hoplite: no index database"
+  }
 }
 
 run "rejects_latest_image_tag" {
