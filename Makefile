@@ -23,9 +23,20 @@ bench-perch: setup
 	.venv/bin/python -m bench.batch_curve --model perch-sized --provider cpu
 
 # S3 batch worker on moto (~3 min): 20-file job vs the CLI (x real time), peak RSS 10 min vs 2 h.
+# PCA retrieval quality on real windows (~3 min): memory, recall@10, label mAP per dimension.
+.PHONY: bench-pca
+bench-pca: setup
+	.venv/bin/python -m bench.pca_retrieval
+
 .PHONY: bench-worker
 bench-worker: setup
 	.venv/bin/python -m bench.worker_throughput
+
+# Similarity search (~9 min): both index backends on real and clustered synthetic vectors,
+# /search at 8 users, peak RSS indexing a 2-hour recording.
+.PHONY: bench-index
+bench-index: setup
+	.venv/bin/python -m bench.index
 
 # HTTP load benchmark (Locust, headless, ~2 min): start-up, req/s and latency at 1/8/32 users.
 .PHONY: load
@@ -36,6 +47,11 @@ load: setup
 .PHONY: load-front-door
 load-front-door: setup
 	.venv/bin/python -m load_tests.front_door
+
+# What BirdNET verification costs /embed (~7 min): 32 users, verify=false / shadow 10 % / verify=true.
+.PHONY: load-verification
+load-verification: setup
+	.venv/bin/python -m load_tests.verification
 
 # The offline CLI path: embed a shipped recording and print the top species per window.
 .PHONY: quickstart bento

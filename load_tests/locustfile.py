@@ -63,6 +63,7 @@ class EmbedUser(HttpUser):
 
     wait_time = constant(0)
     model: str | None = os.environ.get(MODEL_ENV) or None
+    extra: tuple[tuple[str, str], ...] = ()  # more form fields, e.g. (("verify", "true"),)
 
     def on_start(self) -> None:
         key = os.environ.get(KEY_ENV)
@@ -76,7 +77,7 @@ class EmbedUser(HttpUser):
     def embed(self) -> None:
         offset, data = self.clips[self.turn % len(self.clips)]
         self.turn += 1
-        form = {"model": self.model} if self.model else {}
+        form = {**({"model": self.model} if self.model else {}), **dict(self.extra)}
         with self.client.post(
             "/embed",
             files={"audio": (f"soundscape_{offset:g}s.wav", data, "audio/wav")},

@@ -57,6 +57,8 @@ def base_env(
         "SEVENSENSE_SERVING__MAX_AUDIO_S": "600",
         "SEVENSENSE_SERVING__RATE_LIMIT_PER_S": "1000",
         "SEVENSENSE_SERVING__RATE_LIMIT_BURST": "2000",
+        # The Verifier (BirdNET, one more process) only where a test or run asks for it.
+        "SEVENSENSE_VERIFICATION__ENABLE_BIRDNET": "false",
     }
     env.update(extra)
     return env

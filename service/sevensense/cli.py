@@ -11,17 +11,50 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 from tqdm import tqdm
 
 from sevensense.artifacts.labels import load_full_labels
 from sevensense.artifacts.manifest import ModelKind
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import probe
-from sevensense.errors import ModelError, SevensenseError, SpeciesFilterError
+from sevensense.embeddings.fitting import split_inputs, vectors_from_audio, vectors_from_parquet
+from sevensense.embeddings.pca import fit_pca
+from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
+from sevensense.embeddings.quality import QualityMonitors
+from sevensense.embeddings.reducers import ReducerStore
+from sevensense.embeddings.transform import (
+    PROJECTIONS,
+    VectorTransform,
+    artifact_sha256,
+    load_transform,
+)
+from sevensense.errors import (
+    IndexNotFoundError,
+    ModelError,
+    RequestError,
+    SevensenseError,
+    SpeciesFilterError,
+)
+from sevensense.index.base import VectorIndex
+from sevensense.index.ingest import (
+    OPERATOR_TENANT,
+    Indexer,
+    add_parquet,
+    parquet_batches,
+    parquet_dim,
+    parquet_space,
+    parquet_transform_and_info,
+    space_info,
+)
+from sevensense.index.records import RecordingRef, SearchFilter, SpaceInfo
+from sevensense.index.records import Scope as IndexScope
+from sevensense.index.store import index_names, open_index
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult, species_mask
 from sevensense.inference.recordings import RunSummary, embed_recordings, expand_paths
 from sevensense.inference.sessions import LoadedModel
@@ -47,6 +80,9 @@ from sevensense.outputs.detections import (
 from sevensense.outputs.writers import open_writer
 from sevensense.settings import PROFILE_NAMES, Settings, load_settings
 from sevensense.storage.atomic import atomic_write
+from sevensense.verification.offline import DEFAULT_VERIFIER, WindowRow, verify_recordings
+from sevensense.verification.parquet import VerifyWriter
+from sevensense.verification.species_map import species_map_for
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
 
@@ -155,6 +191,64 @@ def species_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def transform_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--reduce NAME and --project poincare [--curvature C --max-norm M]."""
+    options = [
+        click.option(
+            "--reduce",
+            "reduce_ref",
+            default=None,
+            help="PCA reducer name[:version] (`sevensense reduce fit`) for this model",
+        ),
+        click.option("--project", type=click.Choice(PROJECTIONS), default=None),
+        click.option("--curvature", type=float, default=1.0, show_default=True),
+        click.option("--max-norm", type=float, default=DEFAULT_MAX_NORM, show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def index_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Where entries go and whose they are."""
+    options = [
+        click.option(
+            "--tenant",
+            default=OPERATOR_TENANT,
+            show_default=True,
+            help="owner of the entries (the API stores a partner's under its key id)",
+        ),
+        click.option("--site", default=None, help="site or deployment of the recordings"),
+        click.option(
+            "--recorded-at", "recorded_at", default=None, help="ISO time the recording started"
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _transform(
+    settings: Settings,
+    model: LoadedModel,
+    reduce_ref: str | None,
+    project: str | None,
+    curvature: float,
+    max_norm: float,
+) -> VectorTransform:
+    m = model.manifest
+    return load_transform(
+        settings,
+        m.name,
+        m.version,
+        artifact_sha256(model.artifact),
+        reduce_ref,
+        project,
+        curvature=curvature,
+        max_norm=max_norm,
+    )
+
+
 def _species_filter(
     registry: ModelRegistry,
     labels: list[str] | None,
@@ -238,6 +332,14 @@ def main(ctx: click.Context, profile: str | None, models_dir: Path | None, verbo
 @click.option("--batch-size", type=int, default=None, help="override max batch size")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @species_options
+@transform_options
+@click.option(
+    "--index",
+    "index_name",
+    default=None,
+    help="also add the windows to this index (see `sevensense index`), idempotently",
+)
+@index_options
 @click.pass_context
 def embed(
     ctx: click.Context,
@@ -258,6 +360,14 @@ def embed(
     week: int,
     sf_thresh: float,
     species_list: Path | None,
+    reduce_ref: str | None,
+    project: str | None,
+    curvature: float,
+    max_norm: float,
+    index_name: str | None,
+    tenant: str,
+    site: str | None,
+    recorded_at: str | None,
 ) -> None:
     """Embed recordings (files or directories, recursively) into Parquet or .npz."""
     settings = _settings(ctx)
@@ -279,19 +389,52 @@ def embed(
             include_logits=include_logits,
             species=species.species if species else None,
         )
+        transform = _transform(settings, model, reduce_ref, project, curvature, max_norm)
+        dim = transform.out_dim(model.manifest.embedding_dim)
+        indexer = None
+        if index_name is not None:
+            when = _parse_time(recorded_at) if recorded_at else None
+            hop_s = (
+                (1 - (overlap or 0.0)) * model.manifest.window_samples / model.manifest.sample_rate
+            )
+            info = space_info(model.manifest, transform, hop_s)
+            indexer = Indexer(open_index(settings, index_name), info, tenant, site, when)
     except SevensenseError as exc:
         _fail(exc)
     files = _audio_files(paths)
     n_classes = model.manifest.n_classes if include_logits else None
-    writer = open_writer(out_path, fmt, model.manifest.embedding_dim, n_classes)
+    writer = open_writer(out_path, fmt, dim, n_classes, transform.columns())
     bar = _bar(files, quiet, "audio embedded")
+    monitors = QualityMonitors(settings.quality)
+
+    def write(result: WindowResult) -> None:
+        out = transform.apply_result(monitors.observe_one(result))
+        writer.write(out)
+        if indexer is not None:
+            indexer.add(out)
+
     summary = embed_recordings(
-        engine, files, writer.write, model=model, options=options, on_window=_progress(bar)
+        engine, files, write, model=model, options=options, on_window=_progress(bar)
     )
     bar.close()
     report = summary.to_dict()
     if species is not None:
         report["species_filter"] = species.summary()
+    if indexer is not None:
+        try:
+            indexer.flush()
+        except SevensenseError as exc:
+            _fail(exc)
+        finally:
+            indexer.index.close()
+        report["index"] = {"name": indexer.index.name, "space": indexer.info.key.slug}
+        click.echo(
+            f"{indexer.added} new of {indexer.seen} windows -> index "
+            f"{indexer.index.name}/{indexer.info.key.slug}"
+        )
+    if not transform.is_identity:
+        report["transform"] = transform.describe()
+    report["quality"] = [q.model_dump(mode="json") for q in monitors.reports()]
     writer.close(report)
     _report_failures(summary)
     skipped = sum(len(r.skipped) for r in summary.recordings)
@@ -299,6 +442,7 @@ def embed(
         f"{summary.windows} windows from {len(files) - len(summary.failed)}/{len(files)} files "
         f"({summary.audio_s:.1f} s audio, {skipped} windows skipped) in {summary.wall_s:.2f} s "
         f"[{summary.model} on {summary.provider}] -> {out_path}{_describe(species)}"
+        + ("" if transform.is_identity else f"; {dim}-d vectors in space {transform.space_key}")
     )
     if summary.windows == 0:
         sys.exit(EXIT_FAILED)
@@ -659,6 +803,85 @@ def models_import(
 
 
 @main.group()
+def reduce() -> None:
+    """PCA reducers (ADR-007 §3.2): fit one on a model's embeddings, list them."""
+
+
+@reduce.command("fit")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model", "model_ref", default=None, help="name[:version][:variant]; default from the profile"
+)
+@click.option("--dim", type=click.IntRange(1), required=True, help="dimensions to keep")
+@click.option("--name", default=None, help="reducer name; default <model>-pca<dim>")
+@click.option("--version", "version", default=None, help="default: the next integer")
+@click.option("--overlap", type=float, default=None, help="audio inputs: window overlap")
+@click.option("--hop", type=float, default=None, help="audio inputs: hop in seconds")
+@click.pass_context
+def reduce_fit(
+    ctx: click.Context,
+    inputs: tuple[Path, ...],
+    model_ref: str | None,
+    dim: int,
+    name: str | None,
+    version: str | None,
+    overlap: float | None,
+    hop: float | None,
+) -> None:
+    """Fit a PCA reducer on INPUTS (Parquet files of `sevensense embed` for this model, or
+    recordings and directories, embedded here) and store it beside the models."""
+    settings = _settings(ctx)
+    try:
+        engine = EmbeddingEngine(settings)
+        model = engine.model(model_ref)
+        manifest = model.manifest
+        parquet, audio = split_inputs(inputs)
+        blocks = [vectors_from_parquet(p, manifest) for p in parquet]
+        if audio:
+            options = EmbedOptions(overlap=_overlap(model, overlap, hop), top_k=0)
+            blocks.append(vectors_from_audio(engine, _audio_files(tuple(audio)), model, options))
+        vectors = np.concatenate(blocks) if blocks else np.zeros((0, manifest.embedding_dim))
+        pca = fit_pca(vectors, dim)
+        reducer = ReducerStore(settings.models_dir).save(
+            pca,
+            name=name or f"{manifest.name}-pca{dim}",
+            version=version,
+            model_name=manifest.name,
+            model_version=manifest.version,
+            model_variant=manifest.variant,
+            model_sha256=artifact_sha256(model.artifact),
+            sources=[str(p) for p in inputs],
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+    m = reducer.manifest
+    click.echo(
+        f"reducer {m.ref} for {manifest.identity}: {m.in_dim} -> {m.out_dim} dims, "
+        f"fitted on {m.n_windows} windows, explained variance kept {m.explained_variance:.4f} "
+        f"-> {reducer.directory}"
+    )
+
+
+@reduce.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reduce_list(ctx: click.Context, as_json: bool) -> None:
+    """The reducers beside the models, and which model each belongs to."""
+    try:
+        manifests = ReducerStore(_settings(ctx).models_dir).manifests()
+    except SevensenseError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([m.model_dump(mode="json") for m in manifests], indent=2))
+        return
+    for m in manifests:
+        click.echo(
+            f"{m.ref:<32} {m.model_name}:{m.model_version}  {m.in_dim}->{m.out_dim}  "
+            f"{m.n_windows} windows  variance kept {m.explained_variance:.4f}"
+        )
+
+
+@main.group()
 def keys() -> None:
     """Issue, list and revoke API keys (the key file of the serving settings)."""
 
@@ -763,6 +986,545 @@ def keys_dev(ctx: click.Context) -> None:
         )
         sys.exit(EXIT_FAILED)
     click.echo(key)
+
+
+@models.command("labels-map")
+@click.argument("model_ref")
+@click.argument("against", default=DEFAULT_VERIFIER)
+@click.option("--unmatched", is_flag=True, help="list the classes of AGAINST that do not map")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def models_labels_map(
+    ctx: click.Context, model_ref: str, against: str, unmatched: bool, as_json: bool
+) -> None:
+    """How many of AGAINST's classes (BirdNET v2.4 by default) map to MODEL_REF's, by
+    scientific name; sound-event classes never map. Needs only the label files."""
+    registry = _registry(ctx)
+    try:
+        primary = registry.resolve(model_ref, default_variant="base")
+        verifier = registry.resolve(against, default_variant="base")
+        mapping = species_map_for(primary, verifier)
+    except SevensenseError as exc:
+        _fail(exc)
+    missing = mapping.unmatched_verifier()
+    if as_json:
+        body = {
+            "model": str(primary.manifest.identity),
+            "against": str(verifier.manifest.identity),
+            **mapping.summary(),
+        }
+        if unmatched:
+            body["unmatched"] = missing
+        click.echo(json.dumps(body, indent=2))
+        return
+    events = mapping.shared_sound_events
+    click.echo(
+        f"{mapping.mapped:,} of {len(mapping.verifier_labels):,} classes of "
+        f"{verifier.manifest.identity} map to {primary.manifest.identity} "
+        f"({len(mapping.primary_labels):,} classes); {len(missing):,} do not"
+        + (
+            f" ({len(events)} of them share a name but are sound events, never matched: "
+            f"{', '.join(events)})"
+            if events
+            else ""
+        )
+    )
+    if unmatched:
+        for name in missing:
+            click.echo(name)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--model", "model_ref", required=True, help="the model to verify: name[:version][:variant]"
+)
+@click.option(
+    "--against", default=DEFAULT_VERIFIER, show_default=True, help="the verifier (BirdNET v2.4)"
+)
+@click.option("--out", "out_path", required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+@click.pass_context
+def verify(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    model_ref: str,
+    against: str,
+    out_path: Path,
+    as_json: bool,
+) -> None:
+    """Top-5 agreement of MODEL's species with BirdNET's on the same audio (ADR-007 §7):
+    per recording and overall, and one Parquet row per window. Exit 0 all recordings
+    verified, 1 some failed, 2 nothing verified or bad usage."""
+    settings = _settings(ctx)
+    files = _audio_files(paths)
+    engine = EmbeddingEngine(settings)
+    writer = VerifyWriter(out_path)
+
+    def sink(row: WindowRow) -> None:
+        writer.write(row)
+
+    try:
+        report = verify_recordings(
+            files, model=model_ref, against=against, engine=engine, sink=sink
+        )
+    except SevensenseError as exc:
+        writer.abort()
+        _fail(exc)
+    writer.close(report)
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+    if report.trivial:
+        click.echo(f"{report.primary}: verified trivially: {report.trivial_reason}")
+        sys.exit(EXIT_OK)
+
+    def line(name: str, windows: int, counted: int, mean: float | None, share: float | None) -> str:
+        if mean is None:
+            return f"{name}: {windows} windows, none with BirdNET >= {report.birdnet_threshold}"
+        return (
+            f"{name}: {windows} windows, {counted} counted, mean agreement {mean:.3f}, "
+            f"{share or 0.0:.0%} at >= 0.8"
+        )
+
+    for rec in report.recordings:
+        if rec.status == "failed":
+            err = rec.error or {}
+            click.echo(f"failed: {rec.source}: [{err.get('code')}] {err.get('message')}", err=True)
+            continue
+        click.echo(line(rec.source, rec.windows, rec.counted, rec.mean, rec.share_ge_0_8))
+    o = report.overall
+    click.echo(
+        line(
+            f"overall [{report.primary} vs {report.against}, {report.mapped_classes} mapped "
+            f"classes]",
+            o.windows,
+            o.counted,
+            o.mean,
+            o.share_ge_0_8,
+        )
+        + f"; {o.discrepancies} discrepancies -> {out_path}"
+    )
+    failed = [r for r in report.recordings if r.status != "ok"]
+    if len(failed) == len(report.recordings):
+        sys.exit(EXIT_FAILED)
+    sys.exit(EXIT_PARTIAL if failed else EXIT_OK)
+
+
+def _figure(figure: dict[str, Any]) -> str:
+    def fmt(v: object) -> str:
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k} {fmt(v)}" for k, v in figure.items())
+
+
+@main.command("check")
+@click.argument("ref")
+@click.option(
+    "--audio",
+    "audio_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="reference recordings (default ../shared/audio); results are then not stored",
+)
+@click.option("--json", "as_json", is_flag=True, help="the result as JSON")
+@click.option("--rerun", is_flag=True, help="ignore a stored result for these weights")
+@click.pass_context
+def check(ctx: click.Context, ref: str, audio_dir: Path | None, as_json: bool, rerun: bool) -> None:
+    """ADR-007 Appendix B on a reference set: each item's figure and pass/fail.
+
+    Exit 0 every item passes (or is n/a), 1 some item fails, 2 the check could not run.
+    On the default reference set the result is stored beside the artifact (keyed by its
+    SHA-256 and the checklist version) and is what the rollout gate uses."""
+    from sevensense.checks.appendix_b import run_check
+    from sevensense.checks.store import checked
+
+    settings = _settings(ctx)
+    try:
+        engine = EmbeddingEngine(settings)
+        artifact = engine.registry.resolve(ref, default_variant=settings.inference.model_variant)
+        engine.registry.verify(artifact)
+        if audio_dir is None:
+            result = checked(engine, artifact, rerun=rerun).result
+        else:
+            result = run_check(engine, str(artifact.manifest.identity), audio_dir)
+    except SevensenseError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(result.model_dump(mode="json"), indent=2))
+    else:
+        for it in result.items:
+            click.echo(f"{it.status.upper():5} {it.id:18} {_figure(it.figure)}")
+            if it.detail:
+                click.echo(f"{'':24}{it.detail}")
+        verdict = "passed" if result.passed else "FAILED: " + ", ".join(result.failed())
+        click.echo(
+            f"{result.model} (sha256 {result.sha256[:12]}…, checklist v{result.checklist_version},"
+            f" {result.windows} windows, {result.seconds:.1f} s): {verdict}"
+        )
+    sys.exit(result.exit_code())
+
+
+# --- similarity search (issue 12) ------------------------------------------------------------
+
+
+def _open_index(settings: Settings, name: str | None) -> VectorIndex:
+    try:
+        return open_index(settings, name)
+    except SevensenseError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _search_filter(items: tuple[str, ...]) -> SearchFilter:
+    """``recording=PREFIX``, ``site=NAME``, ``from=TIME``, ``to=TIME``."""
+    fields: dict[str, Any] = {}
+    names = {"recording": "recording_prefix", "site": "site", "from": "time_from", "to": "time_to"}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise click.BadParameter(
+                f"{item!r}: use recording=PREFIX, site=NAME, from=TIME or to=TIME",
+                param_hint="--filter",
+            )
+        fields[names[key]] = _parse_time(value) if key in ("from", "to") else value
+    return SearchFilter(**fields)
+
+
+@main.group("index")
+def index_group() -> None:
+    """Similarity-search indexes: a named index is the configured backend (hoplite
+    directories or pgvector tables) plus its spaces, one per model version and transform."""
+
+
+@index_group.command("add")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--index", "index_name", default=None, help="index name (default: index.name)")
+@click.option("--recording-id", default=None, help="store under this id (default: each source)")
+@index_options
+@click.pass_context
+def index_add(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    index_name: str | None,
+    recording_id: str | None,
+    tenant: str,
+    site: str | None,
+    recorded_at: str | None,
+) -> None:
+    """Add the windows of Parquet files written by `sevensense embed` (idempotent)."""
+    settings = _settings(ctx)
+    index = _open_index(settings, index_name)
+    registry = ModelRegistry(settings.models_dir)
+    when = _parse_time(recorded_at) if recorded_at else None
+    try:
+        for path in files:
+            info, seen, added = add_parquet(
+                settings,
+                registry,
+                index,
+                path,
+                tenant,
+                recording_id=recording_id,
+                site=site,
+                time=when,
+            )
+            click.echo(f"{path}: {added} new of {seen} windows -> {index.name}/{info.key.slug}")
+    except SevensenseError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+
+
+@index_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def index_list(ctx: click.Context, as_json: bool) -> None:
+    """The named indexes of the configured backend and their spaces."""
+    settings = _settings(ctx)
+    try:
+        names = index_names(settings)
+        listing = {}
+        for name in names:
+            index = open_index(settings, name)
+            listing[name] = [s.model_dump(mode="json") for s in index.spaces()]
+            index.close()
+    except SevensenseError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"backend": settings.index.backend, "indexes": listing}, indent=2))
+        return
+    click.echo(f"backend {settings.index.backend}")
+    for name, spaces in listing.items():
+        click.echo(name)
+        for s in spaces:
+            click.echo(f"  {SpaceInfo.model_validate(s).key.slug}  {s['dim']}-d  {s['metric']}")
+
+
+@index_group.command("stats")
+@click.option("--index", "index_name", default=None, help="index name (default: index.name)")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def index_stats(ctx: click.Context, index_name: str | None, as_json: bool) -> None:
+    """Entries, recordings, tenants and size of each space."""
+    settings = _settings(ctx)
+    index = _open_index(settings, index_name)
+    try:
+        stats = index.stats()
+    except SevensenseError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+    if as_json:
+        click.echo(json.dumps([s.model_dump(mode="json") for s in stats], indent=2))
+        return
+    if not stats:
+        click.echo(f"index {index.name} [{settings.index.backend}]: no spaces yet")
+    for s in stats:
+        size = f"{s.size_bytes / 1e6:.1f} MB" if s.size_bytes is not None else "?"
+        click.echo(
+            f"{s.index}/{s.space.key.slug} [{s.backend}] {s.entries} windows, "
+            f"{s.recordings} recordings, {s.tenants} tenants, {s.space.dim}-d, {size}"
+        )
+
+
+@index_group.command("delete")
+@click.option("--index", "index_name", default=None, help="index name (default: index.name)")
+@click.option("--recording", "recording_id", required=True, help="recording id to delete")
+@click.option("--tenant", default=None, help="only this tenant's (default: every tenant's)")
+@click.pass_context
+def index_delete(
+    ctx: click.Context, index_name: str | None, recording_id: str, tenant: str | None
+) -> None:
+    """Delete a recording's windows from every space of the index."""
+    settings = _settings(ctx)
+    index = _open_index(settings, index_name)
+    try:
+        removed = index.delete_recording(
+            recording_id, IndexScope.of(tenant) if tenant else IndexScope.everyone()
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+    click.echo(f"{removed} windows of {recording_id} deleted from {index.name}")
+
+
+@index_group.command("reindex")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--index", "index_name", default=None, help="index name (default: index.name)")
+@click.option("--model", "model_ref", default=None, help="the new model name[:version][:variant]")
+@click.option(
+    "--from-space",
+    "from_space",
+    default=None,
+    help="re-embed the recordings of this space (slug from `index list`), keeping their "
+    "ids, tenants, sites and times",
+)
+@click.option("--overlap", type=float, default=None, help="window overlap fraction")
+@click.option("--hop", type=float, default=None, help="hop in seconds")
+@transform_options
+@index_options
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@click.pass_context
+def index_reindex(
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    index_name: str | None,
+    model_ref: str | None,
+    from_space: str | None,
+    overlap: float | None,
+    hop: float | None,
+    reduce_ref: str | None,
+    project: str | None,
+    curvature: float,
+    max_norm: float,
+    tenant: str,
+    site: str | None,
+    recorded_at: str | None,
+    quiet: bool,
+) -> None:
+    """Rebuild one space from scratch: from Parquet files (their space), or by embedding
+    audio (PATHS, or the sources of --from-space) with --model, e.g. a new model version.
+    The target space is emptied first; other spaces are untouched."""
+    settings = _settings(ctx)
+    index = _open_index(settings, index_name)
+    parquet = [p for p in paths if p.suffix == ".parquet"]
+    audio = [p for p in paths if p.suffix != ".parquet"]
+    try:
+        if parquet:
+            if audio or from_space:
+                raise RequestError("give Parquet files, or audio/--from-space, not both")
+            registry = ModelRegistry(settings.models_dir)
+            spaces = {parquet_space(p) for p in parquet}
+            if len(spaces) != 1:
+                raise RequestError("the Parquet files come from more than one space")
+            _, info = parquet_transform_and_info(
+                settings, registry, spaces.pop(), parquet_dim(parquet[0])
+            )
+            index.drop_space(info.key)
+            total = 0
+            when = _parse_time(recorded_at) if recorded_at else None
+            for p in parquet:
+                total += add_parquet(settings, registry, index, p, tenant, site=site, time=when)[2]
+            click.echo(f"{info.key.slug}: rebuilt with {total} windows")
+            return
+        sources: list[RecordingRef] = []
+        if from_space:
+            old = next((s for s in index.spaces() if s.key.slug == from_space), None)
+            if old is None:
+                raise IndexNotFoundError(f"index {index.name!r} has no space {from_space!r}")
+            sources = index.recordings(old.key)
+        when = _parse_time(recorded_at) if recorded_at else None
+        sources += [
+            RecordingRef(recording_id=str(p), source=str(p), tenant=tenant, site=site, time=when)
+            for p in (_audio_files(tuple(audio)) if audio else [])
+        ]
+        if not sources:
+            raise RequestError("nothing to reindex: give Parquet or audio files, or --from-space")
+        engine = EmbeddingEngine(settings)
+        model = engine.model(model_ref)
+        transform = _transform(settings, model, reduce_ref, project, curvature, max_norm)
+        hop_overlap = _overlap(model, overlap, hop)
+        info = space_info(model.manifest, transform)
+        if from_space == info.key.slug:
+            raise RequestError("--from-space is the target space itself; choose the new model")
+        index.drop_space(info.key)
+        options = EmbedOptions(overlap=hop_overlap, top_k=0)
+        added = 0
+        missing = []
+        for ref in sources:
+            path = Path(ref.source)
+            if not path.is_file():
+                missing.append(ref.source)
+                continue
+            indexer = Indexer(
+                index, info, ref.tenant, ref.site, ref.time, {str(path): ref.recording_id}
+            )
+            embed_recordings(
+                engine,
+                [path],
+                lambda r, i=indexer: i.add(transform.apply_result(r)),  # type: ignore[misc]
+                model=model,
+                options=options,
+            )
+            indexer.flush()
+            added += indexer.added
+        click.echo(
+            f"{info.key.slug}: rebuilt with {added} windows of {len(sources) - len(missing)} "
+            "recordings"
+            + (f"; {len(missing)} sources not found: {', '.join(missing[:5])}" if missing else "")
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+
+
+@main.command()
+@click.argument("query", type=click.Path(exists=True, path_type=Path))
+@click.option("--index", "index_name", default=None, help="index name (default: index.name)")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--window", type=click.IntRange(0), default=None, help="only this query window")
+@click.option(
+    "--filter",
+    "filters",
+    multiple=True,
+    help="recording=PREFIX, site=NAME, from=ISO-TIME, to=ISO-TIME (repeatable)",
+)
+@click.option("--metric", type=click.Choice(["cosine", "poincare"]), default=None)
+@click.option("--model", "model_ref", default=None, help="embed an audio query with this model")
+@click.option("--tenant", default=None, help="search only this tenant's entries")
+@click.option("--overlap", type=float, default=None, help="window overlap of an audio query")
+@transform_options
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def search(
+    ctx: click.Context,
+    query: Path,
+    index_name: str | None,
+    k: int,
+    window: int | None,
+    filters: tuple[str, ...],
+    metric: str | None,
+    model_ref: str | None,
+    tenant: str | None,
+    overlap: float | None,
+    reduce_ref: str | None,
+    project: str | None,
+    curvature: float,
+    max_norm: float,
+    as_json: bool,
+) -> None:
+    """Neighbours of each window of QUERY (audio, or a Parquet file of `sevensense embed`)."""
+    settings = _settings(ctx)
+    flt = _search_filter(filters)
+    index = _open_index(settings, index_name)
+    try:
+        if query.suffix == ".parquet":
+            registry = ModelRegistry(settings.models_dir)
+            _, info = parquet_transform_and_info(
+                settings, registry, parquet_space(query), parquet_dim(query)
+            )
+            batches = list(parquet_batches(query, "query"))
+            vectors = np.concatenate([b.vectors for b in batches])
+            spans = [(m.source, m.start_s, m.end_s) for b in batches for m in b.meta]
+        else:
+            engine = EmbeddingEngine(settings)
+            model = engine.model(model_ref)
+            transform = _transform(settings, model, reduce_ref, project, curvature, max_norm)
+            info = space_info(model.manifest, transform)
+            options = EmbedOptions(overlap=overlap, top_k=0)
+            results = [
+                transform.apply_result(r)
+                for r in engine.embed_file(query, model=model, options=options)
+            ]
+            if not results:
+                raise RequestError(f"{query}: no windows to search with")
+            vectors = np.stack([r.embedding for r in results])
+            spans = [(r.source, r.start_s, r.end_s) for r in results]
+        chosen = range(len(vectors)) if window is None else [window]
+        if window is not None and window >= len(vectors):
+            raise RequestError(f"--window {window}: the query has {len(vectors)} windows")
+        scope = IndexScope.of(tenant) if tenant else IndexScope.everyone()
+        found = index.search(
+            info.key,
+            vectors[list(chosen)],
+            k,
+            scope,
+            flt,
+            metric or info.metric,  # type: ignore[arg-type]
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+    if as_json:
+        answer = [
+            {
+                "window": i,
+                "start_s": spans[i][1],
+                "end_s": spans[i][2],
+                "neighbours": [n.model_dump(mode="json") for n in hits],
+            }
+            for i, hits in zip(chosen, found, strict=True)
+        ]
+        click.echo(json.dumps({"space": info.key.slug, "queries": answer}, indent=2))
+        return
+    for i, hits in zip(chosen, found, strict=True):
+        click.echo(f"query window {i} ({spans[i][1]:.2f}-{spans[i][2]:.2f} s) in {info.key.slug}:")
+        for rank_, n in enumerate(hits, 1):
+            click.echo(
+                f"  {rank_:3d}  {n.recording_id}  {n.start_s:.2f}-{n.end_s:.2f} s  "
+                f"similarity {n.score:.4f}"
+            )
 
 
 from sevensense.worker.cli import worker  # noqa: E402  (the worker lives in its own package)

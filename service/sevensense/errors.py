@@ -107,6 +107,22 @@ class DownloadError(ModelError):
     http_status = 502
 
 
+class ReducerNotFoundError(ModelError):
+    """No PCA reducer artifact of that name (or version) under ``models/reducers``."""
+
+    code = "reducer_not_found"
+    http_status = 404
+
+
+class ReducerMismatchError(ModelError):
+    """A reducer fitted on another model's embeddings (name, version or SHA-256), or on
+    vectors of another width: its axes would mean nothing for these, so it is refused.
+    409, like a checksum or contract mismatch: the request is valid, the artifacts disagree."""
+
+    code = "reducer_mismatch"
+    http_status = 409
+
+
 # --- inference ---------------------------------------------------------------------------
 
 
@@ -207,6 +223,14 @@ class RolloutError(SevensenseError):
     http_status = 400
 
 
+class QualityGateError(SevensenseError):
+    """A version that failed the ADR-007 Appendix B checklist may not take traffic; the old
+    state keeps serving. ``details["failed"]`` lists the failed items."""
+
+    code = "quality_gate_failed"
+    http_status = 409
+
+
 # --- resilience, storage and queues --------------------------------------------------------
 
 
@@ -235,3 +259,34 @@ class QueueError(SevensenseError):
 class JobNotFoundError(SevensenseError):
     code = "job_not_found"
     http_status = 404
+
+
+# --- similarity search (index) -------------------------------------------------------------
+
+
+class VectorIndexError(SevensenseError):
+    """The index store could not be read or written (database unreachable, files unusable)."""
+
+    code = "index_unavailable"
+    http_status = 503
+
+
+class IndexNotFoundError(VectorIndexError):
+    """No index of that name, or no space in it for this model version and transform."""
+
+    code = "index_not_found"
+    http_status = 404
+
+
+class IndexEmptyError(VectorIndexError):
+    """The space exists but holds nothing this caller may search (none of its entries)."""
+
+    code = "index_empty"
+    http_status = 409
+
+
+class DimensionMismatchError(VectorIndexError):
+    """A vector whose width is not the space's: it came from another model or reducer."""
+
+    code = "dimension_mismatch"
+    http_status = 422

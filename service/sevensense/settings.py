@@ -169,12 +169,90 @@ class WorkerSettings(_Section):
         "beside its Parquet output",
     )
     detections_min_conf: float = Field(0.25, ge=0.0, le=1.0)
+    index: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="also add each job's windows to this index (idempotent: a redelivered "
+        "message adds nothing twice); recording id = s3://bucket/key",
+    )
+    index_tenant: str = Field(
+        "batch", min_length=1, max_length=64, description="the tenant batch entries belong to"
+    )
     species: SpeciesFilterSettings = Field(default_factory=SpeciesFilterSettings)
+    reduce: str | None = Field(
+        None, description="PCA reducer name[:version] applied to every output (reduce fit)"
+    )
+    project: Literal["poincare"] | None = Field(None, description="projection applied last")
+    curvature: float = Field(1.0, ge=-1e3, le=1e3, description="poincare: c = |curvature|")
+    max_norm: float = Field(0.999, gt=0.0, lt=1.0, description="poincare: norm clamp")
 
 
 class VerificationSettings(_Section):
-    enable_birdnet: bool = False
-    birdnet_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    """Cross-validation against BirdNET (ADR-007 §7): per request, shadow, offline."""
+
+    enable_birdnet: bool = Field(
+        True, description="run the Verifier service (off: verify=true answers 'unavailable')"
+    )
+    birdnet_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="a window counts only if BirdNET's best score reaches it"
+    )
+    discrepancy_threshold: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="a species one model scores this high, absent from the "
+        "other's top 5, is a discrepancy",
+    )
+    model: str = Field("birdnet-v2.4", description="the verifier model (a BirdNET v2.4 ref)")
+    sample_rate: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="shadow sampling: share of served requests verified after the answer is sent",
+    )
+    queue_size: int = Field(
+        64, ge=1, description="shadow queue bound in BirdNET windows (576 KB each); drops beyond"
+    )
+    max_batch_size: int = Field(16, ge=1, description="the Verifier's adaptive batching")
+    max_latency_ms: int = Field(5000, ge=1)
+    provider: Literal["cpu", "gpu"] = "cpu"
+    workers: int = Field(1, ge=1)
+    intra_threads: int = Field(1, ge=1, description="ORT threads per Verifier worker (CPU)")
+    cpu_priority: Literal["idle", "nice", "normal"] = Field(
+        "idle",
+        description="the Verifier's CPU processes: idle = SCHED_IDLE, they run only on cycles "
+        "the model services leave (shadow work never slows /embed); nice = `nice` below",
+    )
+    nice: int = Field(10, ge=0, le=19, description="with cpu_priority = nice")
+    url: str | None = Field(None, description="remote Verifier service; None = local")
+    timeout_s: float = Field(30.0, gt=0.0, description="verify=true waits at most this long")
+
+
+class QualitySettings(_Section):
+    """The embedding-quality monitor (ADR-007 §6.1), per model version and process."""
+
+    window: int = Field(1000, ge=10, le=1_000_000, description="rolling window, in embeddings")
+    pair_sample: int = Field(
+        2, ge=0, le=64, description="recent embeddings each new one is paired with (cosine)"
+    )
+    recent: int = Field(64, ge=2, le=4096, description="pool of recent embeddings for pairs")
+    anomaly_threshold: float = Field(
+        4.0, gt=0.0, description="raw norm this many std from the rolling mean = anomalous_norm"
+    )
+    min_history: int = Field(100, ge=2, description="no anomaly before this many norms")
+    seed: int = 0
+
+
+class ChecksSettings(_Section):
+    """ADR-007 Appendix B as a command (`sevensense check`) and as the rollout gate."""
+
+    gate: bool = Field(True, description="activation / canary weight > 0 needs a passing check")
+    audio_dir: Path | None = Field(
+        None, description="reference recordings; default ../shared/audio"
+    )
+    windows_per_file: int = Field(2, ge=1, le=1000, description="keeps the check to seconds")
+    max_files: int = Field(24, ge=1, le=10_000, description="spread evenly over the folder")
+    agreement_min: float = Field(0.8, ge=0.0, le=1.0, description="BirdNET top-5 agreement")
 
 
 class IndexSettings(_Section):
@@ -187,6 +265,20 @@ class IndexSettings(_Section):
         None,
         description="Secrets Manager id/ARN holding {username, password, host, port, dbname}",
     )
+    name: str = Field(
+        "default",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="the index the API and worker use (a named index = backend + its spaces)",
+    )
+    hnsw_m: int = Field(16, ge=4, le=64, description="HNSW graph degree (both backends)")
+    ef_construction: int = Field(128, ge=16, le=1024)
+    ef_search: int = Field(64, ge=10, le=1000, description="candidates kept while searching")
+    exact_below: int = Field(
+        20_000,
+        ge=0,
+        description="a filtered or tenant-scoped search over at most this many entries is exact",
+    )
+    pg_pool_size: int = Field(4, ge=1, le=64, description="pgvector connections per process")
 
 
 class ApiKeyRecord(_Section):
@@ -302,6 +394,8 @@ class Settings(BaseSettings):
     preprocessing: PreprocessingSettings = Field(default_factory=PreprocessingSettings)
     fallback: FallbackSettings = Field(default_factory=FallbackSettings)
     verification: VerificationSettings = Field(default_factory=VerificationSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    checks: ChecksSettings = Field(default_factory=ChecksSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)

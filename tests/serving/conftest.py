@@ -159,6 +159,7 @@ def server(
         SEVENSENSE_SERVING__TRACING_EXPORTER="otlp",
         SEVENSENSE_SERVING__OTLP_ENDPOINT=collector.endpoint,
         SEVENSENSE_SERVING__TRACING_SAMPLE_RATE="1.0",
+        SEVENSENSE_VERIFICATION__ENABLE_BIRDNET="true",  # verify=true (test_verification.py)
     )
     service = Service(free_port(), env, state / "server.log", keys)
     service.start()

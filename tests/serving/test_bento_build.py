@@ -42,11 +42,15 @@ def test_bento_builds_offline(tmp_path: Path, birdnet_artifact: object) -> None:
     (bento,) = [p for p in (tmp_path / "bentos" / "sevensense").iterdir() if p.name != "latest"]
     meta = yaml.safe_load((bento / "bento.yaml").read_text())
     services = {s["name"]: s for s in meta["services"]}
-    assert set(services) == {"Entry", "GpuModel", "CpuModel"}
-    assert {d["service"] for d in services["Entry"]["dependencies"]} == {"GpuModel", "CpuModel"}
+    assert set(services) == {"Entry", "GpuModel", "CpuModel", "Verifier"}
+    assert {d["service"] for d in services["Entry"]["dependencies"]} == {
+        "GpuModel",
+        "CpuModel",
+        "Verifier",
+    }
     assert services["Entry"]["config"]["runner_probe"] == {"enabled": False}
     assert services["GpuModel"]["config"]["resources"] == {"gpu": 1}
-    for name in ("GpuModel", "CpuModel"):
+    for name in ("GpuModel", "CpuModel", "Verifier"):
         assert services[name]["config"]["runner_connection"]["max_requests"] >= 1_000_000
     src = bento / "src"
     registry = ModelRegistry(src / "models")

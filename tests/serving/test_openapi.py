@@ -19,7 +19,10 @@ EXPECTED = {
     ("POST", "/admin/models/{name}/activate"),
     ("PUT", "/admin/models/{name}/traffic"),
     ("GET", "/status"),
+    ("GET", "/quality"),
     ("GET", "/jobs/{job_id}"),
+    ("POST", "/search"),
+    ("DELETE", "/index/recordings/{recording_id}"),
 }
 
 

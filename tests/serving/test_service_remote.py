@@ -39,6 +39,9 @@ def remote(tmp_path_factory: pytest.TempPathFactory, serving_models: Path) -> It
             SEVENSENSE_SERVING__CPU_URL=cpu.url,
             SEVENSENSE_SERVING__GPU_URL=f"http://127.0.0.1:{free_port()}",
             SEVENSENSE_SERVING__MAX_INFLIGHT_REQUESTS="2",
+            # The Verifier is down too (closed port): verify=true must still answer 200.
+            SEVENSENSE_VERIFICATION__ENABLE_BIRDNET="true",
+            SEVENSENSE_VERIFICATION__URL=f"http://127.0.0.1:{free_port()}",
         ),
         state / "entry.log",
         keys,
@@ -70,6 +73,30 @@ def test_gpu_absent_requests_succeed_on_remote_cpu(
     assert status["paths"]["gpu"]["ready"] is False
     assert "unavailable" in status["paths"]["gpu"]["reason"]
     assert status["paths"]["cpu"]["ready"] is True
+
+
+def test_verifier_down_answers_200_with_verification_unavailable(remote: Service) -> None:
+    data = audio("labelled/common_yellowthroat.mp3").read_bytes()
+    form = {"model": "perch-contract:1.0.0"}
+    with remote.client() as c:
+        plain = c.post("/embed", files={"audio": ("y.mp3", data, "audio/mpeg")}, data=form)
+        started = time.perf_counter()
+        checked = c.post(
+            "/embed", files={"audio": ("y.mp3", data, "audio/mpeg")}, data={**form, "verify": "1"}
+        )
+        elapsed = time.perf_counter() - started
+        detail = c.get("/readyz", params={"detail": 1})
+    assert plain.status_code == checked.status_code == 200, checked.text
+    body = checked.json()
+    assert body["verification"]["available"] is False
+    assert body["verification"]["reason"].startswith("verifier_unavailable")
+    assert [w["embedding"] for w in body["windows"]] == [
+        w["embedding"] for w in plain.json()["windows"]
+    ]
+    assert all(w["verification"]["reason"] == "verifier_unavailable" for w in body["windows"])
+    assert elapsed < 5.0  # a dead verifier fails fast, it does not hold the request
+    assert detail.status_code == 200  # readiness never depends on the verifier
+    assert detail.json()["verifier"]["ready"] is False
 
 
 def test_overload_is_a_fast_503_with_retry_after(remote: Service) -> None:

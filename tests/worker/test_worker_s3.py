@@ -94,6 +94,10 @@ def test_twenty_recordings_match_the_cli(twenty: dict[str, Any], tmp_path: Path)
         by_source[source].append(i)
     cli_emb = embeddings(cli)
     assert cli.num_rows == twenty["summary"]["windows"] > 50
+    # The worker's quality monitor (its run summary) saw every window it embedded.
+    (quality,) = twenty["summary"]["quality"]
+    assert (quality["model"], quality["seen"]) == ("birdnet-v2.4", cli.num_rows)
+    assert quality["raw_norm"]["count"] == min(cli.num_rows, quality["window"])
 
     for key, path in twenty["keys"].items():
         (out_key,) = output_for(stack, key)

@@ -59,11 +59,14 @@ class StreamStats:
 
 
 def _resampled(
-    source: AudioSource, config: PreprocessConfig, stats: StreamStats
+    source: AudioSource,
+    config: PreprocessConfig,
+    stats: StreamStats,
+    decoded: Iterator[tuple[AudioInfo, np.ndarray]] | None = None,
 ) -> Iterator[np.ndarray]:
     resampler: StreamResampler | None = None
     limit = config.max_duration_s
-    blocks = iter_mono_blocks(source, config.block_frames)
+    blocks = decoded if decoded is not None else iter_mono_blocks(source, config.block_frames)
     while True:
         tick = time.perf_counter()
         item = next(blocks, None)
@@ -99,11 +102,17 @@ def _resampled(
 
 
 def prepare_windows(
-    source: AudioSource, config: PreprocessConfig, stats: StreamStats | None = None
+    source: AudioSource,
+    config: PreprocessConfig,
+    stats: StreamStats | None = None,
+    decoded: Iterator[tuple[AudioInfo, np.ndarray]] | None = None,
 ) -> Iterator[Window]:
-    """Model-ready windows of one recording. Skipped windows go to ``stats.skipped``."""
+    """Model-ready windows of one recording. Skipped windows go to ``stats.skipped``.
+
+    ``decoded``: mono blocks already being decoded (one branch of an ``itertools.tee`` of
+    :func:`iter_mono_blocks`), so that one decode feeds two models' rates."""
     stats = stats if stats is not None else StreamStats()
-    items = iter_windows(_resampled(source, config, stats), config.window_spec())
+    items = iter_windows(_resampled(source, config, stats, decoded), config.window_spec())
 
     def windowing_time(tick: float, upstream: float) -> float:
         # What next() spent beyond the decode and resample time it accounted for itself.

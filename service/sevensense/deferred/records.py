@@ -58,6 +58,10 @@ class DeferredRequest(BaseModel):
     submitted_at: datetime
     reason: str = ""
     trace: dict[str, str] = Field(default_factory=dict)
+    transform: dict[str, Any] = Field(
+        default_factory=dict,
+        description="reduce, project, curvature, max_norm as the request gave them",
+    )
 
 
 class JobRecord(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.records import (
@@ -42,6 +42,7 @@ class Deferrer:
         reason: str,
         filename: str | None = None,
         trace: dict[str, str] | None = None,
+        transform: dict[str, Any] | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
         source.seek(0, io.SEEK_SET)
@@ -69,6 +70,7 @@ class Deferrer:
                 submitted_at=stamp,
                 reason=reason,
                 trace=trace or {},
+                transform=transform or {},
             )
             self.queue.send(message.model_dump_json(), {"kind": message.kind})
         except SevensenseError:

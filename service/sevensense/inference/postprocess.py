@@ -18,6 +18,9 @@ class EmbeddingQuality:
     has_inf: bool
     sparsity: float
     zero_norm: bool
+    # Set by the quality monitor (sevensense.embeddings.quality): the raw norm is far from
+    # this model version's rolling mean. A flag, not invalidity: the embedding is kept.
+    anomalous_norm: bool = False
 
     @property
     def is_valid(self) -> bool:
@@ -38,6 +41,8 @@ class EmbeddingQuality:
             out.append("zero_norm")
         if not (NORM_RANGE[0] <= self.norm <= NORM_RANGE[1]):
             out.append("norm_out_of_range")
+        if self.anomalous_norm:
+            out.append("anomalous_norm")
         return out
 
 

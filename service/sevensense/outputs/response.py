@@ -19,8 +19,10 @@ from pydantic import BaseModel, Field
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.artifacts.registry import Artifact
 from sevensense.audio.pipeline import StreamStats
+from sevensense.embeddings.transform import IDENTITY, VectorTransform
 from sevensense.inference.engine import WindowResult
 from sevensense.outputs.writers import results_schema, results_table
+from sevensense.verification.agreement import RequestVerification, WindowVerification
 
 ARROW_MEDIA_TYPE = "application/vnd.apache.arrow.stream"
 
@@ -64,6 +66,9 @@ class WindowJSON(BaseModel):
     )
     logits: list[float] | None = None
     spectrogram: list[list[float]] | None = None
+    verification: WindowVerification | None = Field(
+        None, description="verify=true: BirdNET's top 5, the agreement (or null and why)"
+    )
 
 
 class SkippedJSON(BaseModel):
@@ -104,6 +109,21 @@ class Timing(BaseModel):
         )
 
 
+class ReducerInfo(BaseModel):
+    name: str
+    version: str
+    sha256: str = Field(description="of the reducer artifact (reducer.npz)")
+    in_dim: int
+    out_dim: int
+    explained_variance: float = Field(description="fraction of the fitted variance kept")
+
+
+class ProjectionInfo(BaseModel):
+    kind: str
+    curvature: float
+    max_norm: float
+
+
 class EmbedResponse(BaseModel):
     request_id: str
     model: ModelIdentity
@@ -123,7 +143,13 @@ class EmbedResponse(BaseModel):
     sample_rate: int
     window_s: float
     hop_s: float
-    embedding_dim: int
+    embedding_dim: int = Field(description="of the vectors returned (after any reducer)")
+    reducer: ReducerInfo | None = Field(
+        None, description="the PCA reducer applied to every embedding (re-normalised after)"
+    )
+    projection: ProjectionInfo | None = Field(
+        None, description="the projection applied last (poincare: points in the ball)"
+    )
     windows: list[WindowJSON]
     skipped: list[SkippedJSON] = Field(default_factory=list)
     timing: Timing
@@ -131,6 +157,11 @@ class EmbedResponse(BaseModel):
         None,
         description="the filter top-k was restricted by: kind (location/list), size, "
         "lat/lon/week/threshold",
+    )
+    verification: RequestVerification | None = Field(
+        None,
+        description="verify=true: the verifier, whether it answered, and the agreement "
+        "summary (windows, counted, mean, share >= 0.8, discrepancies)",
     )
 
 
@@ -152,6 +183,9 @@ class EmbedOutcome:
     similarity: list[float | None] = field(default_factory=list)
     species_filter: dict[str, object] | None = None
     species: tuple[str, ...] | None = None
+    transform: VectorTransform = IDENTITY  # already applied to ``results``
+    verification: RequestVerification | None = None
+    window_verification: list[WindowVerification] | None = None
 
     @property
     def degraded(self) -> list[str]:
@@ -165,6 +199,41 @@ def _served(outcome: EmbedOutcome) -> list[str]:
 
 def _similarity(outcome: EmbedOutcome) -> list[float | None]:
     return outcome.similarity or [None] * len(outcome.results)
+
+
+def _checks(outcome: EmbedOutcome) -> list[WindowVerification | None]:
+    if outcome.window_verification is None:
+        return [None] * len(outcome.results)
+    return list(outcome.window_verification)
+
+
+_DISCREPANCY = pa.struct(
+    [
+        ("species", pa.string()),
+        ("flagged_by", pa.string()),
+        ("primary_score", pa.float32()),
+        ("verifier_score", pa.float32()),
+    ]
+)
+VERIFICATION_COLUMNS = (
+    pa.field("verification_agreement", pa.float32()),
+    pa.field("verification_reason", pa.string()),
+    pa.field("verifier_top5", pa.list_(pa.string())),
+    pa.field("verifier_top5_scores", pa.list_(pa.float32())),
+    pa.field("verification_discrepancies", pa.list_(_DISCREPANCY)),
+)
+
+
+def _verification_arrays(checks: list[WindowVerification | None]) -> list[pa.Array]:
+    """verify=true in Arrow: one column per field; the summary is in the header metadata."""
+    values = [
+        [c.agreement if c else None for c in checks],
+        [c.reason if c else None for c in checks],
+        [[s.species for s in c.verifier_top5] if c else None for c in checks],
+        [[s.score for s in c.verifier_top5] if c else None for c in checks],
+        [[d.model_dump() for d in c.discrepancies] if c else None for c in checks],
+    ]
+    return [pa.array(v, f.type) for v, f in zip(values, VERIFICATION_COLUMNS, strict=True)]
 
 
 def to_response(outcome: EmbedOutcome, request_id: str) -> EmbedResponse:
@@ -189,9 +258,14 @@ def to_response(outcome: EmbedOutcome, request_id: str) -> EmbedResponse:
             cache_similarity=similarity,
             logits=r.logits.tolist() if r.logits is not None else None,
             spectrogram=r.spectrogram.tolist() if r.spectrogram is not None else None,
+            verification=check,
         )
-        for r, served, similarity in zip(
-            outcome.results, _served(outcome), _similarity(outcome), strict=True
+        for r, served, similarity, check in zip(
+            outcome.results,
+            _served(outcome),
+            _similarity(outcome),
+            _checks(outcome),
+            strict=True,
         )
     ]
     skipped = [
@@ -213,11 +287,22 @@ def to_response(outcome: EmbedOutcome, request_id: str) -> EmbedResponse:
         sample_rate=manifest.sample_rate,
         window_s=outcome.window_s,
         hop_s=outcome.hop_s,
-        embedding_dim=manifest.embedding_dim,
+        embedding_dim=outcome.transform.out_dim(manifest.embedding_dim),
+        reducer=(
+            ReducerInfo.model_validate(outcome.transform.reducer.describe())
+            if outcome.transform.reducer
+            else None
+        ),
+        projection=(
+            ProjectionInfo.model_validate(outcome.transform.projection.describe())
+            if outcome.transform.projection
+            else None
+        ),
         windows=windows,
         skipped=skipped,
         timing=outcome.timing,
         species_filter=outcome.species_filter,
+        verification=outcome.verification,
     )
 
 
@@ -227,14 +312,22 @@ def to_arrow(outcome: EmbedOutcome, request_id: str) -> bytes:
     with_logits = any(r.logits is not None for r in outcome.results)
     n_classes = manifest.n_classes if with_logits else None
     header = to_response(outcome, request_id).model_dump(mode="json", exclude={"windows"})
-    base = results_schema(manifest.embedding_dim, n_classes)
-    schema = base.append(pa.field("strategy", pa.string())).with_metadata(
-        {"sevensense": json.dumps(header)}
-    )
+    constants = outcome.transform.columns()
+    dim = outcome.transform.out_dim(manifest.embedding_dim)
+    base = results_schema(dim, n_classes, tuple(constants))
+    schema = base.append(pa.field("strategy", pa.string()))
+    verified = outcome.window_verification is not None
+    for column in VERIFICATION_COLUMNS if verified else ():
+        schema = schema.append(column)
+    schema = schema.with_metadata({"sevensense": json.dumps(header)})
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, schema) as writer:
         if outcome.results:
-            table = results_table(outcome.results, base)
+            table = results_table(outcome.results, base, constants)
             table = table.append_column("strategy", pa.array(_served(outcome), pa.string()))
+            if verified:
+                arrays = _verification_arrays(_checks(outcome))
+                for column, array in zip(VERIFICATION_COLUMNS, arrays, strict=True):
+                    table = table.append_column(column, array)
             writer.write_table(table.replace_schema_metadata(schema.metadata))
     return bytes(sink.getvalue().to_pybytes())

@@ -10,6 +10,7 @@ Parquet schema, one row per embedded window:
 | start_s, end_s | float64 | time span of real audio in the window |
 | padded_samples | int32 | samples of padding (0 for full windows) |
 | model_name, model_version, model_variant, provider | string | what produced the row |
+| reducer, projection | string | only in transformed outputs: `name:version`, `poincare-c1-m0.999` |
 | embedding | fixed_size_list<float32>[D] | L2-normalised embedding |
 | top_labels, top_scores | list<string>, list<float32> | top-k classes, sigmoid scores |
 | norm, sparsity | float32 | quality figures |
@@ -41,7 +42,9 @@ class ResultWriter(Protocol):
     def close(self, summary: dict[str, Any]) -> None: ...
 
 
-def results_schema(dim: int, n_classes: int | None) -> pa.Schema:
+def results_schema(dim: int, n_classes: int | None, constants: tuple[str, ...] = ()) -> pa.Schema:
+    """``constants`` names string columns that hold one value for the whole file (the
+    reducer and projection of a transformed output), placed after the model's identity."""
     fields = [
         pa.field("source", pa.string()),
         pa.field("window_index", pa.int32()),
@@ -51,6 +54,7 @@ def results_schema(dim: int, n_classes: int | None) -> pa.Schema:
         pa.field("model_name", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("model_variant", pa.string()),
+        *(pa.field(name, pa.string()) for name in constants),
         pa.field("provider", pa.string()),
         pa.field("embedding", pa.list_(pa.float32(), dim)),
         pa.field("top_labels", pa.list_(pa.string())),
@@ -65,7 +69,9 @@ def results_schema(dim: int, n_classes: int | None) -> pa.Schema:
     return pa.schema(fields)
 
 
-def results_table(rows: list[WindowResult], schema: pa.Schema) -> pa.Table:
+def results_table(
+    rows: list[WindowResult], schema: pa.Schema, constants: dict[str, str] | None = None
+) -> pa.Table:
     """One Arrow table per row group; the HTTP service's Arrow responses use it too."""
     dim = schema.field("embedding").type.list_size
     has_logits = "logits" in schema.names
@@ -79,6 +85,7 @@ def results_table(rows: list[WindowResult], schema: pa.Schema) -> pa.Table:
         "model_name": [r.meta.model.name for r in rows],
         "model_version": [r.meta.model.version for r in rows],
         "model_variant": [r.meta.model.variant for r in rows],
+        **{name: [value] * len(rows) for name, value in (constants or {}).items()},
         "provider": [r.meta.provider for r in rows],
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), dim),
         "top_labels": [[name for name, _ in r.top_k] for r in rows],
@@ -98,9 +105,16 @@ def results_table(rows: list[WindowResult], schema: pa.Schema) -> pa.Table:
 
 
 class ParquetWriter:
-    def __init__(self, path: Path, embedding_dim: int, n_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        embedding_dim: int,
+        n_classes: int | None = None,
+        constants: dict[str, str] | None = None,
+    ) -> None:
         self.path = path
-        self.schema = results_schema(embedding_dim, n_classes)
+        self.constants = constants or {}
+        self.schema = results_schema(embedding_dim, n_classes, tuple(self.constants))
         self.dim = embedding_dim
         self.n_classes = n_classes
         self._rows: list[WindowResult] = []
@@ -116,7 +130,7 @@ class ParquetWriter:
         if not self._rows:
             return
         rows = self._rows
-        self._writer.write_table(results_table(rows, self.schema))
+        self._writer.write_table(results_table(rows, self.schema, self.constants))
         self.rows_written += len(rows)
         self._rows = []
 
@@ -161,11 +175,17 @@ class NpzWriter:
 
 
 def open_writer(
-    path: Path, fmt: str, embedding_dim: int, n_classes: int | None = None
+    path: Path,
+    fmt: str,
+    embedding_dim: int,
+    n_classes: int | None = None,
+    constants: dict[str, str] | None = None,
 ) -> ParquetWriter | NpzWriter:
+    """``constants`` (Parquet only; ``.npz`` keeps them in its summary) as in
+    :func:`results_schema`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        return ParquetWriter(path, embedding_dim, n_classes)
+        return ParquetWriter(path, embedding_dim, n_classes, constants)
     if fmt == "npz":
         return NpzWriter(path, embedding_dim, n_classes)
     raise ValueError(f"unknown output format {fmt!r}; parquet or npz")

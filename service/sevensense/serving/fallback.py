@@ -138,8 +138,9 @@ class FallbackChain:
         provider); otherwise an ``auto`` request goes to the first path alone."""
         paths = [p.name for p in self.router.paths]
         cpu_backs_gpu = "cpu" in self.strategies or "cpu" in self.settings.inference.providers
-        if route == "auto" and len(paths) > 1 and not cpu_backs_gpu:
-            return paths[0]
+        first = paths[0] if paths else "cpu"
+        if route == "auto" and len(paths) > 1 and not cpu_backs_gpu and first != "verifier":
+            return first
         return route
 
     async def run(

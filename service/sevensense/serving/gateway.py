@@ -13,12 +13,10 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
-import itertools
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -27,10 +25,12 @@ import numpy as np
 
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact
-from sevensense.audio.pipeline import StreamStats, prepare_windows
+from sevensense.audio.pipeline import StreamStats
 from sevensense.audio.windowing import Window
 from sevensense.deferred.records import JobRecord
 from sevensense.deferred.submit import Deferrer
+from sevensense.embeddings.quality import process_monitors
+from sevensense.embeddings.transform import VectorTransform, artifact_sha256, load_transform
 from sevensense.errors import QueueError, RequestError, SevensenseError
 from sevensense.inference.engine import (
     EmbedOptions,
@@ -44,10 +44,11 @@ from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
 from sevensense.serving import tracing
 from sevensense.serving.api import MAX_OVERLAP, EmbedParams
 from sevensense.serving.fallback import ChunkResult, DeferRequest, FallbackChain
-from sevensense.serving.metrics import metrics
+from sevensense.serving.metrics import metrics, publish_quality
 from sevensense.serving.model_resolver import ModelResolver
 from sevensense.serving.model_rpc import WindowItem, from_bytes, to_bytes
 from sevensense.serving.path_router import PathRouter
+from sevensense.serving.verifier import ChunkCheck, GatewayVerifier, PairTaker
 from sevensense.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,10 +66,7 @@ class DeferredOutcome:
 class _Chunk:
     windows: list[Window]
     result: ChunkResult | None = None
-
-
-def _take(windows: Iterator[Window], n: int) -> list[Window]:
-    return list(itertools.islice(windows, n))
+    check: ChunkCheck = dataclasses.field(default_factory=ChunkCheck)
 
 
 async def _cancel(tasks: list[asyncio.Task[_Chunk]]) -> None:
@@ -93,12 +91,14 @@ class Gateway:
         router: PathRouter,
         resolver: ModelResolver,
         deferrer: Deferrer | None = None,
+        verifier: GatewayVerifier | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
         self.resolver = resolver
         self.chain = FallbackChain(settings, router, resolver.registry)
         self.deferrer = deferrer
+        self.verifier = verifier or GatewayVerifier(settings, resolver.registry, None)
 
     # --- one recording ----------------------------------------------------------------------
 
@@ -115,6 +115,8 @@ class Gateway:
         manifest = artifact.manifest
         if not artifact.present:
             self.resolver.registry.verify(artifact)  # raises ArtifactMissingError with the fix
+        # Before any audio is read: a reducer for another model is refused up front.
+        transform = await anyio.to_thread.run_sync(self._transform, artifact, params)
         species = None
         if params.lat is not None or params.species is not None:
             # In a thread: the first filter at a place runs the range model.
@@ -153,9 +155,10 @@ class Gateway:
         )
         config = preprocess_config(self.settings, manifest, options)
         k = self.settings.top_k if params.top_k is None else params.top_k
-        need_logits = k > 0 or params.include_logits
+        plan = self.verifier.plan(artifact, params.verify)
+        need_logits = k > 0 or params.include_logits or bool(plan and plan.active)
         stats = StreamStats()
-        windows = prepare_windows(source, config, stats)
+        pairs = PairTaker(source, config, stats, plan)  # with BirdNET's windows when verifying
         ref = str(manifest.identity)
         serving = self.settings.serving
         slots = asyncio.Semaphore(serving.chunk_concurrency)
@@ -176,7 +179,9 @@ class Gateway:
                     for w in chunk.windows
                 ]
                 samples = [w.samples for w in chunk.windows]
-                chunk.result = await self.chain.run(items, samples, manifest, params.route)
+                chunk.result = await self.verifier.alongside(
+                    plan, chunk.check, self.chain.run(items, samples, manifest, params.route)
+                )
                 return chunk
             finally:
                 slots.release()
@@ -184,11 +189,11 @@ class Gateway:
         try:
             while True:
                 await slots.acquire()
-                batch = await anyio.to_thread.run_sync(_take, windows, serving.chunk_windows)
+                batch, fresh = await anyio.to_thread.run_sync(pairs.take, serving.chunk_windows)
                 if not batch:
                     slots.release()
                     break
-                tasks.append(asyncio.create_task(dispatch(_Chunk(batch))))
+                tasks.append(asyncio.create_task(dispatch(_Chunk(batch, check=ChunkCheck(fresh)))))
             chunks = await asyncio.gather(*tasks)
         except DeferRequest as defer:
             await _cancel(tasks)
@@ -201,7 +206,13 @@ class Gateway:
                 resample_quality=config.resample_quality,
                 normalization=options.normalization or self.settings.preprocessing.normalization,
             )
-            return await self._defer(source, ref, resolved, owner, defer.reason)
+            asked = {
+                "reduce": params.reduce,
+                "project": params.project,
+                "curvature": params.curvature,
+                "max_norm": params.max_norm,
+            }
+            return await self._defer(source, ref, resolved, owner, defer.reason, asked)
         except BaseException:
             await _cancel(tasks)
             raise
@@ -212,8 +223,22 @@ class Gateway:
             results = self._postprocess(
                 chunks, manifest.identity.name, artifact, k, params, options.species
             )
+            results = transform.apply_results(results)
         post_ms = (time.perf_counter() - post) * 1e3
         done = [c.result for c in chunks if c.result is not None]
+        verification, window_checks = await self.verifier.finish(
+            plan,
+            (manifest.name, manifest.version),
+            window_s,
+            [
+                (w, o)
+                for c in chunks
+                if c.result
+                for w, o in zip(c.windows, c.result.outputs, strict=True)
+            ],
+            [c.check for c in chunks],
+            pairs,
+        )
         calls = [o for r in done for o in r.outputs[:1] if o.batch_size]
         providers = sorted({o.provider for r in done for o in r.outputs})
         return EmbedOutcome(
@@ -237,7 +262,27 @@ class Gateway:
             similarity=[v for r in done for v in r.similarity],
             species_filter=species.summary() if species else None,
             species=species.species if species else None,
+            transform=transform,
+            verification=verification,
+            window_verification=window_checks,
         )
+
+    def _transform(self, artifact: Artifact, params: EmbedParams) -> VectorTransform:
+        """The request's reducer and projection, verified for the version serving it (in a
+        thread: a model without a pinned digest is hashed once)."""
+        manifest = artifact.manifest
+        transform = load_transform(
+            self.settings,
+            manifest.name,
+            manifest.version,
+            artifact_sha256(artifact) if params.reduce else None,
+            params.reduce,
+            params.project,
+            curvature=params.curvature,
+            max_norm=params.max_norm,
+        )
+        transform.out_dim(manifest.embedding_dim)
+        return transform
 
     async def _defer(
         self,
@@ -246,6 +291,7 @@ class Gateway:
         options: EmbedOptions,
         owner: str,
         reason: str,
+        transform: dict[str, Any] | None = None,
     ) -> DeferredOutcome:
         if self.deferrer is None:
             raise QueueError(f"no deferred queue configured; {reason}")
@@ -259,6 +305,7 @@ class Gateway:
                     owner=owner,
                     reason=reason,
                     trace=tracing.carrier(),
+                    transform=transform,
                 )
             )
         except SevensenseError:
@@ -328,6 +375,11 @@ class Gateway:
                 results[i] = _zero_result(results[i])
             elif logits is not None and not has:
                 results[i] = dataclasses.replace(results[i], top_k=[], logits=None)
+        monitors = process_monitors(self.settings.quality)
+        results = monitors.observe(results, skip=[how == ZERO for how in served])
+        observed = {r.meta.model for r, how in zip(results, served, strict=True) if how != ZERO}
+        for identity in observed:
+            publish_quality(monitors.monitor(identity).report())
         m = metrics()
         version = manifest.version
         for r, how in zip(results, served, strict=True):
@@ -374,5 +426,6 @@ class Gateway:
                 "cache_entries": len(self.chain.cache),
                 "deferred_queue": self.deferrer.queue.name if self.deferrer else None,
             },
+            "verifier": self.verifier.describe(),  # never part of readiness
         }
         return paths or backup, detail

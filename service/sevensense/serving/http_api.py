@@ -12,6 +12,7 @@ that describes exactly that. BentoML still owns the process model, batching, /li
 import asyncio
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -37,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.records import JobStatus
+from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import (
     JobNotFoundError,
     ModelError,
@@ -64,6 +66,7 @@ from sevensense.serving.api import (
     TEXT_FORMATS,
     ActivateRequest,
     DeferredResponse,
+    DeleteRecordingResponse,
     DetectionJSON,
     DetectResponse,
     EmbedParams,
@@ -71,7 +74,10 @@ from sevensense.serving.api import (
     JobResponse,
     ModelDetail,
     ModelList,
+    QualityAnswer,
     RolloutResponse,
+    SearchParams,
+    SearchResponse,
     TrafficRequest,
 )
 from sevensense.serving.auth import KeyStore, key_from_headers
@@ -87,6 +93,7 @@ from sevensense.serving.gateway import DeferredOutcome, Gateway
 from sevensense.serving.metrics import metrics
 from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.rollout_admin import RolloutAdmin
+from sevensense.serving.similarity import SimilarityService, outcome_queries, query_vector
 from sevensense.settings import ApiKeyRecord, ServingSettings, Settings
 from sevensense.settings import Scope as KeyScope
 
@@ -98,8 +105,13 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "invalid rollout weights"),
         (401, "missing or unknown API key"),
         (403, "the key lacks the scope"),
-        (404, "unknown model or version"),
-        (409, "a version failed verification or loading; the current one keeps serving"),
+        (404, "unknown model, version, reducer, index or index space"),
+        (
+            409,
+            "a version failed verification, loading or the quality gate (the current one "
+            "keeps serving); a reducer made for another model version; an index space "
+            "that holds nothing this key may search",
+        ),
         (413, "upload or audio duration over the limit"),
         (202, "deferred: queued durably; poll the job"),
         (415, "not an audio format we decode"),
@@ -342,6 +354,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
     )
     _add_docs(app)
     inflight = 0
+    similarity = SimilarityService(settings)
 
     @app.middleware("http")
     async def request_context(
@@ -467,6 +480,12 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
             await audio.close()
         if isinstance(outcome, DeferredOutcome):
             return deferred_response(outcome)
+        indexed = None
+        if params.index and not detect:
+            recording = params.recording_id or audio.filename or request_id(request)
+            indexed = await anyio.to_thread.run_sync(
+                similarity.add_outcome, outcome, key.id, recording, params.site, params.recorded_at
+            )
         ident = outcome.artifact.manifest.identity
         outcome_label = "fallback" if outcome.fallback else "ok"
         metrics().embed_requests.labels(
@@ -482,6 +501,8 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         }
         if outcome.degraded:
             headers["X-Degraded"] = ",".join(outcome.degraded)
+        if indexed is not None:
+            headers["X-Indexed-Windows"] = str(indexed)
         if detect:
             name = audio.filename or params.recording_id or "upload"
             return detections_response(outcome, params, name, request_id(request), headers)
@@ -595,6 +616,72 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
             result=result,
         )
 
+    @app.post(
+        "/search",
+        response_model=SearchResponse,
+        summary="Similar windows in the index",
+        description=(
+            "Multipart: an `audio` upload (each window a query, or the one at `window`, "
+            "embedded as `/embed` would with `model`, `reduce`, `project`) or `embedding`, a "
+            "JSON array (its space named by `model=name:version` and `transform`). `k`, "
+            "filters `recording_prefix`, `site`, `time_from`, `time_to`; `metric` cosine or "
+            "poincare. A partner key searches what it indexed; an admin key searches all."
+        ),
+    )
+    async def search(
+        request: Request,
+        key: Annotated[ApiKeyRecord, Depends(authorised("read"))],
+        params: Annotated[SearchParams, Form()],
+        audio: Annotated[UploadFile | None, File(description="query recording")] = None,
+    ) -> SearchResponse:
+        if (audio is None) == (params.embedding is None):
+            raise RequestError("give either an audio upload or an embedding, not both or neither")
+        if audio is not None:
+            embed_params = EmbedParams(
+                model=params.model,
+                overlap=params.overlap,
+                top_k=0,
+                reduce=params.reduce,
+                project=params.project,
+                curvature=params.curvature,
+                max_norm=params.max_norm,
+            )
+            try:
+                outcome = await asyncio.wait_for(
+                    context().gateway.embed(audio.file, embed_params, key.id, owner=key.id),
+                    timeout=serving.request_timeout_s,
+                )
+            except TimeoutError as exc:
+                raise OverloadedError(
+                    f"no answer within {serving.request_timeout_s:g} s", retry_after_s=5.0
+                ) from exc
+            finally:
+                await audio.close()
+            if isinstance(outcome, DeferredOutcome):
+                raise OverloadedError("no model path could embed the query now", retry_after_s=5.0)
+            info, vectors, spans = outcome_queries(outcome, params.window)
+        else:
+            info = await anyio.to_thread.run_sync(similarity.space_for_vector, params)
+            vectors = query_vector(params.embedding or "")[None, :]
+            spans = [(None, None, None)]
+        return await anyio.to_thread.run_sync(
+            similarity.search, params, info, vectors, spans, key, request_id(request)
+        )
+
+    @app.delete(
+        "/index/recordings/{recording_id:path}",
+        response_model=DeleteRecordingResponse,
+        summary="Delete a recording's windows from the index",
+        description="A partner key deletes only what it indexed; an admin key anyone's.",
+    )
+    async def delete_recording(
+        recording_id: str,
+        key: Annotated[ApiKeyRecord, Depends(authorised("embed"))],
+        index: str | None = None,
+    ) -> DeleteRecordingResponse:
+        name, deleted = await anyio.to_thread.run_sync(similarity.delete, index, recording_id, key)
+        return DeleteRecordingResponse(index=name, recording_id=recording_id, deleted=deleted)
+
     @app.get("/models", response_model=ModelList, summary="Models, versions and traffic split")
     async def list_models(
         _: Annotated[ApiKeyRecord, Depends(authorised("read"))],
@@ -617,7 +704,9 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         body: ActivateRequest,
         key: Annotated[ApiKeyRecord, Depends(authorised("admin"))],
     ) -> RolloutResponse:
-        return await context().admin.activate(name, body.version, body.variant, key.id)
+        return await context().admin.activate(
+            name, body.version, body.variant, key.id, force=body.force
+        )
 
     @app.put(
         "/admin/models/{name}/traffic",
@@ -629,7 +718,17 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         body: TrafficRequest,
         key: Annotated[ApiKeyRecord, Depends(authorised("admin"))],
     ) -> RolloutResponse:
-        return await context().admin.set_traffic(name, body.weights, body.variant, key.id)
+        return await context().admin.set_traffic(
+            name, body.weights, body.variant, key.id, force=body.force
+        )
+
+    @app.get(
+        "/quality",
+        response_model=QualityAnswer,
+        summary="Embedding-quality monitor (ADR-007 §6.1) per model version, this process",
+    )
+    async def quality(_: Annotated[ApiKeyRecord, Depends(authorised("read"))]) -> QualityAnswer:
+        return QualityAnswer(pid=os.getpid(), models=process_monitors(settings.quality).reports())
 
     @app.get("/status", summary="Model paths, rollouts and limits of this gateway worker")
     async def status(_: Annotated[ApiKeyRecord, Depends(authorised("read"))]) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from functools import cache
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from sevensense.embeddings.quality import QualityReport
+
 _LATENCY_BUCKETS = (
     0.005,
     0.01,
@@ -30,6 +32,7 @@ _LATENCY_BUCKETS = (
     60.0,
 )
 _BATCH_BUCKETS = tuple(float(2**i) for i in range(11))
+_AGREEMENT_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _NORM_BUCKETS = (0.0, 1e-6, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
 
 MODEL_LABELS = ("path", "model", "version", "provider")
@@ -58,6 +61,9 @@ class Metrics:
     cache_hits: Counter
     deferred_requests: Counter
     front_door_refusals: Counter
+    quality: Gauge
+    verification_agreement: Histogram
+    verification_windows: Counter
 
 
 @cache
@@ -172,4 +178,48 @@ def metrics() -> Metrics:
             "Requests the front door answered before or while reading the body, by reason",
             ("reason",),
         ),
+        quality=Gauge(
+            "sevensense_embedding_quality",
+            "Embedding-quality monitor (ADR-007 §6.1) per model version and process: raw-norm "
+            "and pair cosine-distance statistics over the rolling window, anomaly rate",
+            ("model", "version", "variant", "stat"),
+            multiprocess_mode="liveall",
+        ),
+        verification_agreement=Histogram(
+            "sevensense_verification_agreement",
+            "Top-5 agreement with BirdNET v2.4 per counted window (ADR-007 §7), verify=true "
+            "and shadow sampling",
+            ("model", "version"),
+            buckets=_AGREEMENT_BUCKETS,
+        ),
+        verification_windows=Counter(
+            "sevensense_verification_windows",
+            "Windows sent for verification by outcome: counted, a null reason "
+            "(verifier_below_threshold, no_verifier_window, ...), unavailable, dropped",
+            ("model", "version", "outcome"),
+        ),
     )
+
+
+def quality_stats(report: QualityReport) -> dict[str, float]:
+    """The report as flat gauge values, named as in ``GET /quality``."""
+    stats: dict[str, float] = {
+        "seen": float(report.seen),
+        "anomaly_rate": report.anomaly_rate,
+        "anomalies_total": float(report.anomalies_total),
+    }
+    distributions = (("raw_norm", report.raw_norm), ("cosine_distance", report.cosine_distance))
+    for prefix, dist in distributions:
+        if dist.mean is None or dist.std is None or dist.percentiles is None:
+            continue
+        stats[f"{prefix}_mean"] = dist.mean
+        stats[f"{prefix}_std"] = dist.std
+        for name, value in dist.percentiles.model_dump().items():
+            stats[f"{prefix}_{name}"] = float(value)
+    return stats
+
+
+def publish_quality(report: QualityReport) -> None:
+    gauge = metrics().quality
+    for stat, value in quality_stats(report).items():
+        gauge.labels(report.model, report.version, report.variant, stat).set(value)

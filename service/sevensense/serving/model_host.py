@@ -42,9 +42,21 @@ CUDA = "CUDAExecutionProvider"
 
 
 def path_settings(settings: Settings, path: PathName) -> Settings:
-    """The CPU service pins the CPU provider; the GPU service keeps the profile's chain."""
+    """The CPU service pins the CPU provider; the GPU service keeps the profile's chain; the
+    verifier runs BirdNET's base variant on its own provider and threads."""
     if path == "gpu":
         return settings
+    if path == "verifier":
+        v = settings.verification
+        inference = settings.inference.model_copy(
+            update={
+                "providers": ["cuda", "cpu"] if v.provider == "gpu" else ["cpu"],
+                "intra_threads": v.intra_threads,
+                "max_batch_size": v.max_batch_size,
+                "model_variant": "base",
+            }
+        )
+        return settings.model_copy(update={"inference": inference})
     _, threads = cpu_layout(settings.serving)
     inference = settings.inference.model_copy(
         update={"providers": ["cpu"], "intra_threads": threads}

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sevensense.artifacts.manifest import ModelIdentity
 
-PathName = Literal["gpu", "cpu"]
+PathName = Literal["gpu", "cpu", "verifier"]  # the verifier runs BirdNET only
 
 
 class _Binary(BaseModel):

@@ -10,12 +10,16 @@ Any failure before the write leaves the old version serving and is returned as t
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Mapping
 
 import anyio
 
 from sevensense.artifacts.registry import Artifact, ModelRef, sorted_versions
+from sevensense.checks.gate import GateOutcome, gate
+from sevensense.checks.store import load_stored
 from sevensense.errors import ModelNotFoundError, NoModelPathError, SevensenseError
+from sevensense.inference.engine import EmbeddingEngine
 from sevensense.serving.api import (
     ModelDetail,
     ModelInfo,
@@ -44,6 +48,33 @@ class RolloutAdmin:
     def __init__(self, resolver: ModelResolver, router: PathRouter) -> None:
         self.resolver = resolver
         self.router = router
+
+    def _engine(self) -> EmbeddingEngine:
+        """The Appendix B check runs here, on the CPU, one thread: it must not take the
+        cores from the requests this gateway is serving meanwhile. A fresh engine per
+        gate, so its sessions are freed once the check is done (sessions load lazily: a
+        stored result costs nothing)."""
+        settings = self.resolver.settings.model_copy(deep=True)
+        settings.inference.providers = ["cpu"]
+        settings.inference.intra_threads = 1
+        settings.inference.allow_spinning = False
+        return EmbeddingEngine(settings, registry=self.resolver.registry)
+
+    async def _gate(
+        self, artifacts: list[Artifact], force: bool, by: str, action: str
+    ) -> list[GateOutcome]:
+        """Before anything is written: a failure leaves the current state serving."""
+        if not self.resolver.settings.checks.gate:
+            return []
+        engine = self._engine()
+        outcomes = []
+        for artifact in artifacts:
+            outcomes.append(
+                await anyio.to_thread.run_sync(
+                    functools.partial(gate, engine, artifact, force=force, by=by, action=action)
+                )
+            )
+        return outcomes
 
     def _info(self, name: str, artifacts: list[Artifact]) -> ModelInfo:
         state = self.resolver.store.load().get(name)
@@ -91,17 +122,17 @@ class RolloutAdmin:
         if not artifacts:
             raise ModelNotFoundError(f"no servable model named {name!r}", model=name)
         info = self._info(name, artifacts)
+        checks = {str(a.manifest.identity): load_stored(a) for a in artifacts}
         return ModelDetail(
             **info.model_dump(),
             manifests={
                 str(a.manifest.identity): a.manifest.model_dump(mode="json") for a in artifacts
             },
+            quality_checks={k: v for k, v in checks.items() if v is not None},
         )
 
-    async def _prepare_everywhere(
-        self, artifacts: list[Artifact]
-    ) -> dict[str, list[PrepareResult]]:
-        """Verify digests afresh (no cache) here, then have every ready path load and warm."""
+    async def _verify(self, artifacts: list[Artifact]) -> None:
+        """Digests afresh (no cache): the gate must judge the bytes that will serve."""
 
         def verify(artifact: Artifact) -> None:
             self.resolver.registry.verify(artifact, use_cache=False)
@@ -116,6 +147,11 @@ class RolloutAdmin:
                     f"{exc.message}",
                     cause=exc.code,
                 ) from exc
+
+    async def _prepare_everywhere(
+        self, artifacts: list[Artifact]
+    ) -> dict[str, list[PrepareResult]]:
+        """Have every ready path load and warm the (verified) versions."""
         await self.router.refresh(force=True)
         ready: list[ModelPath] = [p for p in self.router.paths if p.status and p.status.ready]
         if not ready:
@@ -145,29 +181,38 @@ class RolloutAdmin:
         return [registry.resolve(ModelRef(name, version, variant)) for version in versions]
 
     async def set_traffic(
-        self, name: str, weights: Mapping[str, float], variant: str | None, by: str
+        self,
+        name: str,
+        weights: Mapping[str, float],
+        variant: str | None,
+        by: str,
+        force: bool = False,
     ) -> RolloutResponse:
         variant = variant or self.resolver.default_variant
         checked = RolloutState(weights=dict(weights), variant=variant)  # validates the weights
         live = [v for v, w in checked.weights.items() if w > 0]
         artifacts = self._resolve_all(name, live, variant)
+        await self._verify(artifacts)
+        gates = await self._gate(artifacts, force, by, "traffic")
         prepared = await self._prepare_everywhere(artifacts)
         state = self.resolver.store.set_weights(name, checked.weights, variant, by)
         _publish(name, state)
         return RolloutResponse(
-            model=name, variant=variant, traffic=state.shares(), prepared=prepared
+            model=name, variant=variant, traffic=state.shares(), prepared=prepared, quality=gates
         )
 
     async def activate(
-        self, name: str, version: str, variant: str | None, by: str
+        self, name: str, version: str, variant: str | None, by: str, force: bool = False
     ) -> RolloutResponse:
         variant = variant or self.resolver.default_variant
         artifacts = self._resolve_all(name, [version], variant)
+        await self._verify(artifacts)
+        gates = await self._gate(artifacts, force, by, "activate")
         prepared = await self._prepare_everywhere(artifacts)
         state = self.resolver.store.activate(name, version, variant, by)
         _publish(name, state)
         return RolloutResponse(
-            model=name, variant=variant, traffic=state.shares(), prepared=prepared
+            model=name, variant=variant, traffic=state.shares(), prepared=prepared, quality=gates
         )
 
 

@@ -1,4 +1,5 @@
-"""The BentoML service graph: ``Entry`` (partner API) → ``GpuModel`` | ``CpuModel``.
+"""The BentoML service graph: ``Entry`` (partner API) → ``GpuModel`` | ``CpuModel``, and
+``Verifier`` (BirdNET v2.4, for ``verify=true`` and shadow verification).
 
 ``bentoml serve sevensense.serving.service:Entry`` starts all three on one host; in
 production each runs as its own ECS service and the entry reaches the model services at
@@ -10,6 +11,7 @@ the API are plain Python, usable and tested without a server.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, cast
 
 import bentoml
@@ -38,6 +40,7 @@ from sevensense.serving.path_router import ModelPath, PathRouter, new_breaker
 from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.rollout import make_store
 from sevensense.serving.rollout_admin import RolloutAdmin
+from sevensense.serving.verifier import GatewayVerifier
 from sevensense.settings import Settings, cpu_layout, load_settings
 from sevensense.storage.objects import open_store
 
@@ -114,6 +117,59 @@ def _model_service(path: PathName, name: str) -> Any:
 
 GpuModel = _model_service("gpu", "GpuModel")
 CpuModel = _model_service("cpu", "CpuModel")
+VERIFICATION = SETTINGS.verification
+
+
+def _yield_cpu(priority: str, nice: int) -> None:
+    """Shadow verification must not take cycles from /embed's models on a shared host:
+    SCHED_IDLE (Linux) runs this process and the ONNX Runtime threads it starts later only
+    when nothing else is runnable; a plain nice still takes about a tenth of a core."""
+    if priority == "idle" and hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    elif priority in ("idle", "nice"):
+        os.nice(nice)
+
+
+class Verifier:
+    """BirdNET v2.4 for verification (ADR-007 §7): its own processes, adaptive batching,
+    readiness and (at the entry) circuit breaker; never an embedding path."""
+
+    def __init__(self) -> None:
+        tracing.install(BentoMLContainer.tracer_provider.get())
+        if VERIFICATION.provider == "cpu":
+            _yield_cpu(VERIFICATION.cpu_priority, VERIFICATION.nice)
+        self.host = ModelHost("verifier", SETTINGS)
+        self.host.start([VERIFICATION.model])
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=VERIFICATION.max_batch_size,
+        max_latency_ms=VERIFICATION.max_latency_ms,
+    )
+    def infer(self, items: list[WindowItem]) -> list[WindowOutput]:
+        return self.host.infer(items)
+
+    @bentoml.api
+    def prepare(self, ref: str) -> PrepareResult:
+        return self.host.prepare(ref)
+
+    @bentoml.api
+    def status(self) -> ModelServiceStatus:
+        return self.host.status()
+
+    def __is_ready__(self) -> bool:
+        return self.host.ready
+
+
+_verifier_config: dict[str, Any] = {
+    "workers": VERIFICATION.workers,
+    "runner_connection": _CONNECTION,
+    "traffic": {"timeout": SERVING.request_timeout_s},
+    "tracing": _tracing(),
+}
+if VERIFICATION.provider == "gpu":
+    _verifier_config["resources"] = {"gpu": 1}
+Verifier = bentoml.service(**_verifier_config)(Verifier)  # type: ignore[misc]
 
 
 class _LateApp(Starlette):
@@ -175,6 +231,7 @@ def _as(model: Any, value: Any) -> Any:
 class Entry:
     gpu = _dependency(GpuModel, SERVING.gpu_url) if SERVING.gpu_enabled else None
     cpu = _dependency(CpuModel, SERVING.cpu_url)
+    verifier = _dependency(Verifier, VERIFICATION.url) if VERIFICATION.enable_birdnet else None
 
     def __init__(self) -> None:
         tracing.install(BentoMLContainer.tracer_provider.get())
@@ -187,7 +244,12 @@ class Entry:
         if "deferred_queue" in SETTINGS.fallback.strategies:
             deferrer = Deferrer(jobs, open_deferred_queue(SETTINGS))
         resolver = ModelResolver(SETTINGS, make_store(SERVING))
-        self.gateway = Gateway(SETTINGS, self.router, resolver, deferrer)
+        checker = GatewayVerifier(
+            SETTINGS,
+            resolver.registry,
+            _path("verifier", self.verifier) if self.verifier is not None else None,
+        )
+        self.gateway = Gateway(SETTINGS, self.router, resolver, deferrer, checker)
         self.gateway.warm_fallbacks()
         dev_key = ensure_dev_key(SERVING) if SERVING.auth_required else None
         if dev_key:
@@ -209,6 +271,8 @@ class Entry:
 async def _ready_detail() -> tuple[bool, dict[str, Any]]:
     gateway = API.context().gateway
     await gateway.router.refresh()
+    if gateway.verifier.router is not None:
+        await gateway.verifier.router.refresh()
     return gateway.readiness()
 
 

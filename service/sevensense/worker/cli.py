@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import SevensenseError
 from sevensense.settings import Settings
 from sevensense.worker.base import Handler, WorkerContext
@@ -161,7 +162,11 @@ def worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     stats = runner.run()
-    click.echo(json.dumps(stats.to_dict()))
+    summary = stats.to_dict()
+    summary["quality"] = [
+        q.model_dump(mode="json") for q in process_monitors(settings.quality).reports()
+    ]
+    click.echo(json.dumps(summary))
     if stats.stragglers:
         # A thread still inside a long poll or a cancelled model call: its message (if any)
         # was released; exiting now is what the grace period promised.

@@ -19,6 +19,9 @@ from typing import Any
 from sevensense.audio.pipeline import StreamStats
 from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.records import KIND, DeferredRequest, JobRecord, JobStatus, now
+from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
+from sevensense.embeddings.quality import process_monitors
+from sevensense.embeddings.transform import artifact_sha256, load_transform
 from sevensense.errors import AudioError, SevensenseError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
 from sevensense.outputs.response import WORKER, EmbedOutcome, EmbedResponse, Timing, to_response
@@ -101,11 +104,23 @@ class DeferredHandler:
             for result in self.engine.embed_file(
                 payload, model=model, options=options, stats=stats, name="upload"
             ):
-                results.append(result)
+                results.append(process_monitors(self.engine.settings.quality).observe_one(result))
                 if heartbeat is not None:
                     heartbeat.progress(result.end_s)
                     heartbeat.check()
         manifest = model.manifest
+        asked = request.transform
+        transform = load_transform(
+            self.engine.settings,
+            manifest.name,
+            manifest.version,
+            artifact_sha256(model.artifact) if asked.get("reduce") else None,
+            asked.get("reduce"),
+            asked.get("project"),
+            curvature=float(asked.get("curvature", 1.0)),
+            max_norm=float(asked.get("max_norm", DEFAULT_MAX_NORM)),
+        )
+        results = transform.apply_results(results)
         window_s = manifest.window_samples / manifest.sample_rate
         outcome = EmbedOutcome(
             artifact=model.artifact,
@@ -123,6 +138,7 @@ class DeferredHandler:
                 infer_ms=sum(r.meta.inference_ms for r in results),
             ),
             served=[WORKER] * len(results),
+            transform=transform,
         )
         return to_response(outcome, request.job_id)
 

@@ -40,7 +40,11 @@ from typing import Any, BinaryIO, cast
 
 from sevensense.artifacts.labels import load_full_labels
 from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.embeddings.quality import process_monitors
+from sevensense.embeddings.transform import artifact_sha256, load_transform
 from sevensense.errors import ModelError, ObjectNotFoundError, ObjectTooLargeError, StorageError
+from sevensense.index.ingest import parquet_batches, space_info
+from sevensense.index.store import open_index
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult, species_mask
 from sevensense.inference.recordings import AUDIO_SUFFIXES, RecordingReport, embed_recordings
 from sevensense.inference.sessions import LoadedModel
@@ -81,11 +85,21 @@ def clean_etag(etag: str) -> str:
 
 
 def output_key(
-    input_key: str, input_prefix: str, output_prefix: str, model: ModelIdentity, etag: str
+    input_key: str,
+    input_prefix: str,
+    output_prefix: str,
+    model: ModelIdentity,
+    etag: str,
+    space: str = "full",
 ) -> str:
+    """``space`` (a transform's space key) is part of the name unless "full", so reduced
+    and full outputs of one object never take each other's place."""
     relative = input_key[len(input_prefix) :] if input_key.startswith(input_prefix) else input_key
     tag = clean_etag(etag)[:16]
-    return f"{output_prefix}{relative}.{model.name}-{model.version}-{model.variant}.{tag}.parquet"
+    model_part = f"{model.name}-{model.version}-{model.variant}"
+    if space != "full":
+        model_part += f".{space}"
+    return f"{output_prefix}{relative}.{model_part}.{tag}.parquet"
 
 
 def is_audio_key(key: str) -> bool:
@@ -137,6 +151,22 @@ class S3BatchHandler:
             self.full_labels = load_full_labels(spec, self.model.artifact.directory)
             self.codes = load_species_codes(self.model.artifact.directory)
         self.max_bytes = int(settings.max_object_mb * _MB)
+        m = self.model.manifest
+        self.transform = load_transform(
+            engine.settings,
+            m.name,
+            m.version,
+            artifact_sha256(self.model.artifact) if settings.reduce else None,
+            settings.reduce,
+            settings.project,
+            curvature=settings.curvature,
+            max_norm=settings.max_norm,
+        )
+        self.dim = self.transform.out_dim(m.embedding_dim)
+        self.index = open_index(engine.settings, settings.index) if settings.index else None
+        self.index_space = space_info(m, self.transform)
+        # Flags anomalous_norm per window; the report goes into the worker's run summary.
+        self.monitors = process_monitors(engine.settings.quality)
 
     def __call__(self, message: Message, heartbeat: Heartbeat) -> HandlerResult:
         notification = parse_notification(message.body)
@@ -198,6 +228,7 @@ class S3BatchHandler:
             self.settings.output_prefix,
             self.model.identity,
             etag,
+            self.transform.space_key,
         )
         out_uri = f"s3://{out_bucket}/{out_key}"
         if self._head(out_bucket, out_key) is not None:
@@ -268,7 +299,7 @@ class S3BatchHandler:
 
         with tempfile.TemporaryDirectory(prefix="sevensense-job-") as tmp:
             path = Path(tmp) / "out.parquet"
-            writer = ParquetWriter(path, model.manifest.embedding_dim)
+            writer = ParquetWriter(path, self.dim, constants=self.transform.columns())
             try:
                 with S3ObjectReader(
                     self.s3, event.bucket, event.key, size=size, etag=etag
@@ -276,7 +307,9 @@ class S3BatchHandler:
                     summary = embed_recordings(
                         self.engine,
                         [cast(BinaryIO, reader)],
-                        writer.write,
+                        lambda r: writer.write(
+                            self.transform.apply_result(self.monitors.observe_one(r))
+                        ),
                         model=model,
                         options=self.options,
                         names=[event.uri],
@@ -301,7 +334,15 @@ class S3BatchHandler:
             record["input"] = {"bucket": event.bucket, "key": event.key, "etag": etag, "size": size}
             if self.species is not None:
                 record["species_filter"] = self.species.summary()
+            if not self.transform.is_identity:
+                record["transform"] = self.transform.describe()
             writer.close(record)
+            if self.index is not None:  # from the finished file: bounded memory, all or nothing
+                for batch in parquet_batches(
+                    path, self.settings.index_tenant, recording_id=event.uri
+                ):
+                    self.index.add(self.index_space, batch)
+                    heartbeat.check()
             wall = time.perf_counter() - started
             metadata = {
                 "source-bucket": event.bucket,
