@@ -44,6 +44,18 @@ class JobStatus(StrEnum):
     FAILED = "failed"
 
 
+class IndexTarget(BaseModel):
+    """Where an ``index=true`` request's windows go, decided by the gateway that took it
+    (the tenant is its API key), so a deferred answer is indexed as a served one is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str
+    recording_id: str
+    site: str | None = None
+    recorded_at: datetime | None = None
+
+
 class DeferredRequest(BaseModel):
     """The queue message body."""
 
@@ -62,6 +74,7 @@ class DeferredRequest(BaseModel):
         default_factory=dict,
         description="reduce, project, curvature, max_norm as the request gave them",
     )
+    index: IndexTarget | None = None
 
 
 class JobRecord(BaseModel):

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from sevensense.deferred.job_store import JobStore
 from sevensense.deferred.records import (
     DeferredRequest,
+    IndexTarget,
     JobRecord,
     JobStatus,
     new_job_id,
@@ -43,6 +44,7 @@ class Deferrer:
         filename: str | None = None,
         trace: dict[str, str] | None = None,
         transform: dict[str, Any] | None = None,
+        index: IndexTarget | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
         source.seek(0, io.SEEK_SET)
@@ -71,6 +73,7 @@ class Deferrer:
                 reason=reason,
                 trace=trace or {},
                 transform=transform or {},
+                index=index,
             )
             self.queue.send(message.model_dump_json(), {"kind": message.kind})
         except SevensenseError:

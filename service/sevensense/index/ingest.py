@@ -9,7 +9,7 @@ fallback) are never indexed: they would be everyone's nearest neighbour.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -107,6 +107,28 @@ class Indexer:
         self.added += added
         self._vectors, self._meta = [], []
         return added
+
+
+def add_results(
+    index: VectorIndex,
+    manifest: ModelManifest,
+    transform: VectorTransform,
+    hop_s: float | None,
+    results: Sequence[WindowResult],
+    *,
+    tenant: str,
+    recording_id: str,
+    site: str | None = None,
+    time: datetime | None = None,
+) -> int:
+    """Windows already transformed (a served or deferred answer) into their space, under
+    one recording id; zero vectors (degraded windows) are skipped. Idempotent."""
+    sources = {r.source: recording_id for r in results}
+    indexer = Indexer(index, space_info(manifest, transform, hop_s), tenant, site, time, sources)
+    for result in results:
+        indexer.add(result)
+    indexer.flush()
+    return indexer.added
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact
 from sevensense.audio.pipeline import StreamStats
 from sevensense.audio.windowing import Window
-from sevensense.deferred.records import JobRecord
+from sevensense.deferred.records import IndexTarget, JobRecord
 from sevensense.deferred.submit import Deferrer
 from sevensense.embeddings.quality import process_monitors
 from sevensense.embeddings.transform import VectorTransform, artifact_sha256, load_transform
@@ -108,6 +108,7 @@ class Gateway:
         params: EmbedParams,
         routing_key: str,
         owner: str = "-",
+        index: IndexTarget | None = None,
     ) -> EmbedOutcome | DeferredOutcome:
         started = time.perf_counter()
         # In a thread: with the SSM rollout store a poll is a blocking network call.
@@ -212,7 +213,7 @@ class Gateway:
                 "curvature": params.curvature,
                 "max_norm": params.max_norm,
             }
-            return await self._defer(source, ref, resolved, owner, defer.reason, asked)
+            return await self._defer(source, ref, resolved, owner, defer.reason, asked, index)
         except BaseException:
             await _cancel(tasks)
             raise
@@ -292,6 +293,7 @@ class Gateway:
         owner: str,
         reason: str,
         transform: dict[str, Any] | None = None,
+        index: IndexTarget | None = None,
     ) -> DeferredOutcome:
         if self.deferrer is None:
             raise QueueError(f"no deferred queue configured; {reason}")
@@ -306,6 +308,7 @@ class Gateway:
                     reason=reason,
                     trace=tracing.carrier(),
                     transform=transform,
+                    index=index,
                 )
             )
         except SevensenseError:

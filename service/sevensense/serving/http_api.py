@@ -37,7 +37,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sevensense.deferred.job_store import JobStore
-from sevensense.deferred.records import JobStatus
+from sevensense.deferred.records import IndexTarget, JobStatus
 from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import (
     JobNotFoundError,
@@ -464,11 +464,19 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
                 f"{inflight} requests in flight on this worker; retry shortly", retry_after_s=1.0
             )
         routing_key = params.recording_id or request.headers.get("x-routing-key") or key.id
+        target = None
+        if params.index and not detect:
+            target = IndexTarget(
+                tenant=key.id,
+                recording_id=params.recording_id or audio.filename or request_id(request),
+                site=params.site,
+                recorded_at=params.recorded_at,
+            )
         inflight += 1
         try:
             with tracing.span("embed", request_id=request_id(request), key=key.id):
                 outcome = await asyncio.wait_for(
-                    gateway.embed(audio.file, params, routing_key, owner=key.id),
+                    gateway.embed(audio.file, params, routing_key, owner=key.id, index=target),
                     timeout=serving.request_timeout_s,
                 )
         except TimeoutError as exc:
@@ -481,10 +489,14 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         if isinstance(outcome, DeferredOutcome):
             return deferred_response(outcome)
         indexed = None
-        if params.index and not detect:
-            recording = params.recording_id or audio.filename or request_id(request)
+        if target is not None:
             indexed = await anyio.to_thread.run_sync(
-                similarity.add_outcome, outcome, key.id, recording, params.site, params.recorded_at
+                similarity.add_outcome,
+                outcome,
+                target.tenant,
+                target.recording_id,
+                target.site,
+                target.recorded_at,
             )
         ident = outcome.artifact.manifest.identity
         outcome_label = "fallback" if outcome.fallback else "ok"

@@ -13,7 +13,7 @@ import numpy as np
 
 from sevensense.errors import IndexNotFoundError, RequestError
 from sevensense.index.base import VectorIndex
-from sevensense.index.ingest import Indexer, space_info
+from sevensense.index.ingest import add_results, space_info
 from sevensense.index.records import Metric, Neighbour, Scope, SearchFilter, SpaceInfo
 from sevensense.index.store import open_index
 from sevensense.outputs.response import EmbedOutcome
@@ -67,14 +67,17 @@ class SimilarityService:
     ) -> int:
         """The outcome's windows (already transformed) into its space; degraded windows
         (zero vectors) are skipped by the indexer."""
-        index = self.index(None)
-        info = space_info(outcome.artifact.manifest, outcome.transform, outcome.hop_s)
-        sources = {r.source: recording_id for r in outcome.results}
-        indexer = Indexer(index, info, tenant, site, time, sources)
-        for result in outcome.results:
-            indexer.add(result)
-        indexer.flush()
-        return indexer.added
+        return add_results(
+            self.index(None),
+            outcome.artifact.manifest,
+            outcome.transform,
+            outcome.hop_s,
+            outcome.results,
+            tenant=tenant,
+            recording_id=recording_id,
+            site=site,
+            time=time,
+        )
 
     def space_for_vector(self, params: SearchParams) -> SpaceInfo:
         index = self.index(params.index)

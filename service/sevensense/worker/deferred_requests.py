@@ -18,11 +18,21 @@ from typing import Any
 
 from sevensense.audio.pipeline import StreamStats
 from sevensense.deferred.job_store import JobStore
-from sevensense.deferred.records import KIND, DeferredRequest, JobRecord, JobStatus, now
+from sevensense.deferred.records import (
+    KIND,
+    DeferredRequest,
+    IndexTarget,
+    JobRecord,
+    JobStatus,
+    now,
+)
 from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
 from sevensense.embeddings.quality import process_monitors
 from sevensense.embeddings.transform import artifact_sha256, load_transform
 from sevensense.errors import AudioError, SevensenseError
+from sevensense.index.base import VectorIndex
+from sevensense.index.ingest import add_results
+from sevensense.index.store import open_index
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
 from sevensense.outputs.response import WORKER, EmbedOutcome, EmbedResponse, Timing, to_response
 from sevensense.queues.base import Message
@@ -37,6 +47,7 @@ class DeferredHandler:
         self.engine = engine
         self.jobs = jobs
         self.max_receives = max_receives
+        self._index: VectorIndex | None = None
 
     def __call__(self, message: Message, heartbeat: Heartbeat | None = None) -> HandlerResult:
         request = DeferredRequest.model_validate_json(message.body)
@@ -140,7 +151,28 @@ class DeferredHandler:
             served=[WORKER] * len(results),
             transform=transform,
         )
+        if request.index is not None:
+            self.index_windows(request.index, outcome)
         return to_response(outcome, request.job_id)
+
+    def index_windows(self, target: IndexTarget, outcome: EmbedOutcome) -> int:
+        """Before the job is marked done: an index that fails leaves the job queued for
+        another try, and adds are idempotent, so a retry or redelivery adds nothing twice."""
+        if self._index is None:
+            self._index = open_index(self.engine.settings)
+        added = add_results(
+            self._index,
+            outcome.artifact.manifest,
+            outcome.transform,
+            outcome.hop_s,
+            outcome.results,
+            tenant=target.tenant,
+            recording_id=target.recording_id,
+            site=target.site,
+            time=target.recorded_at,
+        )
+        log.info("indexed %d windows of %s for %s", added, target.recording_id, target.tenant)
+        return added
 
 
 def deferred_handlers(context: WorkerContext) -> dict[str, Handler]:
