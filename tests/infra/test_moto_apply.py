@@ -94,11 +94,9 @@ def test_apply_storage_queues_and_receive_object_created(
     server.start()
     root = copy_tree(tmp_path) / ROOT
     (root / "provider_override.tf").write_text(_override(endpoint))
-    applied = False
     try:
         terraform.init(root)
         t0 = time.monotonic()
-        applied = True  # a partial apply still needs a destroy
         terraform.run(["apply", "-auto-approve", "-no-color"], root, timeout=600)
         print(f"terraform apply against moto: {time.monotonic() - t0:.1f}s")
         outputs = {
@@ -141,7 +139,7 @@ def test_apply_storage_queues_and_receive_object_created(
         assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
         # ... but moto 5.2.5 ignores the conditions of bucket-policy statements (it does
         # not implement the Bool operator), so this Deny would refuse every PutObject on
-        # its plain-HTTP endpoint. Lift it for the upload, put it back before destroy.
+        # its plain-HTTP endpoint. Lift it for the upload, then put it back.
         s3.delete_bucket_policy(Bucket=bucket)
         try:
             # A real recording under the prefix, with a space to exercise key encoding.
@@ -189,12 +187,6 @@ def test_apply_storage_queues_and_receive_object_created(
         (dead_record,) = json.loads(dead[0]["Body"])["Records"]
         assert unquote_plus(dead_record["s3"]["object"]["key"]) == poison
     finally:
-        try:
-            if applied:
-                t0 = time.monotonic()
-                terraform.run(
-                    ["destroy", "-auto-approve", "-no-color"], root, timeout=600, check=False
-                )
-                print(f"terraform destroy against moto: {time.monotonic() - t0:.1f}s")
-        finally:
-            server.stop()
+        # No `terraform destroy`: it asserted nothing (its outcome was ignored) and cost
+        # about 50 s; the state lives in this moto server and the temporary copy only.
+        server.stop()
