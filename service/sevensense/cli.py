@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import numpy as np
@@ -160,6 +160,16 @@ def _settings(ctx: click.Context) -> Settings:
     return settings
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _stacked(options: Sequence[Callable[[F], F]], command: F) -> F:
+    """Apply click options so they list in the order written."""
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def species_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """--lat/--lon/--week/--sf-thresh or --species-list, as BirdNET-Analyzer spells them."""
     options = [
@@ -186,9 +196,7 @@ def species_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="file of allowed species, one Scientific_Common per line",
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _stacked(options, command)
 
 
 def transform_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -204,9 +212,7 @@ def transform_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--curvature", type=float, default=1.0, show_default=True),
         click.option("--max-norm", type=float, default=DEFAULT_MAX_NORM, show_default=True),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _stacked(options, command)
 
 
 def index_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -223,9 +229,7 @@ def index_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "--recorded-at", "recorded_at", default=None, help="ISO time the recording started"
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+    return _stacked(options, command)
 
 
 def _transform(
