@@ -22,6 +22,25 @@ bench: setup
 bench-perch: setup
 	.venv/bin/python -m bench.batch_curve --model perch-sized --provider cpu
 
+# On a GPU host (< 5 min, JSON): the provider really used, CUDA vs CPU parity on real windows,
+# CUDA batch curves (BirdNET, Perch-sized), the service at 32 users on the GPU path.
+# Exits 2 at once, with the reason, where CUDA cannot run.
+.PHONY: gpu-check
+gpu-check: setup
+	.venv/bin/python -m bench.gpu_check
+
+# ORT threads under a busy neighbour (~5 min): sevensense embed of 20 min of audio, quiet and
+# with a niced busy loop on one core, today's thread defaults vs the previous ones (JSON).
+.PHONY: bench-threads
+bench-threads: setup
+	.venv/bin/python -m bench.threads
+
+# Issue 15's figures in one run (~10 min): int8/fp16 variants vs fp32 (bench/variants.py) and
+# the threads benchmark above, with sevensense embed of 20 minutes of audio in x real time.
+.PHONY: bench-runtime
+bench-runtime: setup
+	.venv/bin/python -m bench.runtime
+
 # S3 batch worker on moto (~3 min): 20-file job vs the CLI (x real time), peak RSS 10 min vs 2 h.
 # PCA retrieval quality on real windows (~3 min): memory, recall@10, label mAP per dimension.
 .PHONY: bench-pca

@@ -80,8 +80,10 @@ def run_step(
     warmup_s: float = 5.0,
     model: str | None = None,
     server: psutil.Process | None = None,
+    path: str = "cpu",
 ) -> dict[str, Any]:
-    """One closed-loop step of ``users`` EmbedUsers; its figures as a JSON-ready dict."""
+    """One closed-loop step of ``users`` EmbedUsers; its figures as a JSON-ready dict.
+    ``path``: the model service whose counters are read ("gpu" on a GPU host)."""
     os.environ[KEY_ENV] = key
     EmbedUser.model = model
     clips()  # cut the clips before any clock starts
@@ -93,13 +95,13 @@ def run_step(
     runner.start(users, spawn_rate=100.0)
     gevent.sleep(warmup_s)
     started = time.perf_counter()
-    before = CpuPath.read(url, key, model or "")
+    before = CpuPath.read(url, key, model or "", path)
     cpu_client, cpu_server, cpu_host = cpu_s(me, tree=False), cpu_s(server), host_busy_s()
     recorder.active = True
     gevent.sleep(seconds)
     recorder.active = False
     elapsed = time.perf_counter() - started
-    after = CpuPath.read(url, key, model or "")
+    after = CpuPath.read(url, key, model or "", path)
     client_s = sum(cpu_s(me, tree=False).values()) - sum(cpu_client.values())
     server_s = {k: v - cpu_server.get(k, 0.0) for k, v in cpu_s(server).items()}
     cpu_host = host_busy_s() - cpu_host
@@ -118,7 +120,8 @@ def run_step(
         "failures": dict(recorder.failures),
         "failure_messages": recorder.messages,
         "user_errors": len(runner.exceptions),
-        "cpu_path": after.since(before, elapsed),
+        "cpu_path": after.since(before, elapsed),  # the ``path`` service's counters
+        "path": path,
         "client_cores": client_s / elapsed,
         "server_cores": sum(server_s.values()) / elapsed if server is not None else None,
         "server_cores_by_service": {k: v / elapsed for k, v in server_s.items()},
@@ -215,6 +218,9 @@ def main() -> None:
         "SEVENSENSE_SERVING__CPU_MAX_LATENCY_MS=2000 (repeatable)",
     )
     parser.add_argument("--no-engine", action="store_true", help="skip the offline yardstick")
+    parser.add_argument(
+        "--path", choices=("cpu", "gpu"), default="cpu", help="model service whose counters count"
+    )
     parser.add_argument("--json", type=Path, default=None, help="default: out/bench/load_<date>")
     args = parser.parse_args()
     if args.url and not args.key:
@@ -273,7 +279,9 @@ def main() -> None:
         steps = []
         for n in users:
             print(f"[load] {n} users: {args.warmup:g} + {args.seconds:g} s", file=sys.stderr)
-            steps.append(run_step(url, key, n, args.seconds, args.warmup, args.model, server))
+            steps.append(
+                run_step(url, key, n, args.seconds, args.warmup, args.model, server, args.path)
+            )
         result["steps"] = steps
     top = max(steps, key=lambda s: s["users"])
     result["ratio_users"] = top["users"]

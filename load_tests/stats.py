@@ -33,7 +33,8 @@ def latency_stats(latencies_ms: list[float]) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class CpuPath:
-    """The CPU model service's counters for one model, from one /metrics exposition."""
+    """A model service's counters for one model (the CPU path unless ``path`` says "gpu"),
+    from one /metrics exposition."""
 
     windows: float
     batches: float
@@ -44,12 +45,12 @@ class CpuPath:
     queued: float
 
     @classmethod
-    def read(cls, url: str, key: str, model: str) -> CpuPath:
+    def read(cls, url: str, key: str, model: str, path: str = "cpu") -> CpuPath:
         text = httpx.get(f"{url}/metrics", headers={"X-API-Key": key}, timeout=30).text
         name = model.split(":", maxsplit=1)[0]
 
         def total(metric: str, **match: str) -> float:
-            wanted = {"path": "cpu", "model": name, **match}
+            wanted = {"path": path, "model": name, **match}
             return sum(
                 v
                 for labels, v in samples(text, metric)
@@ -58,7 +59,7 @@ class CpuPath:
 
         buckets: dict[float, float] = {}
         for labels, v in samples(text, "sevensense_batch_size_bucket"):
-            if labels.get("path") == "cpu" and labels.get("model") == name:
+            if labels.get("path") == path and labels.get("model") == name:
                 le = float(labels["le"])
                 buckets[le] = buckets.get(le, 0.0) + v
         return cls(

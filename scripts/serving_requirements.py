@@ -1,7 +1,11 @@
 """Print the pinned runtime closure of the package (no dev tools) for the Bento image.
 
 The versions come from constraints.txt, the lock CI installs, so the image runs exactly
-what the tests ran. Usage: python scripts/serving_requirements.py > requirements/serving.txt
+what the tests ran. The ``gpu`` extra (the CUDA 13 runtime wheels) is added here: the Bento
+needs it, the developer and CI virtualenv does not install it, so those wheels count as
+leaves (their own requirements are listed in the extra; tests/serving/test_gpu_image.py
+checks them against the wheels). Usage:
+python scripts/serving_requirements.py > requirements/serving.txt
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import re
 import sys
 import tomllib
 from importlib import metadata
+from importlib.metadata import PackageNotFoundError
 from pathlib import Path
 
 from packaging.markers import default_environment
@@ -34,8 +39,12 @@ def closure(roots: list[Requirement]) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except PackageNotFoundError:
+            continue  # a gpu-extra wheel, not installed here: a leaf
         for extra in req.extras or {""}:
-            for text in metadata.requires(name) or []:
+            for text in requires:
                 dep = Requirement(text)
                 if dep.marker is None or dep.marker.evaluate({**env, "extra": extra}):
                     todo.append(dep)
@@ -49,7 +58,8 @@ def main() -> None:
         if "==" in line and not line.startswith("#"):
             name, version = line.split("==", 1)
             pins[canonical(name)] = version.strip()
-    names = closure([Requirement(d) for d in project["dependencies"]])
+    roots = project["dependencies"] + project["optional-dependencies"]["gpu"]
+    names = closure([Requirement(d) for d in roots])
     missing = sorted(n for n in names if n not in pins)
     if missing:
         sys.exit(f"not pinned in constraints.txt: {', '.join(missing)}")

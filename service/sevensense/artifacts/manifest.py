@@ -101,6 +101,9 @@ class ModelManifest(BaseModel):
     quality: dict[str, float] = Field(
         default_factory=dict, description="measured figures, e.g. cosine to the base variant"
     )
+    float_nodes: list[str] | None = Field(
+        None, description="a reduced-precision variant's nodes kept in float32, by name"
+    )
 
     @field_validator("name", "version", "variant")
     @classmethod

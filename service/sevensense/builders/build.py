@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,11 +21,13 @@ from sevensense.artifacts import catalog
 from sevensense.artifacts.checksum import sha256_file
 from sevensense.artifacts.labels import PACKAGE_PREFIX
 from sevensense.artifacts.manifest import (
+    MANIFEST_NAME,
     LabelsSpec,
     ModelKind,
     ModelManifest,
     OutputRole,
     TensorSpec,
+    load_manifest,
 )
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.audio.normalize import NormalizationSpec
@@ -209,13 +212,19 @@ def build_perch_contract(
     return _register_proto(registry, proto, manifest)
 
 
-def build_quantized(registry: ModelRegistry, ref: str, *, force: bool = False) -> Artifact:
+def build_quantized(
+    registry: ModelRegistry,
+    ref: str,
+    *,
+    force: bool = False,
+    holdout: Sequence[Path] | None = None,
+) -> Artifact:
     """The int8 variant of the artifact ``ref`` resolves to, with its measured quality.
 
     Rebuilt when missing, failing verification, or made from another base digest, recipe
     or onnxruntime, so a rebuilt base never keeps a stale quantized twin.
     """
-    from sevensense.builders import quantize
+    from sevensense.builders import quantize, variants
 
     base = registry.resolve(ref)
     m = base.manifest
@@ -230,6 +239,23 @@ def build_quantized(registry: ModelRegistry, ref: str, *, force: bool = False) -
         log.info("rebuilding %s: its base or recipe changed", found.manifest.identity)
     with tempfile.TemporaryDirectory(prefix="sevensense-quantize-") as tmp:
         made = quantize.quantize_artifact(base.model_path, m, Path(tmp))
+        quality = made.quality
+        locations = holdout or variants.default_locations(variants.DEFAULT_HOLDOUT)
+        if holdout or all(p.exists() for p in locations):
+            # Dynamic quantization needs no calibration; without real audio (an install
+            # with no test recordings) only the synthetic figures are recorded.
+            held = variants.real_windows(
+                m, variants.audio_files(locations), variants.HOLDOUT_WINDOWS
+            )
+            real = variants.measure(base.model_path, made.path, m, held)
+            variants.check_bar("dynamic", m, real, quantize.VARIANT)
+            real.pop("size_ratio")
+            quality = {
+                **quality,
+                **{k if k.startswith("speed") else f"holdout_{k}": v for k, v in real.items()},
+            }
+        else:
+            log.warning("no hold-out recordings at %s: synthetic figures only", locations)
         manifest = ModelManifest.model_validate(
             {
                 **m.model_dump(),
@@ -242,7 +268,84 @@ def build_quantized(registry: ModelRegistry, ref: str, *, force: bool = False) -
                 "size_bytes": made.path.stat().st_size,
                 "created_at": BUILD_EPOCH,
                 "source": source,
+                "quality": quality,
+            }
+        )
+        extra = (
+            {m.labels.file: base.directory / m.labels.file}
+            if m.labels and not m.labels.file.startswith(PACKAGE_PREFIX)
+            else None
+        )
+        return registry.register(made.path, manifest, extra_files=extra, move=True)
+
+
+def build_variant(
+    registry: ModelRegistry,
+    ref: str,
+    method: str,
+    *,
+    calibration: Sequence[Path] | None = None,
+    holdout: Sequence[Path] | None = None,
+    force: bool = False,
+    keep_front_end: bool = True,
+) -> Artifact:
+    """The ``int8-static`` or ``fp16`` variant of ``ref``'s base, measured on real audio.
+
+    Registered only when it passes its quality bar (:data:`variants.QUALITY_BARS`);
+    otherwise :class:`ModelError` says which figures fell short and nothing is written.
+    Rebuilt when missing, failing verification, or made from another base or recipe.
+    """
+    from sevensense.builders import variants
+
+    if method not in variants.VARIANTS:
+        raise ModelError(f"unknown method {method!r}; one of {', '.join(variants.VARIANTS)}")
+    base = registry.resolve(ref)
+    m = base.manifest
+    if m.variant != "base":
+        raise ModelError(f"{m.identity} is a variant; name its base")
+    registry.verify(base)
+    variant = variants.VARIANTS[method]
+    digest = sha256_file(base.model_path)
+    source = variants.source_text(method, str(m.identity), digest)
+    if not force and (found := _existing(registry, m.name, m.version, variant)):
+        if found.manifest.source == source:
+            return found
+        log.info("rebuilding %s: its base or recipe changed", found.manifest.identity)
+    cal = calibration or variants.default_locations(variants.DEFAULT_CALIBRATION)
+    held = holdout or variants.default_locations(variants.DEFAULT_HOLDOUT)
+    with tempfile.TemporaryDirectory(prefix=f"sevensense-{variant}-") as tmp:
+        try:
+            made = variants.make_variant(
+                method,  # type: ignore[arg-type]
+                base.model_path,
+                m,
+                Path(tmp),
+                calibration=cal,
+                holdout=held,
+                keep_front_end=keep_front_end,
+            )
+        except ModelError:
+            # A variant left from another base or recipe must not outlive a refused rebuild.
+            old = registry.root / m.name / m.version / variant
+            manifest_path = old / MANIFEST_NAME
+            if manifest_path.is_file() and load_manifest(manifest_path).source != source:
+                shutil.rmtree(old)
+            raise
+        manifest = ModelManifest.model_validate(
+            {
+                **m.model_dump(),
+                "variant": variant,
+                "description": variants.description_text(
+                    method, str(m.identity), len(made.kept_float), int(made.quality["n_windows"])
+                ),
+                "sha256": sha256_file(made.path, use_cache=False),
+                "sha256_hint": None,
+                "size_bytes": made.path.stat().st_size,
+                "created_at": BUILD_EPOCH,
+                "source": source,
                 "quality": made.quality,
+                "float_nodes": made.kept_float,
+                "providers": (["CPUExecutionProvider"] if method == "static" else m.providers),
             }
         )
         extra = (
@@ -284,6 +387,9 @@ def build_all(registry: ModelRegistry, cache_dir: Path, *, force: bool = False) 
         *bases,
         *(build_quantized(registry, str(a.manifest.identity), force=force) for a in bases),
         build_birdnet_range(registry, cache_dir, force=force),
+        *(build_variant(registry, str(a.manifest.identity), "fp16", force=force) for a in bases),
+        # BirdNET's static int8 fails its bar in every configuration tried (variants.py).
+        build_variant(registry, str(bases[1].manifest.identity), "static", force=force),
     ]
     for artifact in built:
         if not artifact.present:

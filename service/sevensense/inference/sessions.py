@@ -8,6 +8,8 @@ what will run.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
 import time
@@ -40,6 +42,34 @@ _GRAPH_OPT = {
 # ORT prints the CUDA→CPU fallback as an alarming error on every session on GPU-less
 # machines; the provider really used is reported by us instead (log, CLI, metrics).
 ort.set_default_logger_severity(4)
+
+
+_preload_lock = threading.Lock()
+_preloaded: list[bool] = []
+
+
+def preload_cuda_libraries() -> bool:
+    """Load the CUDA and cuDNN libraries from the nvidia-* wheels (the Bento's serving
+    requirements) before the first CUDA session: the CUDA provider has no RUNPATH into them
+    and finds them only if these sonames are loaded already. Once per process, a few
+    milliseconds; where the libraries are absent (the dev venv, CPU hosts) ORT prints what
+    failed, which is logged here instead of reaching stdout. True when nothing failed."""
+    with _preload_lock:
+        if _preloaded:
+            return _preloaded[0]
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                ort.preload_dlls()
+            failed = [line for line in out.getvalue().splitlines() if "Failed to load" in line]
+        except Exception as exc:  # ORT raises its own untyped errors
+            failed = [f"preload_dlls() raised {exc!r}"]
+        if failed:
+            log.info("CUDA libraries not loaded (CUDA sessions will fall back): %s", failed)
+        else:
+            log.info("CUDA libraries loaded from the nvidia wheels")
+        _preloaded.append(not failed)
+        return not failed
 
 
 def provider_chain(settings: InferenceSettings) -> list[tuple[str, dict[str, str]]]:
@@ -97,6 +127,8 @@ def create_session(
         "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
     )
     chain = provider_chain(settings)
+    if any(name == PROVIDER_NAMES["cuda"] for name, _ in chain):
+        preload_cuda_libraries()
     session = ort.InferenceSession(
         str(model_path),
         sess_options=opts,

@@ -22,6 +22,7 @@ from sevensense.artifacts.manifest import ModelIdentity, OutputRole
 from sevensense.artifacts.registry import ModelRef
 from sevensense.errors import SevensenseError
 from sevensense.inference.engine import EmbeddingEngine
+from sevensense.inference.gpu_driver import probe_driver
 from sevensense.inference.sessions import LoadedModel
 from sevensense.serving import tracing
 from sevensense.serving.metrics import metrics
@@ -128,6 +129,7 @@ class ModelHost:
         self._recent: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._lock = threading.Lock()
         self.reason: str | None = "starting"
+        self.driver: str | None = None
 
     # --- readiness --------------------------------------------------------------------------
 
@@ -136,7 +138,16 @@ class ModelHost:
             return None
         if CUDA not in ort.get_available_providers():
             return "this onnxruntime build has no CUDAExecutionProvider"
-        return None
+        driver = probe_driver()
+        if driver.driver_version:
+            self.driver = f"{driver.driver_version} (CUDA {driver.cuda_version or '?'})"
+        log.info(
+            "gpu model service: NVIDIA driver %s, CUDA up to %s (onnxruntime-gpu needs %s)",
+            driver.driver_version or "none",
+            driver.cuda_version or "-",
+            driver.required_cuda,
+        )
+        return driver.reason
 
     def start(self, refs: list[str]) -> None:
         """Load and warm the default and every rolled-out version before declaring ready."""
@@ -169,6 +180,7 @@ class ModelHost:
             reason=self.reason,
             provider=loaded[0].provider if loaded else None,
             loaded=[str(m.identity) for m in loaded],
+            driver=self.driver,
         )
 
     # --- models -----------------------------------------------------------------------------

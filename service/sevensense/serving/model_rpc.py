@@ -72,3 +72,6 @@ class ModelServiceStatus(BaseModel):
     reason: str | None = None
     provider: str | None = None
     loaded: list[str] = Field(default_factory=list)
+    driver: str | None = Field(
+        None, description="GPU service: the NVIDIA driver and the highest CUDA it supports"
+    )

@@ -91,6 +91,7 @@ class ModelPath:
             "reason": None if usable else self._reason(),
             "provider": self.status.provider if self.status else None,
             "loaded": self.status.loaded if self.status else [],
+            "driver": self.status.driver if self.status else None,
             "breaker": self.breaker.snapshot(),
         }
 

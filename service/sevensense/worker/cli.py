@@ -17,7 +17,7 @@ import click
 
 from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import SevensenseError
-from sevensense.settings import Settings
+from sevensense.settings import Settings, process_cpus
 from sevensense.worker.base import Handler, WorkerContext
 from sevensense.worker.events import KIND_S3
 
@@ -33,7 +33,7 @@ def intra_threads_per_message(concurrency: int, cores: int | None = None) -> int
     0.93-0.95x the CLI's throughput vs 0.64-0.87x), because one message's S3 calls, decode
     and Parquet writing overlap the other's model time, as the CPU model service's layout
     does for requests (``settings.cpu_layout``)."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or process_cpus()
     return max(1, min(cores, 4) // concurrency)
 
 

@@ -48,6 +48,7 @@ module "platform" {
   # dev: small, cheap, disposable.
   az_count                = 2
   gpu_instance_types      = var.gpu_instance_types
+  gpu_ami_id              = var.gpu_ami_id
   gpu_spot_percentage     = 100
   gpu_max_tasks           = 1
   entry_min_tasks         = 1

@@ -48,6 +48,7 @@ module "platform" {
   # prod: three AZs, on-demand GPUs, nothing deletable by accident.
   az_count                = 3
   gpu_instance_types      = var.gpu_instance_types
+  gpu_ami_id              = var.gpu_ami_id
   gpu_spot_percentage     = 0
   gpu_max_tasks           = 4
   entry_min_tasks         = 2

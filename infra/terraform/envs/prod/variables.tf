@@ -58,6 +58,12 @@ variable "gpu_instance_types" {
   default     = ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
 }
 
+variable "gpu_ami_id" {
+  description = "Pins the GPU instances to this AMI, and so its NVIDIA driver (null: the current ECS GPU-optimised Amazon Linux 2023 AMI)."
+  type        = string
+  default     = null
+}
+
 variable "bucket_name_suffix" {
   description = "Suffix making bucket names globally unique (<project>-<env>-<purpose>-<suffix>); null uses <account id>-<region>."
   type        = string

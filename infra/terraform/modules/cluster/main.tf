@@ -4,6 +4,8 @@
 #   - CPU: Fargate (entry, CPU fallback model service, worker).
 # Plus the Service Connect namespace the entry uses to reach the model services.
 
+# The NVIDIA driver comes with the AMI: the ECS GPU-optimised Amazon Linux 2023 AMI ships the
+# 580 branch (580.178.04 in release 20261113), which CUDA 13 needs. gpu_ami_id pins one AMI.
 data "aws_ssm_parameter" "gpu_ami" {
   name = var.gpu_ami_ssm_parameter
 }
@@ -78,7 +80,7 @@ resource "aws_vpc_security_group_egress_rule" "gpu_instances_s3" {
 
 resource "aws_launch_template" "gpu" {
   name_prefix   = "${var.name_prefix}-gpu-"
-  image_id      = data.aws_ssm_parameter.gpu_ami.value
+  image_id      = coalesce(var.gpu_ami_id, data.aws_ssm_parameter.gpu_ami.value)
   instance_type = var.gpu_instance_types[0]
   ebs_optimized = true
 

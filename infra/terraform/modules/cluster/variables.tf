@@ -44,13 +44,28 @@ variable "gpu_instance_profile_name" {
 }
 
 variable "gpu_ami_ssm_parameter" {
-  description = "Public SSM parameter with the ECS GPU-optimised AMI ID."
+  description = "Public SSM parameter with the ECS GPU-optimised AMI ID. The Amazon Linux 2023 GPU AMI ships the NVIDIA 580 driver branch that the image's CUDA 13 needs; the Amazon Linux 2 GPU AMI ships 550 (CUDA 12.4) and is refused."
   type        = string
-  default     = "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id"
+  default     = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 
   validation {
     condition     = startswith(var.gpu_ami_ssm_parameter, "/aws/service/ecs/optimized-ami/") && strcontains(var.gpu_ami_ssm_parameter, "gpu")
     error_message = "gpu_ami_ssm_parameter must be an ECS GPU-optimised AMI parameter under /aws/service/ecs/optimized-ami/."
+  }
+  validation {
+    condition     = !startswith(var.gpu_ami_ssm_parameter, "/aws/service/ecs/optimized-ami/amazon-linux-2/")
+    error_message = "The Amazon Linux 2 ECS GPU AMI ships NVIDIA driver 550 (CUDA 12.4); the image needs CUDA 13 (driver >= 580): use the amazon-linux-2023 GPU AMI."
+  }
+}
+
+variable "gpu_ami_id" {
+  description = "Pins the GPU instances to this AMI (and so its NVIDIA driver) instead of the SSM parameter's current value; null follows the parameter."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.gpu_ami_id == null || can(regex("^ami-[0-9a-f]{8,17}$", var.gpu_ami_id))
+    error_message = "gpu_ami_id must be an AMI ID (ami-...) or null."
   }
 }
 

@@ -126,6 +126,7 @@ module "cluster" {
   kms_key_arn               = module.kms.key_arn
   gpu_instance_profile_name = module.iam.gpu_instance_profile_name
   gpu_instance_types        = var.gpu_instance_types
+  gpu_ami_id                = var.gpu_ami_id
   gpu_max_instances         = var.gpu_max_tasks
   gpu_spot_percentage       = var.gpu_spot_percentage
   log_retention_days        = var.log_retention_days

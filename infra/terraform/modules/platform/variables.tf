@@ -76,6 +76,12 @@ variable "gpu_instance_types" {
   default     = ["g5.xlarge", "g6.xlarge", "g4dn.xlarge"]
 }
 
+variable "gpu_ami_id" {
+  description = "Pins the GPU instances to this AMI, and so its NVIDIA driver (null: the current ECS GPU-optimised Amazon Linux 2023 AMI)."
+  type        = string
+  default     = null
+}
+
 variable "gpu_spot_percentage" {
   description = "Percentage of GPU instances bought as Spot."
   type        = number

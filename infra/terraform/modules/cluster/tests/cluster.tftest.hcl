@@ -42,8 +42,8 @@ run "gpu_capacity_scales_from_zero" {
     error_message = "instance types come from the variable"
   }
   assert {
-    condition     = data.aws_ssm_parameter.gpu_ami.name == "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id" && aws_launch_template.gpu.image_id == "ami-0123456789abcdef0"
-    error_message = "AMI from the ECS GPU-optimised SSM parameter"
+    condition     = data.aws_ssm_parameter.gpu_ami.name == "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id" && aws_launch_template.gpu.image_id == "ami-0123456789abcdef0"
+    error_message = "AMI from the ECS GPU-optimised Amazon Linux 2023 SSM parameter (NVIDIA 580 driver)"
   }
   assert {
     condition     = aws_launch_template.gpu.metadata_options[0].http_tokens == "required"
@@ -61,6 +61,25 @@ run "rejects_non_gpu_instance_type" {
     gpu_instance_types = ["m5.xlarge"]
   }
   expect_failures = [var.gpu_instance_types]
+}
+
+run "pinned_gpu_ami" {
+  command = plan
+  variables {
+    gpu_ami_id = "ami-0fedcba9876543210"
+  }
+  assert {
+    condition     = aws_launch_template.gpu.image_id == "ami-0fedcba9876543210"
+    error_message = "gpu_ami_id pins the AMI over the SSM parameter"
+  }
+}
+
+run "rejects_amazon_linux_2_gpu_ami" {
+  command = plan
+  variables {
+    gpu_ami_ssm_parameter = "/aws/service/ecs/optimized-ami/amazon-linux-2/gpu/recommended/image_id"
+  }
+  expect_failures = [var.gpu_ami_ssm_parameter]
 }
 
 run "rejects_non_gpu_ami_parameter" {
