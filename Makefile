@@ -72,6 +72,12 @@ load-front-door: setup
 load-verification: setup
 	.venv/bin/python -m load_tests.verification
 
+# Live streams on WS /stream (~6 min): 16 sensors at real time (window latency p50/p99,
+# windows/s), then doubling until a window's p99 latency exceeds one hop.
+.PHONY: load-streams
+load-streams: setup
+	.venv/bin/python -m load_tests.streams
+
 # The offline CLI path: embed a shipped recording and print the top species per window.
 .PHONY: quickstart bento
 quickstart: setup

@@ -113,9 +113,9 @@ def test_block_size_never_changes_the_windows() -> None:
 
 
 def test_buffer_stays_bounded_while_streaming() -> None:
-    from sevensense.audio.windowing import _Windower
+    from sevensense.audio.windowing import Windower
 
-    windower = _Windower(WindowSpec(W, 50, SR))
+    windower = Windower(WindowSpec(W, 50, SR))
     block = np.ones(64, np.float32)
     for _ in range(10_000):
         list(windower.push(block))

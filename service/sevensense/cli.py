@@ -7,6 +7,7 @@ be embedded or the command was wrong.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ from sevensense.artifacts.labels import load_full_labels
 from sevensense.artifacts.manifest import ModelKind
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import probe
+from sevensense.audio.live import SampleEncoding
 from sevensense.embeddings.fitting import split_inputs, vectors_from_audio, vectors_from_parquet
 from sevensense.embeddings.pca import fit_pca
 from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
@@ -78,6 +80,8 @@ from sevensense.outputs.detections import (
     write_detections,
 )
 from sevensense.outputs.writers import open_writer
+from sevensense.serving.stream_api import PATH as STREAM_PATH
+from sevensense.serving.stream_client import FileSource, PcmSource, stdin_source, stream_audio
 from sevensense.settings import PROFILE_NAMES, Settings, load_settings
 from sevensense.storage.atomic import atomic_write
 from sevensense.verification.offline import DEFAULT_VERIFIER, WindowRow, verify_recordings
@@ -719,21 +723,62 @@ def models_build(ctx: click.Context, force: bool, cache_dir: Path | None) -> Non
 
 @models.command("quantize")
 @click.argument("ref")
+@click.option(
+    "--method",
+    type=click.Choice(["dynamic", "static", "fp16"]),
+    default="dynamic",
+    show_default=True,
+    help="dynamic: the int8 `quantized` variant; static: `int8-static` (calibrated); "
+    "fp16: `fp16` for GPUs",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    help="recordings or directories to calibrate on (static; default: shared test audio)",
+)
+@click.option(
+    "--holdout",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    help="other recordings or directories to measure quality on (default: shared test audio)",
+)
 @click.option("--force", is_flag=True, help="requantize even when an up-to-date variant exists")
 @click.pass_context
-def models_quantize(ctx: click.Context, ref: str, force: bool) -> None:
-    """Build the int8 ``quantized`` variant of a model and print its measured quality."""
-    from sevensense.builders.build import build_quantized
+def models_quantize(
+    ctx: click.Context,
+    ref: str,
+    method: str,
+    calibration: tuple[Path, ...],
+    holdout: tuple[Path, ...],
+    force: bool,
+) -> None:
+    """Build a reduced-precision variant of a model and print its measured quality.
+
+    A static or fp16 variant that fails its quality bar is not registered (exit 2)."""
+    from sevensense.builders.build import build_quantized, build_variant
 
     try:
-        artifact = build_quantized(_registry(ctx.find_root()), ref, force=force)
+        if method == "dynamic":
+            artifact = build_quantized(
+                _registry(ctx.find_root()), ref, force=force, holdout=list(holdout) or None
+            )
+        else:
+            artifact = build_variant(
+                _registry(ctx.find_root()),
+                ref,
+                method,
+                calibration=list(calibration) or None,
+                holdout=list(holdout) or None,
+                force=force,
+            )
     except SevensenseError as exc:
         _fail(exc)
     m = artifact.manifest
     click.echo(f"ok {m.identity} sha256={m.sha256} ({m.size_bytes} bytes)")
     for key, value in m.quality.items():
-        click.echo(f"  {key:<15} {value:g}")
-    click.echo(f"  source          {m.source}")
+        click.echo(f"  {key:<24} {value:g}")
+    click.echo(f"  {'source':<24} {m.source}")
 
 
 @models.command("verify")
@@ -1532,6 +1577,108 @@ def search(
 
 
 from sevensense.worker.cli import worker  # noqa: E402  (the worker lives in its own package)
+
+
+@main.command()
+@click.argument("source")
+@click.option("--url", required=True, help="the service, e.g. http://host:3000 (or ws://…/stream)")
+@click.option("--api-key", envvar="SEVENSENSE_API_KEY", default=None, help="or $SEVENSENSE_API_KEY")
+@click.option("--model", default=None, help="name (canary-routed) or name:version[:variant]")
+@click.option(
+    "--speed",
+    type=click.FloatRange(0.0),
+    default=1.0,
+    show_default=True,
+    help="× real time for a file; 0 = as fast as the server reads",
+)
+@click.option("--frame-ms", type=click.FloatRange(1.0), default=100.0, show_default=True)
+@click.option("--rate", type=int, default=None, help="stdin: sample rate of the raw PCM")
+@click.option("--channels", type=int, default=1, show_default=True, help="stdin: interleaved")
+@click.option(
+    "--encoding",
+    type=click.Choice([e.value for e in SampleEncoding]),
+    default="s16le",
+    show_default=True,
+    help="stdin: sample format",
+)
+@click.option("--stream-id", default=None, help="name the stream (resumption, index)")
+@click.option("--overlap", type=float, default=None, help="window overlap fraction")
+@click.option("--top-k", type=int, default=None, help="species per window")
+@click.option("--no-embedding", is_flag=True, help="species only: smaller messages")
+@click.option("--lat", type=float, default=None)
+@click.option("--lon", type=float, default=None)
+@click.option("--week", type=int, default=-1)
+@click.option("--index", "index_windows", is_flag=True, help="store windows in the index")
+@click.option("--retries", type=int, default=5, show_default=True, help="reconnects in a row")
+def stream(
+    source: str,
+    url: str,
+    api_key: str | None,
+    model: str | None,
+    speed: float,
+    frame_ms: float,
+    rate: int | None,
+    channels: int,
+    encoding: str,
+    stream_id: str | None,
+    overlap: float | None,
+    top_k: int | None,
+    no_embedding: bool,
+    lat: float | None,
+    lon: float | None,
+    week: int,
+    index_windows: bool,
+    retries: int,
+) -> None:
+    """Stream SOURCE (an audio file, or - for raw PCM on stdin, e.g. from arecord) to the
+    service's WS /stream and print each message as one JSON line as it arrives; a dropped
+    connection is resumed without missing or repeating a window."""
+    if source == "-":
+        if rate is None:
+            raise click.UsageError("raw PCM on stdin needs --rate")
+        pcm: PcmSource = stdin_source(rate, channels, SampleEncoding(encoding))
+    else:
+        pcm = FileSource(Path(source))
+    options: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "model": model,
+            "stream_id": stream_id,
+            "overlap": overlap,
+            "top_k": top_k,
+            "lat": lat,
+            "lon": lon,
+            "week": week if lat is not None else None,
+            "index": index_windows or None,
+            "include_embedding": False if no_embedding else None,
+        }.items()
+        if value is not None
+    }
+    target = url.rstrip("/")
+    if target.startswith("http"):
+        target = "ws" + target[4:]
+    if not target.endswith(STREAM_PATH):
+        target += STREAM_PATH
+
+    def show(message: dict[str, Any]) -> None:
+        click.echo(json.dumps(message))
+
+    try:
+        asyncio.run(
+            stream_audio(
+                target,
+                pcm,
+                options,
+                api_key=api_key,
+                speed=speed or None,
+                frame_ms=frame_ms,
+                retries=retries,
+                on_message=show,
+            )
+        )
+    except SevensenseError as exc:
+        _fail(exc)
+
 
 main.add_command(worker)
 

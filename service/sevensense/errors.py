@@ -216,6 +216,41 @@ class RateLimitedError(SevensenseError):
         self.retry_after_s = retry_after_s
 
 
+# --- live streams (WS /stream): the close code is 4000 + http_status ------------------------
+
+
+class StreamProtocolError(RequestError):
+    """A message the stream protocol does not allow here (a frame after ``end``, audio
+    before ``open``, text that is not a control message)."""
+
+    code = "stream_protocol"
+
+
+class StreamNotFoundError(SevensenseError):
+    """No resumable stream with that id for this key: never opened, ended, or expired."""
+
+    code = "stream_not_found"
+    http_status = 404
+
+
+class StreamResumeError(SevensenseError):
+    """A resume that would leave a gap: the client offers audio the server never got."""
+
+    code = "resume_gap"
+    http_status = 409
+
+
+class TooManyStreamsError(RateLimitedError):
+    code = "too_many_streams"
+
+
+class SlowReaderError(SevensenseError):
+    """The client stopped reading its results; the stream was cut rather than buffered."""
+
+    code = "slow_reader"
+    http_status = 408
+
+
 class RolloutError(SevensenseError):
     """Rollout weights that cannot route traffic (negative, all zero, none)."""
 

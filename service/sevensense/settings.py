@@ -7,6 +7,7 @@ The profiles mirror ADR-007 §2.3 (default, field, server) and Appendix A (field
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
 from pathlib import Path
@@ -62,19 +63,22 @@ class _Section(BaseModel):
 class InferenceSettings(_Section):
     providers: list[Provider] = Field(default_factory=lambda: list(_DEFAULT_PROVIDERS))
     device_id: int = 0
-    intra_threads: int = Field(0, ge=0, description="0 = min(cores, 4), as ADR-007 §2.3")
+    intra_threads: int = Field(
+        0, ge=0, description="0 = min(CPUs this process may use: affinity, cgroup quota; 4)"
+    )
     inter_threads: int = Field(1, ge=1)
     graph_optimization: GraphOptimization = "all"
     allow_spinning: bool = Field(
-        True,
-        description="ORT worker threads busy-wait between ops; turn off when cores are shared",
+        False,
+        description="ORT worker threads busy-wait between ops: off, because a spinning pool "
+        "loses most of its speed when one core is shared (README, Threads)",
     )
     max_batch_size: int = Field(8, ge=1, le=1024)
     model: str = "birdnet-v2.4"
     model_variant: str = "base"
 
     def resolved_intra_threads(self) -> int:
-        return self.intra_threads or min(os.cpu_count() or 1, 4)
+        return self.intra_threads or min(process_cpus(), 4)
 
 
 class PreprocessingSettings(_Section):
@@ -311,6 +315,43 @@ class FrontDoorSettings(_Section):
     max_uploads_total: int = Field(128, ge=1, description="bodies being received at once, all keys")
 
 
+class StreamSettings(_Section):
+    """Live streams on ``WS /stream`` (issue 14), per gateway worker.
+
+    A sensor behind a link that drops sends its backlog faster than real time after each
+    reconnect, so the speed bound is a multiple of real time plus a burst of audio seconds,
+    not real time itself."""
+
+    max_per_key: int = Field(8, ge=1, description="open streams per key")
+    max_total: int = Field(64, ge=1, description="open streams, all keys")
+    max_frame_bytes: int = Field(1 << 20, ge=1024, le=64 << 20, description="one binary frame")
+    max_speed: float = Field(
+        10.0, gt=0.0, description="audio accepted per wall second, × real time, after the burst"
+    )
+    burst_s: float = Field(30.0, ge=0.0, description="audio seconds accepted ahead of max_speed")
+    max_pending_windows: int = Field(
+        32, ge=1, description="windows cut but not yet answered; reading pauses beyond it"
+    )
+    slow_reader_s: float = Field(
+        10.0, gt=0.0, description="a result the client does not take for this long ends it"
+    )
+    send_buffer_bytes: int = Field(
+        256 << 10, ge=0, description="kernel send buffer per stream socket; 0 = the OS default"
+    )
+    open_timeout_s: float = Field(10.0, gt=0.0, description="time to send the opening message")
+    idle_timeout_s: float = Field(
+        300.0, gt=0.0, description="no frame for this long: the stream is detached"
+    )
+    resume_ttl_s: float = Field(
+        300.0, ge=0.0, description="a dropped stream's state is kept this long for a resume"
+    )
+    max_detached: int = Field(256, ge=0, description="dropped streams kept, oldest let go first")
+    replay_windows: int = Field(
+        256, ge=0, description="answered windows kept per stream, resent after a resume"
+    )
+    index_batch: int = Field(32, ge=1, description="index=true: windows per index write")
+
+
 class ServingSettings(_Section):
     """The HTTP service (issue 3): gateway limits, auth, routing, batching SLOs, tracing."""
 
@@ -334,6 +375,7 @@ class ServingSettings(_Section):
     rate_limit_burst: int = Field(40, ge=1)
     max_upload_mb: float = Field(100.0, gt=0.0)
     front_door: FrontDoorSettings = Field(default_factory=FrontDoorSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
     max_audio_s: float = Field(3600.0, gt=0.0)
     max_inflight_requests: int = Field(64, ge=1, description="per gateway worker; then 503")
     request_timeout_s: float = Field(120.0, gt=0.0)
@@ -369,6 +411,81 @@ class ServingSettings(_Section):
     otlp_endpoint: str | None = None
 
 
+def cgroup_cpu_quota(
+    cpu_max: str | None = None, cfs_quota_us: str | None = None, cfs_period_us: str | None = None
+) -> float | None:
+    """CPUs a cgroup's quota allows, from the texts of cgroup v2 ``cpu.max`` ("150000 100000",
+    "max 100000") or cgroup v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1 = none);
+    None when there is no quota or the text is unreadable."""
+    if cpu_max is not None:
+        fields = cpu_max.split()
+        if len(fields) == 2 and fields[0] != "max":
+            quota, period = fields
+        else:
+            return None
+    elif cfs_quota_us is not None and cfs_period_us is not None:
+        quota, period = cfs_quota_us.strip(), cfs_period_us.strip()
+    else:
+        return None
+    try:
+        q, per = int(quota), int(period)
+    except ValueError:
+        return None
+    return q / per if q > 0 and per > 0 else None
+
+
+def usable_cpus(affinity: int, quota: float | None) -> int:
+    """CPUs the process may really use: its affinity mask, capped by the cgroup quota rounded
+    up (1.5 CPUs of quota still run two threads, the half taken in turns)."""
+    cpus = max(1, affinity)
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def cgroup_quota_here(
+    root: Path = Path("/sys/fs/cgroup"), proc_cgroup: str | None = None
+) -> float | None:
+    """This process's CPU quota: cgroup v2 (its own group from ``/proc/self/cgroup`` and every
+    group above it, since a parent's quota binds too; in a container, the root it sees),
+    then v1's cpu controller; the tightest one found."""
+    quotas: list[float] = []
+    text = _read(Path("/proc/self/cgroup")) if proc_cgroup is None else proc_cgroup
+    groups: list[Path] = []
+    for line in (text or "").splitlines():
+        if line.startswith("0::"):
+            parts = [p for p in line[3:].split("/") if p]
+            groups += [root.joinpath(*parts[:n]) for n in range(len(parts), 0, -1)]
+    for group in dict.fromkeys([*groups, root]):
+        found = cgroup_cpu_quota(cpu_max=_read(group / "cpu.max"))
+        if found:
+            quotas.append(found)
+    for v1 in ("cpu", "cpu,cpuacct"):
+        found = cgroup_cpu_quota(
+            cfs_quota_us=_read(root / v1 / "cpu.cfs_quota_us"),
+            cfs_period_us=_read(root / v1 / "cpu.cfs_period_us"),
+        )
+        if found:
+            quotas.append(found)
+    return min(quotas) if quotas else None
+
+
+def process_cpus() -> int:
+    """The CPUs this process may use (affinity and cgroup quota), not the machine's count:
+    in a container or an ECS task ``os.cpu_count()`` is the host's, and ORT threads beyond
+    the quota only queue behind each other."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        affinity = os.cpu_count() or 1
+    return usable_cpus(affinity, cgroup_quota_here())
+
+
 def cpu_layout(serving: ServingSettings, cores: int | None = None) -> tuple[int, int]:
     """(CPU model-service workers, ORT threads each).
 
@@ -376,7 +493,7 @@ def cpu_layout(serving: ServingSettings, cores: int | None = None) -> tuple[int,
     parallel-for waits for its slowest thread, which hurts when the gateway shares the
     cores (measured on 2 cores: 2 workers x 1 thread served 83 windows/s, 1 x 2 served 65).
     """
-    cores = cores or os.cpu_count() or 1
+    cores = cores or process_cpus()
     workers = serving.cpu_workers or min(cores, 4)
     threads = serving.cpu_intra_threads or max(1, cores // workers)
     return workers, threads

@@ -160,6 +160,13 @@ def server(
         SEVENSENSE_SERVING__OTLP_ENDPOINT=collector.endpoint,
         SEVENSENSE_SERVING__TRACING_SAMPLE_RATE="1.0",
         SEVENSENSE_VERIFICATION__ENABLE_BIRDNET="true",  # verify=true (test_verification.py)
+        # test_stream.py: bounds small enough to reach within a test.
+        SEVENSENSE_SERVING__STREAM__MAX_PER_KEY="3",
+        SEVENSENSE_SERVING__STREAM__MAX_SPEED="30",
+        SEVENSENSE_SERVING__STREAM__BURST_S="10",
+        SEVENSENSE_SERVING__STREAM__MAX_FRAME_BYTES="262144",
+        SEVENSENSE_SERVING__STREAM__SLOW_READER_S="3",
+        SEVENSENSE_SERVING__STREAM__RESUME_TTL_S="120",
     )
     service = Service(free_port(), env, state / "server.log", keys)
     service.start()

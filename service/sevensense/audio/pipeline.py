@@ -101,6 +101,18 @@ def _resampled(
             yield tail
 
 
+def model_window(item: Window, normalization: NormalizationSpec) -> Window:
+    """A cut window as the model takes it: files and live streams both go through this."""
+    return Window(
+        item.index,
+        item.start_sample,
+        normalize(item.samples, normalization),
+        item.sample_rate,
+        item.valid_samples,
+        item.fill,
+    )
+
+
 def prepare_windows(
     source: AudioSource,
     config: PreprocessConfig,
@@ -131,13 +143,6 @@ def prepare_windows(
             stats.window_s += windowing_time(tick, upstream)
             continue
         stats.windows += 1
-        window = Window(
-            item.index,
-            item.start_sample,
-            normalize(item.samples, config.normalization),
-            item.sample_rate,
-            item.valid_samples,
-            item.fill,
-        )
+        window = model_window(item, config.normalization)
         stats.window_s += windowing_time(tick, upstream)
         yield window

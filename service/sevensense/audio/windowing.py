@@ -112,7 +112,9 @@ def _pad(segment: np.ndarray, width: int, mode: str) -> np.ndarray:
     return np.pad(segment, (0, missing))
 
 
-class _Windower:
+class Windower:
+    """The windowing state carried between blocks: at most one window plus one block."""
+
     def __init__(self, spec: WindowSpec) -> None:
         self.spec = spec
         self.buf = np.zeros(0, dtype=np.float32)
@@ -191,7 +193,7 @@ def iter_windows(
     blocks: Iterable[np.ndarray], spec: WindowSpec
 ) -> Iterator[Window | SkippedWindow]:
     """Stream windows; memory holds at most one window plus one block of samples."""
-    windower = _Windower(spec)
+    windower = Windower(spec)
     for block in blocks:
         if block.size:
             yield from windower.push(block)

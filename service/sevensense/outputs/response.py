@@ -236,30 +236,42 @@ def _verification_arrays(checks: list[WindowVerification | None]) -> list[pa.Arr
     return [pa.array(v, f.type) for v, f in zip(values, VERIFICATION_COLUMNS, strict=True)]
 
 
+def window_json(
+    r: WindowResult,
+    served: str,
+    similarity: float | None = None,
+    check: WindowVerification | None = None,
+    *,
+    embedding: bool = True,
+) -> WindowJSON:
+    """One window as partners see it, in a whole answer or alone on a live stream."""
+    return WindowJSON(
+        index=r.index,
+        start_s=round(r.start_s, 6),
+        end_s=round(r.end_s, 6),
+        padded_samples=r.padded_samples,
+        embedding=r.embedding.tolist() if embedding else [],
+        top_k=[Species(label=label, score=score) for label, score in r.top_k],
+        quality=WindowQuality(
+            valid=r.quality.is_valid,
+            raw_norm=r.quality.raw_norm,
+            sparsity=r.quality.sparsity,
+            flags=[*r.quality.flags(), *([ZERO] if served == ZERO else [])],
+        ),
+        provider=r.meta.provider,
+        strategy=served,
+        cache_similarity=similarity,
+        logits=r.logits.tolist() if r.logits is not None else None,
+        spectrogram=r.spectrogram.tolist() if r.spectrogram is not None else None,
+        verification=check,
+    )
+
+
 def to_response(outcome: EmbedOutcome, request_id: str) -> EmbedResponse:
     manifest = outcome.artifact.manifest
     stats = outcome.stats
     windows = [
-        WindowJSON(
-            index=r.index,
-            start_s=round(r.start_s, 6),
-            end_s=round(r.end_s, 6),
-            padded_samples=r.padded_samples,
-            embedding=r.embedding.tolist(),
-            top_k=[Species(label=label, score=score) for label, score in r.top_k],
-            quality=WindowQuality(
-                valid=r.quality.is_valid,
-                raw_norm=r.quality.raw_norm,
-                sparsity=r.quality.sparsity,
-                flags=[*r.quality.flags(), *([ZERO] if served == ZERO else [])],
-            ),
-            provider=r.meta.provider,
-            strategy=served,
-            cache_similarity=similarity,
-            logits=r.logits.tolist() if r.logits is not None else None,
-            spectrogram=r.spectrogram.tolist() if r.spectrogram is not None else None,
-            verification=check,
-        )
+        window_json(r, served, similarity, check)
         for r, served, similarity, check in zip(
             outcome.results,
             _served(outcome),

@@ -23,15 +23,15 @@ from typing import Any, BinaryIO
 import anyio
 import numpy as np
 
-from sevensense.artifacts.manifest import OutputRole
+from sevensense.artifacts.manifest import ModelManifest, OutputRole
 from sevensense.artifacts.registry import Artifact
-from sevensense.audio.pipeline import StreamStats
+from sevensense.audio.pipeline import PreprocessConfig, StreamStats
 from sevensense.audio.windowing import Window
 from sevensense.deferred.records import IndexTarget, JobRecord
 from sevensense.deferred.submit import Deferrer
 from sevensense.embeddings.quality import process_monitors
 from sevensense.embeddings.transform import VectorTransform, artifact_sha256, load_transform
-from sevensense.errors import QueueError, RequestError, SevensenseError
+from sevensense.errors import NoModelPathError, QueueError, RequestError, SevensenseError
 from sevensense.inference.engine import (
     EmbedOptions,
     InferenceMeta,
@@ -40,6 +40,7 @@ from sevensense.inference.engine import (
     species_mask,
     to_results,
 )
+from sevensense.inference.species_range import SpeciesFilter
 from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
 from sevensense.serving import tracing
 from sevensense.serving.api import MAX_OVERLAP, EmbedParams
@@ -60,6 +61,27 @@ class DeferredOutcome:
 
     job: JobRecord
     reason: str
+
+
+@dataclass
+class RequestPlan:
+    """What a request resolved to before its audio is read."""
+
+    artifact: Artifact
+    transform: VectorTransform
+    species: SpeciesFilter | None
+    options: EmbedOptions
+    config: PreprocessConfig
+    k: int
+    window_s: float
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.artifact.manifest
+
+    @property
+    def hop_s(self) -> float:
+        return self.window_s * (1.0 - self.config.overlap)
 
 
 @dataclass
@@ -102,15 +124,9 @@ class Gateway:
 
     # --- one recording ----------------------------------------------------------------------
 
-    async def embed(
-        self,
-        source: BinaryIO,
-        params: EmbedParams,
-        routing_key: str,
-        owner: str = "-",
-        index: IndexTarget | None = None,
-    ) -> EmbedOutcome | DeferredOutcome:
-        started = time.perf_counter()
+    async def prepare(self, params: EmbedParams, routing_key: str) -> RequestPlan:
+        """Version, reducer, species filter and windowing of a request, before any audio is
+        read: an upload and a live stream are planned by this one method."""
         # In a thread: with the SSM rollout store a poll is a blocking network call.
         artifact = await anyio.to_thread.run_sync(self.resolver.resolve, params.model, routing_key)
         manifest = artifact.manifest
@@ -156,6 +172,26 @@ class Gateway:
         )
         config = preprocess_config(self.settings, manifest, options)
         k = self.settings.top_k if params.top_k is None else params.top_k
+        return RequestPlan(artifact, transform, species, options, config, k, window_s)
+
+    async def embed(
+        self,
+        source: BinaryIO,
+        params: EmbedParams,
+        routing_key: str,
+        owner: str = "-",
+        index: IndexTarget | None = None,
+    ) -> EmbedOutcome | DeferredOutcome:
+        started = time.perf_counter()
+        prepared = await self.prepare(params, routing_key)
+        artifact, manifest, transform = prepared.artifact, prepared.manifest, prepared.transform
+        species, options, config, k = (
+            prepared.species,
+            prepared.options,
+            prepared.config,
+            prepared.k,
+        )
+        window_s = prepared.window_s
         plan = self.verifier.plan(artifact, params.verify)
         need_logits = k > 0 or params.include_logits or bool(plan and plan.active)
         stats = StreamStats()
@@ -267,6 +303,46 @@ class Gateway:
             verification=verification,
             window_verification=window_checks,
         )
+
+    async def embed_windows(
+        self, plan: RequestPlan, params: EmbedParams, windows: list[Window]
+    ) -> list[tuple[WindowResult, str, float | None]]:
+        """A live stream's windows as soon as they are cut: the same call, fallback chain and
+        post-processing as one chunk of an upload, so they join the model services'
+        adaptive batches beside ``/embed`` traffic. Returns (result, how served, cache
+        similarity) per window."""
+        manifest = plan.manifest
+        items = [
+            WindowItem(
+                model=str(manifest.identity),
+                samples=to_bytes(w.samples),
+                logits=plan.k > 0 or params.include_logits,
+                spectrogram=params.include_spectrogram,
+                sent_at=time.time(),
+                trace=tracing.carrier(),
+            )
+            for w in windows
+        ]
+        try:
+            result = await self.chain.run(
+                items, [w.samples for w in windows], manifest, params.route
+            )
+        except DeferRequest as defer:
+            raise NoModelPathError(
+                f"no model path can answer now and a live stream cannot wait in the deferred "
+                f"queue: {defer.reason}",
+                retry_after_s=5.0,
+            ) from None
+        results = self._postprocess(
+            [_Chunk(windows, result)],
+            manifest.identity.name,
+            plan.artifact,
+            plan.k,
+            params,
+            plan.options.species,
+        )
+        results = plan.transform.apply_results(results)
+        return list(zip(results, result.served, result.similarity, strict=True))
 
     def _transform(self, artifact: Artifact, params: EmbedParams) -> VectorTransform:
         """The request's reducer and projection, verified for the version serving it (in a

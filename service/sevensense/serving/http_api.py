@@ -94,6 +94,8 @@ from sevensense.serving.metrics import metrics
 from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.rollout_admin import RolloutAdmin
 from sevensense.serving.similarity import SimilarityService, outcome_queries, query_vector
+from sevensense.serving.stream_api import PATH as STREAM_PATH
+from sevensense.serving.stream_socket import StreamEndpoint
 from sevensense.settings import ApiKeyRecord, ServingSettings, Settings
 from sevensense.settings import Scope as KeyScope
 
@@ -759,6 +761,15 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
                 "rate_limit_per_s": serving.rate_limit_per_s,
             },
         }
+
+    def stream_parts() -> tuple[Gateway, KeyStore, RateLimiter]:
+        ctx = context()
+        return ctx.gateway, ctx.keys, ctx.limiter
+
+    streams = StreamEndpoint(settings, stream_parts, similarity)
+    # The protocol (messages, close codes) is in serving/stream_api.py; OpenAPI cannot
+    # describe a WebSocket, so README.md documents it with a plain client.
+    app.add_api_websocket_route(STREAM_PATH, streams, name="stream")
 
     def required_scope(scope: Scope) -> KeyScope | None:
         route = _matching_route(app, scope)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import ClassVar
 
+import h11
 import uvicorn.config
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -23,6 +25,7 @@ PROTOCOL = f"{__name__}:HeaderTimeoutProtocol"
 
 class HeaderTimeoutProtocol(H11Protocol):
     header_timeout_s: ClassVar[float] = 10.0
+    ws_send_buffer: ClassVar[int] = 0
     _header_timer: asyncio.TimerHandle | None = None
 
     def connection_made(  # type: ignore[override]
@@ -41,6 +44,19 @@ class HeaderTimeoutProtocol(H11Protocol):
         if self.cycle is not before:  # a request's headers are complete
             self._disarm()
 
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        # The connection now belongs to the WebSocket protocol (WS /stream, which has its
+        # own opening-message timeout): a 408 written into it later would corrupt its frames.
+        self._disarm()
+        if self.ws_send_buffer:
+            # The kernel's own send buffer (megabytes on loopback, autotuned) would hide a
+            # client that stopped reading its results: bound it, so that the stream's
+            # slow-reader limit sees the stall (serving.stream.send_buffer_bytes).
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.ws_send_buffer)
+        super().handle_websocket_upgrade(event)
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
@@ -57,7 +73,7 @@ class HeaderTimeoutProtocol(H11Protocol):
 
     def _headers_late(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
             return
         if self.cycle is not None and not self.cycle.response_complete:
             return  # a request is being served; its body has the front door's own limits
@@ -80,9 +96,10 @@ class HeaderTimeoutProtocol(H11Protocol):
         self.transport.close()
 
 
-def install(header_timeout_s: float) -> None:
+def install(header_timeout_s: float, ws_send_buffer: int = 0) -> None:
     """Make uvicorn (as BentoML starts it, with ``http="auto"``) use this protocol; call it
     before the server starts, i.e. when the service module is imported."""
     HeaderTimeoutProtocol.header_timeout_s = header_timeout_s
+    HeaderTimeoutProtocol.ws_send_buffer = ws_send_buffer
     uvicorn.config.HTTP_PROTOCOLS["auto"] = PROTOCOL
     uvicorn.config.HTTP_PROTOCOLS["h11"] = PROTOCOL

@@ -64,6 +64,13 @@ class Metrics:
     quality: Gauge
     verification_agreement: Histogram
     verification_windows: Counter
+    streams_open: Gauge
+    stream_frames: Counter
+    stream_bytes: Counter
+    stream_windows: Counter
+    stream_latency: Histogram
+    stream_throttles: Counter
+    stream_closes: Counter
 
 
 @cache
@@ -197,6 +204,30 @@ def metrics() -> Metrics:
             "Windows sent for verification by outcome: counted, a null reason "
             "(verifier_below_threshold, no_verifier_window, ...), unavailable, dropped",
             ("model", "version", "outcome"),
+        ),
+        streams_open=Gauge(
+            "sevensense_streams_open",
+            "Live streams on WS /stream: attached to a connection, or detached awaiting a resume",
+            ("state",),
+            multiprocess_mode="livesum",
+        ),
+        stream_frames=Counter("sevensense_stream_frames", "Binary audio frames received"),
+        stream_bytes=Counter("sevensense_stream_bytes", "Audio bytes received on live streams"),
+        stream_windows=Counter(
+            "sevensense_stream_windows", "Window results sent on live streams", ("model",)
+        ),
+        stream_latency=Histogram(
+            "sevensense_stream_window_latency_seconds",
+            "Live stream: a window's last sample received → its result sent",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        ),
+        stream_throttles=Counter(
+            "sevensense_stream_throttles", "Times a stream ran ahead of the speed bound"
+        ),
+        stream_closes=Counter(
+            "sevensense_stream_closes",
+            "Stream connections ended, by reason: end, dropped, or the error code",
+            ("reason",),
         ),
     )
 

@@ -49,7 +49,7 @@ log = logging.getLogger("sevensense.serving")
 SETTINGS: Settings = load_settings()
 SERVING = SETTINGS.serving
 # Before BentoML builds uvicorn's config: slow request headers are cut (http_server.py).
-http_server.install(SERVING.front_door.header_timeout_s)
+http_server.install(SERVING.front_door.header_timeout_s, SERVING.stream.send_buffer_bytes)
 
 # Called services: without these, BentoML recycles the caller's connection pool every 100
 # requests and in-flight calls fail under load (FACTS.md, measured).

@@ -11,11 +11,14 @@ from datetime import datetime
 
 import numpy as np
 
+from sevensense.artifacts.manifest import ModelManifest
+from sevensense.embeddings.transform import VectorTransform
 from sevensense.errors import IndexNotFoundError, RequestError
 from sevensense.index.base import VectorIndex
 from sevensense.index.ingest import add_results, space_info
 from sevensense.index.records import Metric, Neighbour, Scope, SearchFilter, SpaceInfo
 from sevensense.index.store import open_index
+from sevensense.inference.engine import WindowResult
 from sevensense.outputs.response import EmbedOutcome
 from sevensense.serving.api import (
     SearchNeighbour,
@@ -67,12 +70,36 @@ class SimilarityService:
     ) -> int:
         """The outcome's windows (already transformed) into its space; degraded windows
         (zero vectors) are skipped by the indexer."""
-        return add_results(
-            self.index(None),
+        return self.add_results(
             outcome.artifact.manifest,
             outcome.transform,
             outcome.hop_s,
             outcome.results,
+            tenant=tenant,
+            recording_id=recording_id,
+            site=site,
+            time=time,
+        )
+
+    def add_results(
+        self,
+        manifest: ModelManifest,
+        transform: VectorTransform,
+        hop_s: float,
+        results: list[WindowResult],
+        *,
+        tenant: str,
+        recording_id: str,
+        site: str | None,
+        time: datetime | None,
+    ) -> int:
+        """Windows of an upload or a live stream; idempotent per (tenant, recording, start)."""
+        return add_results(
+            self.index(None),
+            manifest,
+            transform,
+            hop_s,
+            results,
             tenant=tenant,
             recording_id=recording_id,
             site=site,

@@ -1,0 +1,142 @@
+"""Live audio: raw PCM frames of any size become model windows as they arrive.
+
+A sensor's frames are cut wherever its buffer filled, so a frame may end inside a sample or
+inside a window. The decoder carries partial samples to the next frame, and the resampler,
+windower and normalisation are the very objects the file path streams through
+(:mod:`sevensense.audio.pipeline`), carried between frames. A recording sent as frames
+therefore gives the same windows as the same recording sent as a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+
+from sevensense.audio.pipeline import PreprocessConfig, model_window
+from sevensense.audio.resample import StreamResampler
+from sevensense.audio.windowing import SkippedWindow, Window, Windower
+from sevensense.errors import InvalidSamplesError
+
+
+class SampleEncoding(StrEnum):
+    S16LE = "s16le"
+    F32LE = "f32le"
+
+
+_DTYPES: dict[SampleEncoding, np.dtype[np.generic]] = {
+    SampleEncoding.S16LE: np.dtype("<i2"),
+    SampleEncoding.F32LE: np.dtype("<f4"),
+}
+
+
+@dataclass(frozen=True)
+class PcmFormat:
+    sample_rate: int
+    channels: int
+    encoding: SampleEncoding
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one sample on every channel."""
+        return self.channels * int(_DTYPES[self.encoding].itemsize)
+
+
+class PcmDecoder:
+    """Bytes → mono float32, as the file decoder would give them.
+
+    int16 is scaled by 1/32768 and channels are averaged, exactly as libsndfile and
+    :func:`sevensense.audio.decode.iter_mono_blocks` do for a file, so frames and files
+    agree bit for bit. ``frames`` counts samples per channel, the unit resumption uses."""
+
+    def __init__(self, fmt: PcmFormat) -> None:
+        self.format = fmt
+        self.frames = 0
+        self._carry = b""
+
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._carry)
+
+    def drop_partial(self) -> int:
+        """Forget a sample cut by a dropped connection: a resume sends it again whole."""
+        dropped = len(self._carry)
+        self._carry = b""
+        return dropped
+
+    def decode(self, data: bytes) -> np.ndarray:
+        fmt = self.format
+        buf = self._carry + data if self._carry else data
+        usable = len(buf) - len(buf) % fmt.frame_bytes
+        self._carry = bytes(buf[usable:])
+        if usable == 0:
+            return np.zeros(0, dtype=np.float32)
+        count = usable // fmt.frame_bytes * fmt.channels
+        raw = np.frombuffer(buf, dtype=_DTYPES[fmt.encoding], count=count)
+        if fmt.encoding is SampleEncoding.S16LE:
+            samples = raw.astype(np.float32) * np.float32(1.0 / 32768.0)
+        else:
+            samples = raw.astype(np.float32)
+        block = samples.reshape(-1, fmt.channels)
+        mono = block[:, 0] if fmt.channels == 1 else block.mean(axis=1, dtype=np.float32)
+        if not np.isfinite(mono).all():
+            bad = int(np.argmin(np.isfinite(mono)))
+            at = self.frames + bad
+            raise InvalidSamplesError(
+                f"NaN or infinite sample at {at / fmt.sample_rate:.3f} s of the stream",
+                sample_index=at,
+            )
+        self.frames += mono.shape[0]
+        return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+@dataclass
+class LiveWindows:
+    """Mono blocks at the stream's rate → normalised model windows, as soon as each is whole.
+
+    Memory is one window plus one block whatever the stream's length; skipped (silent)
+    windows are returned beside the kept ones, never dropped."""
+
+    in_rate: int
+    config: PreprocessConfig
+    _resampler: StreamResampler = field(init=False)
+    _windower: Windower = field(init=False)
+    finished: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        self._resampler = StreamResampler(
+            self.in_rate, self.config.sample_rate, self.config.resample_quality
+        )
+        self._windower = Windower(self.config.window_spec())
+
+    @property
+    def model_samples(self) -> int:
+        """Samples at the model's rate received so far."""
+        return self._windower.total
+
+    def push(self, mono: np.ndarray) -> tuple[list[Window], list[SkippedWindow]]:
+        if self.finished:
+            raise RuntimeError("the stream was finished")
+        out = self._resampler.process(mono) if mono.size else mono
+        if not out.size:
+            return [], []
+        return self._split(list(self._windower.push(out)))
+
+    def finish(self) -> tuple[list[Window], list[SkippedWindow]]:
+        """The resampler's tail and the last, padded window, per the padding strategy."""
+        if self.finished:
+            return [], []
+        self.finished = True
+        tail = self._resampler.flush()
+        items = list(self._windower.push(tail)) if tail.size else []
+        items.extend(self._windower.finish())
+        return self._split(items)
+
+    def _split(
+        self, items: list[Window | SkippedWindow]
+    ) -> tuple[list[Window], list[SkippedWindow]]:
+        norm = self.config.normalization
+        kept = [model_window(w, norm) for w in items if isinstance(w, Window)]
+        skipped = [s for s in items if isinstance(s, SkippedWindow)]
+        return kept, skipped
