@@ -30,6 +30,7 @@ from tests.serving.conftest import Service
 SOUNDSCAPE = audio("soundscape_birdnet_120s_48k.flac")  # 48 kHz int16: BirdNET's own rate
 CLIP = audio("perch_clap_21s_16k.wav")
 OPEN = {"type": "open", "sample_rate": 48000}
+PERCH = "perch-contract:1.0.0"
 
 
 def ws_url(server: Service) -> str:
@@ -281,6 +282,75 @@ def test_the_cli_streams_raw_pcm_from_stdin(server: Service, tmp_path: Path) -> 
     summary = lines[-1]
     assert summary["type"] == "summary" and summary["windows"] == len(windows)
     assert summary["duration_s"] == pytest.approx(len(pcm) / rate)
+
+
+def test_verify_on_a_stream_agrees_with_verify_on_the_upload(server: Service) -> None:
+    """A Perch-contract stream with verify=true: each window's BirdNET verification follows
+    its result, pooled from the same BirdNET windows an upload of the file pools."""
+    with server.client() as c:
+        r = c.post(
+            "/embed",
+            files={"audio": (SOUNDSCAPE.name, SOUNDSCAPE.read_bytes(), "audio/flac")},
+            data={"model": PERCH, "verify": "true", "top_k": "5"},
+        )
+    assert r.status_code == 200, r.text
+    upload = {w["index"]: w["verification"] for w in r.json()["windows"]}
+    messages: list[dict[str, Any]] = []
+    run = asyncio.run(
+        stream_audio(
+            ws_url(server),
+            FileSource(SOUNDSCAPE),
+            {"model": PERCH, "verify": True, "include_embedding": False},
+            api_key=server.keys["partner"],
+            speed=None,
+            frame_ms=250.0,
+            on_message=messages.append,
+        )
+    )
+    streamed = {m["index"]: m["verification"] for m in messages if m["type"] == "verification"}
+    assert sorted(streamed) == sorted(upload) == sorted(w["index"] for w in run.windows.values())
+    for i, want in upload.items():
+        have = streamed[i]
+        assert have["verifier_windows"] == want["verifier_windows"]
+        assert (have["agreement"] is None) == (want["agreement"] is None), i
+    assert run.summary is not None and run.summary.verification is not None
+    assert run.summary.verification.windows == len(upload)
+    same = [streamed[i].get("agreement") == upload[i]["agreement"] for i in upload]
+    assert sum(same) >= 0.9 * len(same)  # near-tied random-weight logits may swap a class
+
+
+def test_verify_on_a_birdnet_stream_is_trivial(server: Service) -> None:
+    received, _ = session(server, [opening(48000, verify=True)], until=1)
+    assert received[0]["verification"]["trivial"] is True
+
+
+def test_index_true_stores_the_stream_under_its_key_alone(server: Service) -> None:
+    run = asyncio.run(
+        stream_audio(
+            ws_url(server),
+            FileSource(CLIP),
+            {"index": True, "stream_id": "sensor-3.live", "site": "east"},
+            api_key=server.keys["slow"],
+            speed=None,
+        )
+    )
+    assert run.summary is not None and run.summary.indexed == len(run.windows) > 0
+    vector = json.dumps(run.windows[min(run.windows)]["embedding"])
+    found = {}
+    for key in ("slow", "partner"):
+        with server.client(key) as c:
+            r = c.post("/search", data={"embedding": vector, "k": "100"})
+            if r.status_code == 429:  # "slow" may send one request per 5 s
+                time.sleep(r.json()["error"]["details"]["retry_after_s"] + 0.1)
+                r = c.post("/search", data={"embedding": vector, "k": "100"})
+        if r.status_code == 409 and key == "partner":  # this key indexed nothing itself
+            assert r.json()["error"]["code"] == "index_empty"
+            found[key] = set()
+            continue
+        assert r.status_code == 200, r.text
+        found[key] = {n["recording_id"] for n in r.json()["queries"][0]["neighbours"]}
+    assert found["slow"] == {"sensor-3.live"}
+    assert "sensor-3.live" not in found["partner"]
 
 
 # --- bad input and abuse --------------------------------------------------------------------------

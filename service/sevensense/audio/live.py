@@ -115,6 +115,11 @@ class LiveWindows:
         """Samples at the model's rate received so far."""
         return self._windower.total
 
+    @property
+    def next_index(self) -> int:
+        """Index the next window cut (kept or skipped) will have."""
+        return self._windower.index
+
     def push(self, mono: np.ndarray) -> tuple[list[Window], list[SkippedWindow]]:
         if self.finished:
             raise RuntimeError("the stream was finished")

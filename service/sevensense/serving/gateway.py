@@ -305,18 +305,18 @@ class Gateway:
         )
 
     async def embed_windows(
-        self, plan: RequestPlan, params: EmbedParams, windows: list[Window]
-    ) -> list[tuple[WindowResult, str, float | None]]:
+        self, plan: RequestPlan, params: EmbedParams, windows: list[Window], logits: bool = False
+    ) -> list[tuple[WindowResult, str, float | None, bytes | None]]:
         """A live stream's windows as soon as they are cut: the same call, fallback chain and
         post-processing as one chunk of an upload, so they join the model services'
         adaptive batches beside ``/embed`` traffic. Returns (result, how served, cache
-        similarity) per window."""
+        similarity, raw logits when ``logits`` asks for them, for verification) per window."""
         manifest = plan.manifest
         items = [
             WindowItem(
                 model=str(manifest.identity),
                 samples=to_bytes(w.samples),
-                logits=plan.k > 0 or params.include_logits,
+                logits=plan.k > 0 or params.include_logits or logits,
                 spectrogram=params.include_spectrogram,
                 sent_at=time.time(),
                 trace=tracing.carrier(),
@@ -342,7 +342,8 @@ class Gateway:
             plan.options.species,
         )
         results = plan.transform.apply_results(results)
-        return list(zip(results, result.served, result.similarity, strict=True))
+        raw = [o.logits if logits else None for o in result.outputs]
+        return list(zip(results, result.served, result.similarity, raw, strict=True))
 
     def _transform(self, artifact: Artifact, params: EmbedParams) -> VectorTransform:
         """The request's reducer and projection, verified for the version serving it (in a

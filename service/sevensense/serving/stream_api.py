@@ -22,6 +22,11 @@ from sevensense.audio.live import SampleEncoding
 from sevensense.errors import SevensenseError
 from sevensense.outputs.response import WindowJSON
 from sevensense.serving.api import EmbedParams
+from sevensense.verification.agreement import (
+    AgreementSummary,
+    RequestVerification,
+    WindowVerification,
+)
 
 PATH = "/stream"
 NORMAL_CLOSE = 1000
@@ -112,6 +117,11 @@ class StreamReady(BaseModel):
     hop_s: float
     embedding_dim: int
     limits: StreamLimits
+    verification: RequestVerification | None = Field(
+        None,
+        description="verify=true: the verifier, or why nothing is compared (the model is "
+        "BirdNET itself, verification disabled, verifier unavailable)",
+    )
 
 
 class StreamWindow(WindowJSON):
@@ -153,6 +163,20 @@ class StreamSummary(BaseModel):
     indexed: int | None = None
     latency_ms_p50: float | None = None
     latency_ms_p99: float | None = None
+    verification: AgreementSummary | None = Field(
+        None, description="verify=true: agreement with BirdNET over the whole stream"
+    )
+
+
+class StreamVerification(BaseModel):
+    """verify=true: BirdNET's view of one window, sent once the BirdNET windows centred in
+    it are answered (up to half a BirdNET window of audio after the window itself)."""
+
+    type: Literal["verification"] = "verification"
+    stream_id: str
+    index: int
+    start_sample: int
+    verification: WindowVerification
 
 
 class StreamError(BaseModel):

@@ -46,6 +46,7 @@ from sevensense.serving.auth import KeyStore, key_from_headers
 from sevensense.serving.front_door import API_KEY_HEADER
 from sevensense.serving.gateway import Gateway
 from sevensense.serving.metrics import metrics
+from sevensense.serving.model_rpc import WindowOutput
 from sevensense.serving.ratelimit import RateLimiter
 from sevensense.serving.similarity import SimilarityService
 from sevensense.serving.stream_api import (
@@ -59,9 +60,11 @@ from sevensense.serving.stream_api import (
     StreamSkipped,
     StreamSummary,
     StreamThrottle,
+    StreamVerification,
     StreamWindow,
     close_code,
 )
+from sevensense.serving.stream_verify import StreamVerifier
 from sevensense.serving.streams import (
     StreamRegistry,
     StreamSession,
@@ -70,6 +73,7 @@ from sevensense.serving.streams import (
     speed_wait,
     unknown_stream,
 )
+from sevensense.serving.verifier import describe_error
 from sevensense.settings import ApiKeyRecord, Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ def _percentile(values: np.ndarray, q: float) -> float | None:
 class _Pending:
     windows: list[Window]
     ready_at: float
-    task: asyncio.Task[list[tuple[WindowResult, str, float | None]]]
+    task: asyncio.Task[list[tuple[WindowResult, str, float | None, bytes | None]]]
 
 
 class StreamEndpoint:
@@ -127,6 +131,8 @@ class _Connection:
         self.drained = asyncio.Event()
         self.drained.set()
         self.last_throttle = 0.0
+        self.verify_tasks: set[asyncio.Task[None]] = set()
+        self.verify_lock = asyncio.Lock()
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -214,6 +220,7 @@ class _Connection:
         if found is None and resuming:
             raise unknown_stream(opened.stream_id or "")
         replay: list[str] = []
+        verification = None
         if found is not None:
             check_resume(opened, found)
             if found.attached and found.task is not None and not found.task.done():
@@ -240,6 +247,18 @@ class _Connection:
                 live=LiveWindows(opened.sample_rate, plan.config),
                 replay_size=self.limits.replay_windows,
             )
+            if opened.verify:
+                vplan = gateway.verifier.plan(plan.artifact, True)
+                if vplan is not None and vplan.active and vplan.config is not None:
+                    manifest = plan.manifest
+                    session.verify = StreamVerifier(
+                        vplan,
+                        LiveWindows(opened.sample_rate, vplan.config),
+                        plan.window_s,
+                        (manifest.name, manifest.version),
+                    )
+                elif vplan is not None:
+                    verification = vplan.answer
         self.session = session
         self.number = registry.attach(session)
         session.task = asyncio.current_task()
@@ -262,8 +281,9 @@ class _Connection:
                 resume_ttl_s=self.limits.resume_ttl_s,
                 replay_windows=self.limits.replay_windows,
             ),
+            verification=verification,
         )
-        await self._send(ready.model_dump_json())
+        await self._send(ready.model_dump_json(exclude_none=True))
         for message in replay:
             await self._send(message)
 
@@ -306,6 +326,8 @@ class _Connection:
     async def _reader(self, session: StreamSession) -> None:
         if session.unanswered:  # cut before a drop, never answered: first, in order
             self._dispatch(list(session.unanswered), time.monotonic())
+        if session.verify is not None and session.verify.unanswered:
+            self._verify_dispatch(list(session.verify.unanswered))
         started = time.monotonic()
         received = 0  # samples on this connection, for the speed bound
         rate = session.format.sample_rate
@@ -330,6 +352,8 @@ class _Connection:
             mono = session.decoder.decode(session.take_skip(data))
             received += session.decoder.frames - before
             kept, skipped = session.live.push(mono)
+            if session.verify is not None:
+                self._verify_dispatch(session.verify.cut(mono))
             await self._cut(session, kept, skipped)
             wait = speed_wait(
                 received / rate,
@@ -340,6 +364,8 @@ class _Connection:
             if wait > 0.0:
                 await self._throttle(session, wait)
         kept, skipped = session.live.finish()
+        if session.verify is not None:
+            self._verify_dispatch(session.verify.finish())
         await self._cut(session, kept, skipped)
         await self._after_end()
 
@@ -361,6 +387,9 @@ class _Connection:
         while self.pending_windows:
             self.drained.clear()
             await self.drained.wait()
+        while self.verify_tasks:
+            await asyncio.gather(*list(self.verify_tasks), return_exceptions=True)
+        await self._verify_flush()
 
     async def _receive(self, timeout: float) -> dict[str, Any]:
         try:
@@ -423,7 +452,11 @@ class _Connection:
         session = self.session
         assert session is not None
         gateway, _, _ = self.endpoint.parts()
-        task = asyncio.create_task(gateway.embed_windows(session.plan, session.opened, windows))
+        task = asyncio.create_task(
+            gateway.embed_windows(
+                session.plan, session.opened, windows, logits=session.verify is not None
+            )
+        )
         pending = _Pending(windows, ready_at, task)
         self.inflight.append(pending)
         self.pending_windows += len(windows)
@@ -440,7 +473,9 @@ class _Connection:
             self.inflight.remove(pending)
             answered = {id(w) for w in pending.windows}
             session.unanswered = [w for w in session.unanswered if id(w) not in answered]
-            for window, (result, served, similarity) in zip(pending.windows, results, strict=True):
+            for window, (result, served, similarity, logits) in zip(
+                pending.windows, results, strict=True
+            ):
                 latency_ms = (time.monotonic() - pending.ready_at) * 1e3
                 body = window_json(result, served, similarity, embedding=opened.include_embedding)
                 start_at = end_at = None
@@ -461,11 +496,16 @@ class _Connection:
                     session.to_index.append(result)
                 await self._send(message)
                 session.latencies_ms.append(latency_ms)
+                if session.verify is not None:
+                    session.verify.primary(
+                        result.index, window.start_sample, result.start_s, result.end_s, logits
+                    )
                 m = metrics()
                 m.stream_windows.labels(manifest.name).inc()
                 m.stream_latency.observe(latency_ms / 1e3)
             self.pending_windows -= len(pending.windows)
             self.drained.set()
+            await self._verify_flush()
             if len(session.to_index) >= self.limits.index_batch:
                 await self._flush_index(session)
 
@@ -485,9 +525,53 @@ class _Connection:
             indexed=session.indexed if session.opened.index else None,
             latency_ms_p50=_percentile(latencies, 50),
             latency_ms_p99=_percentile(latencies, 99),
+            verification=session.verify.summary() if session.verify is not None else None,
         )
         await self._send(summary.model_dump_json(exclude_none=True))
         await self.ws.close(NORMAL_CLOSE)
+
+    # --- verify=true -----------------------------------------------------------------------
+
+    def _verify_dispatch(self, windows: list[Window]) -> None:
+        if windows:
+            task = asyncio.create_task(self._verify_call(windows))
+            self.verify_tasks.add(task)
+            task.add_done_callback(self.verify_tasks.discard)
+
+    async def _verify_call(self, windows: list[Window]) -> None:
+        """BirdNET's answer for its windows; a verifier failure never fails the stream."""
+        session = self.session
+        assert session is not None and session.verify is not None
+        gateway, _, _ = self.endpoint.parts()
+        outputs: list[WindowOutput] | None
+        try:
+            outputs = await gateway.verifier.call(session.verify.plan, windows)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            session.verify.error = describe_error(exc)
+            outputs = None
+        session.verify.answered(windows, outputs)
+        await self._verify_flush()
+
+    async def _verify_flush(self) -> None:
+        session = self.session
+        if session is None or session.verify is None:
+            return
+        verify = session.verify
+        async with self.verify_lock:
+            done = verify.ready()
+            if not done:
+                return
+            results = await anyio.to_thread.run_sync(verify.verify, done)
+            for p, v in zip(done, results, strict=True):
+                message = StreamVerification(
+                    stream_id=session.stream_id,
+                    index=p.index,
+                    start_sample=p.start_sample,
+                    verification=v,
+                )
+                await self._send(message.model_dump_json(exclude_none=True))
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -541,7 +625,8 @@ class _Connection:
                 await self.ws.close(close, reason=reason)
 
     async def _cancel_inflight(self) -> None:
-        tasks = [p.task for p in self.inflight]
+        tasks: list[asyncio.Task[Any]] = [p.task for p in self.inflight]
+        tasks.extend(self.verify_tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

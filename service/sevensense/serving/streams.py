@@ -30,6 +30,7 @@ from sevensense.errors import (
 from sevensense.inference.engine import WindowResult
 from sevensense.serving.gateway import RequestPlan
 from sevensense.serving.stream_api import StreamOpen
+from sevensense.serving.stream_verify import StreamVerifier
 from sevensense.settings import StreamSettings
 
 
@@ -67,6 +68,7 @@ class StreamSession:
     to_index: list[WindowResult] = field(default_factory=list)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     task: asyncio.Task[None] | None = None  # the connection serving it
+    verify: StreamVerifier | None = None
 
     @property
     def format(self) -> PcmFormat:

@@ -147,7 +147,7 @@ class PairTaker:
         return windows, fresh
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError):
         return "no answer within verification.timeout_s"
     if isinstance(exc, SevensenseError):
@@ -345,7 +345,7 @@ class GatewayVerifier:
             try:
                 check.outputs = await self.call(plan, check.windows)
             except Exception as exc:
-                check.error = _describe(exc)
+                check.error = describe_error(exc)
             finally:
                 check.windows = []
 
