@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.builders import variants
 from sevensense.builders.build import build_perch_contract, build_variant
+from sevensense.builders.quantize import front_end_node_set
 from sevensense.cli import main
 from sevensense.errors import ModelError, ModelNotFoundError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
@@ -69,7 +70,7 @@ def test_variant_manifest_carries_its_quality_on_held_out_audio(
     assert m.quality["cosine_min"] >= variants.QUALITY_BARS[method].cosine_min
     assert f"sha256={base.manifest.sha256}" in m.source and variants.RECIPES[method] in m.source
     model = onnx.load(str(base.model_path))
-    assert m.float_nodes == variants.front_end_node_set(model) and m.float_nodes
+    assert m.float_nodes == front_end_node_set(model) and m.float_nodes
     assert (m.input, m.outputs, m.labels) == (
         base.manifest.input,
         base.manifest.outputs,

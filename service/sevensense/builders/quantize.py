@@ -103,8 +103,9 @@ class QuantizedModel:
     quality: dict[str, float]
 
 
-def front_end_nodes(model: onnx.ModelProto) -> list[str]:
-    """MatMul/Gemm nodes fed by the waveform before any Conv or Log: these stay float."""
+def front_end_node_set(model: onnx.ModelProto) -> list[str]:
+    """Every node the waveform reaches before a Conv or Log: the spectrogram front end, which
+    every reduced-precision variant keeps in float32."""
     nodes = list(model.graph.node)
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(nodes):
@@ -116,15 +117,18 @@ def front_end_nodes(model: onnx.ModelProto) -> list[str]:
     found: list[str] = []
     while frontier:
         for index in consumers.get(frontier.pop(), []):
-            if index in seen:
+            if index in seen or nodes[index].op_type in _FRONT_END_STOP:
                 continue
             seen.add(index)
-            node = nodes[index]
-            if node.op_type in QUANTIZED_OPS:
-                found.append(node.name)
-            if node.op_type not in _FRONT_END_STOP:
-                frontier.extend(node.output)
+            found.append(nodes[index].name)
+            frontier.extend(nodes[index].output)
     return found
+
+
+def front_end_nodes(model: onnx.ModelProto) -> list[str]:
+    """MatMul/Gemm nodes of the front end: what dynamic quantization must leave float."""
+    ops = {n.name: n.op_type for n in model.graph.node}
+    return [name for name in front_end_node_set(model) if ops[name] in QUANTIZED_OPS]
 
 
 def _name_nodes(model: onnx.ModelProto) -> None:

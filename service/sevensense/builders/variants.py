@@ -85,7 +85,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from sevensense.artifacts.manifest import ModelManifest, OutputRole
 from sevensense.audio.pipeline import PreprocessConfig, prepare_windows
-from sevensense.builders.quantize import _name_nodes, _quiet_quantizer
+from sevensense.builders.quantize import _name_nodes, _quiet_quantizer, front_end_node_set
 from sevensense.errors import ModelError
 from sevensense.inference.postprocess import l2_normalize
 from sevensense.settings import repo_root
@@ -114,7 +114,6 @@ DEFAULT_HOLDOUT: Final = (
     "birdnet_sample_3s_48k.wav",
     "perch_clap_21s_16k.wav",
 )
-_FRONT_END_STOP: Final = frozenset({"Conv", "Log", "Shape"})
 _STATIC_OPS: Final = ("Conv", "MatMul", "Gemm")
 
 FloatArray = npt.NDArray[np.float32]
@@ -199,27 +198,6 @@ def real_windows(manifest: ModelManifest, files: Sequence[Path], limit: int) -> 
     if not picked:
         raise ModelError(f"no windows for {manifest.identity} in {[str(f) for f in files]}")
     return np.stack(picked[:limit]).astype(np.float32)
-
-
-def front_end_node_set(model: onnx.ModelProto) -> list[str]:
-    """Every node the waveform reaches before a Conv or Log: the spectrogram front end."""
-    nodes = list(model.graph.node)
-    consumers: dict[str, list[int]] = {}
-    for index, node in enumerate(nodes):
-        for name in node.input:
-            consumers.setdefault(name, []).append(index)
-    initializers = {i.name for i in model.graph.initializer}
-    frontier = [i.name for i in model.graph.input if i.name not in initializers]
-    seen: set[int] = set()
-    found: list[str] = []
-    while frontier:
-        for index in consumers.get(frontier.pop(), []):
-            if index in seen or nodes[index].op_type in _FRONT_END_STOP:
-                continue
-            seen.add(index)
-            found.append(nodes[index].name)
-            frontier.extend(nodes[index].output)
-    return found
 
 
 def _batched_matmuls(model: onnx.ModelProto) -> list[str]:

@@ -443,10 +443,16 @@ class _Connection:
         if not kept:
             return
         session.unanswered.extend(kept)
-        while self.pending_windows >= self.limits.max_pending_windows:
+        while self._waiting(session) >= self.limits.max_pending_windows:
             self.drained.clear()
             await self.drained.wait()
         self._dispatch(kept, time.monotonic())
+
+    def _waiting(self, session: StreamSession) -> int:
+        """Windows cut and not answered yet, the verifier's included (a slow verifier
+        pauses reading too, instead of holding BirdNET windows without bound)."""
+        verifying = len(session.verify.unanswered) if session.verify is not None else 0
+        return self.pending_windows + verifying
 
     def _dispatch(self, windows: list[Window], ready_at: float) -> None:
         session = self.session
@@ -552,6 +558,7 @@ class _Connection:
             session.verify.error = describe_error(exc)
             outputs = None
         session.verify.answered(windows, outputs)
+        self.drained.set()
         await self._verify_flush()
 
     async def _verify_flush(self) -> None:
