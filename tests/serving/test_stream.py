@@ -424,6 +424,35 @@ def test_another_key_cannot_resume_a_stream(server: Service) -> None:
     assert received[0]["received_frames"] == 48_000
 
 
+def test_a_reconnect_takes_over_a_stream_whose_old_socket_still_looks_open(
+    server: Service,
+) -> None:
+    data, rate = pcm16()
+
+    async def go() -> tuple[dict[str, Any], int | None]:
+        headers = {"X-API-Key": server.keys["partner"]}
+        async with (
+            httpx.AsyncClient(headers=headers) as client,
+            aconnect_ws(ws_url(server), client) as old,
+        ):
+            await old.send_text(opening(rate, stream_id="takeover"))
+            assert json.loads(await old.receive_text())["type"] == "ready"
+            await old.send_bytes(data[:96_000])
+            await asyncio.sleep(0.5)
+            received, _ = await _session(server, [opening(rate, stream_id="takeover")], until=1)
+            try:
+                while True:
+                    await old.receive_text(timeout=10)
+            except WebSocketDisconnect as exc:
+                return received[0], exc.code
+        return received[0], None
+
+    ready, old_closed = asyncio.run(go())
+    assert ready["type"] == "ready" and ready["resumed"] is True
+    assert ready["received_frames"] == 48_000
+    assert old_closed == 4409
+
+
 def test_open_streams_per_key_are_limited_and_a_fast_sender_is_throttled(
     server: Service,
 ) -> None:

@@ -147,9 +147,12 @@ class _Connection:
         except WebSocketDisconnect:
             reason = "dropped"
         except asyncio.CancelledError:
-            # A reconnect with this stream_id took the stream over (see _attach).
-            reason = "superseded"
-            await self._fail("superseded", "a newer connection resumed this stream", 4409)
+            if self.session is not None and self.session.taken_over:  # see _attach
+                reason = "superseded"
+                await self._fail("superseded", "a newer connection resumed this stream", 4409)
+            else:
+                reason = "shutdown"
+                await self._fail("shutdown", "the server is stopping; resume the stream", 1001)
             raise
         except SevensenseError as exc:
             reason = exc.code
@@ -226,6 +229,7 @@ class _Connection:
             if found.attached and found.task is not None and not found.task.done():
                 # The field's usual case: the old connection died and the server has not
                 # noticed yet. Stop it first; its unanswered windows stay with the stream.
+                found.taken_over = True
                 found.task.cancel()
                 await asyncio.wait({found.task}, timeout=5.0)
             if not found.attached:
@@ -262,6 +266,7 @@ class _Connection:
         self.session = session
         self.number = registry.attach(session)
         session.task = asyncio.current_task()
+        session.taken_over = False
         endpoint.publish()
         manifest = session.plan.manifest
         ready = StreamReady(

@@ -68,6 +68,7 @@ class StreamSession:
     to_index: list[WindowResult] = field(default_factory=list)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
     task: asyncio.Task[None] | None = None  # the connection serving it
+    taken_over: bool = False  # a reconnect is cancelling that connection
     verify: StreamVerifier | None = None
 
     @property
