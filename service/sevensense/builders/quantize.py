@@ -282,22 +282,32 @@ def synthetic_windows(
     return out
 
 
-def _outputs(
-    path: Path, manifest: ModelManifest, windows: FloatArray
+def run_outputs(
+    session: ort.InferenceSession,
+    manifest: ModelManifest,
+    windows: FloatArray,
+    batch: int = EVAL_BATCH,
 ) -> tuple[FloatArray, FloatArray | None]:
-    """Embeddings (L2-normalised, as served) and logits, through the engine's CPU session."""
-    session, _, _ = create_session(path, InferenceSettings(providers=["cpu"]))
+    """Embeddings (L2-normalised, as served) and logits of ``windows``, by output name."""
     names = [manifest.outputs[OutputRole.EMBEDDING].name]
     logits_spec = manifest.outputs.get(OutputRole.LOGITS)
     if logits_spec is not None:
         names.append(logits_spec.name)
     runs = [
-        session.run(names, {manifest.input.name: windows[i : i + EVAL_BATCH]})
-        for i in range(0, len(windows), EVAL_BATCH)
+        session.run(names, {manifest.input.name: windows[i : i + batch]})
+        for i in range(0, len(windows), batch)
     ]
     embeddings, _ = l2_normalize(np.concatenate([r[0] for r in runs]))
     logits = np.concatenate([r[1] for r in runs]) if logits_spec is not None else None
-    return embeddings, logits
+    return embeddings.astype(np.float32), logits
+
+
+def _outputs(
+    path: Path, manifest: ModelManifest, windows: FloatArray
+) -> tuple[FloatArray, FloatArray | None]:
+    """Through the engine's CPU session, as the model is served."""
+    session, _, _ = create_session(path, InferenceSettings(providers=["cpu"]))
+    return run_outputs(session, manifest, windows)
 
 
 def prepare(manifest: ModelManifest, raw: FloatArray) -> FloatArray:

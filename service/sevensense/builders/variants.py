@@ -83,11 +83,15 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader
 
-from sevensense.artifacts.manifest import ModelManifest, OutputRole
+from sevensense.artifacts.manifest import ModelManifest
 from sevensense.audio.pipeline import PreprocessConfig, prepare_windows
-from sevensense.builders.quantize import _name_nodes, _quiet_quantizer, front_end_node_set
+from sevensense.builders.quantize import (
+    _name_nodes,
+    _quiet_quantizer,
+    front_end_node_set,
+    run_outputs,
+)
 from sevensense.errors import ModelError
-from sevensense.inference.postprocess import l2_normalize
 from sevensense.settings import repo_root
 
 log = logging.getLogger(__name__)
@@ -331,22 +335,6 @@ def cpu_session(path: Path, threads: int = 1) -> ort.InferenceSession:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def run_outputs(
-    session: ort.InferenceSession, manifest: ModelManifest, windows: FloatArray
-) -> tuple[FloatArray, FloatArray | None]:
-    names = [manifest.outputs[OutputRole.EMBEDDING].name]
-    logits = manifest.outputs.get(OutputRole.LOGITS)
-    if logits is not None:
-        names.append(logits.name)
-    runs = [
-        session.run(names, {manifest.input.name: windows[i : i + BATCH]})
-        for i in range(0, len(windows), BATCH)
-    ]
-    embeddings, _ = l2_normalize(np.concatenate([r[0] for r in runs]))
-    scores = np.concatenate([r[1] for r in runs]) if logits is not None else None
-    return embeddings.astype(np.float32), scores
 
 
 def compare(
