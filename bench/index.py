@@ -39,7 +39,7 @@ from sevensense.index.pgvector import PgVectorIndex
 from sevensense.index.records import EntryBatch, EntryMeta, Scope, SpaceInfo, SpaceKey
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
 from sevensense.inference.recordings import expand_paths
-from sevensense.serving.auth import generate_key, hash_key
+from sevensense.serving.access.keys import generate_key, hash_key
 from sevensense.settings import IndexSettings, load_settings, repo_root
 
 REPO = repo_root()

@@ -30,7 +30,7 @@ import httpx
 
 from load_tests.raw_http import MULTIPART, Answer, upload
 from load_tests.server import REPO, Service, base_env, free_port
-from sevensense.serving.auth import generate_key, hash_key
+from sevensense.serving.access.keys import generate_key, hash_key
 
 CLIP = REPO.parent / "shared" / "audio" / "birdnet_sample_3s_48k.wav"
 MiB = 1024 * 1024

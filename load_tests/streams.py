@@ -34,8 +34,8 @@ from load_tests.run import OUT
 from load_tests.server import REPO, Service, base_env, free_port
 from load_tests.stats import cpu_s, latency_stats
 from sevensense.audio.live import SampleEncoding
-from sevensense.serving.auth import generate_key, hash_key
-from sevensense.serving.stream_client import PcmSource, stream_audio
+from sevensense.client.stream import PcmSource, stream_audio
+from sevensense.serving.access.keys import generate_key, hash_key
 
 SOUNDSCAPE = REPO.parent / "shared" / "audio" / "soundscape_birdnet_120s_48k.flac"
 HOP_S = 3.0

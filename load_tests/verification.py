@@ -39,7 +39,7 @@ import psutil
 from load_tests.locustfile import EmbedUser
 from load_tests.run import OUT, run_step
 from load_tests.server import REPO, Service, base_env, free_port, samples
-from sevensense.serving.auth import generate_key, hash_key
+from sevensense.serving.access.keys import generate_key, hash_key
 
 MODEL = "perch-contract:1.0.0"
 MODES = ("off", "shadow", "verify")

@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from sevensense.artifacts.registry import Artifact, ModelRegistry
-from sevensense.checks import appendix_b, store
-from sevensense.checks.appendix_b import birdnet_item, duplicates_item, spectrum
-from sevensense.checks.store import checked, load_stored
 from sevensense.cli import main
 from sevensense.inference.engine import EmbeddingEngine
+from sevensense.quality_gate import appendix_b, store
+from sevensense.quality_gate.checklist import birdnet_item, duplicates_item, spectrum
+from sevensense.quality_gate.store import checked, load_stored
 from tests.broken_models import NAME, build_gate_model
 from tests.conftest import AUDIO, make_settings
 from tests.serving.conftest import link_artifact

@@ -8,7 +8,7 @@ import pytest
 
 from sevensense.inference.gpu_driver import assess_driver, cuda_text, probe_driver, required_cuda
 from sevensense.inference.sessions import preload_cuda_libraries
-from sevensense.serving.model_host import ModelHost
+from sevensense.serving.model_service.host import ModelHost
 from tests.conftest import make_settings
 
 

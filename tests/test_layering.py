@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1] / "service" / PACKAGE
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__init__"}),
     frozenset({"errors"}),
+    frozenset({"identity"}),
     frozenset({"settings"}),
     frozenset({"aws"}),
     frozenset({"storage", "queues"}),
@@ -33,9 +34,26 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"inference"}),
     frozenset({"embeddings", "verification"}),
     frozenset({"outputs", "index"}),
-    frozenset({"builders", "deferred", "checks"}),
+    frozenset({"builders", "jobs", "quality_gate"}),
     frozenset({"serving", "worker"}),
+    frozenset({"client"}),
     frozenset({"cli"}),
+)
+
+# Inside the HTTP service, rooms by role, bottom first: the same rule one level down. The
+# faces ``http`` and ``stream`` share a layer, so neither may import the other; only
+# ``service`` (the BentoML wiring) sees both.
+SERVING_LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"__init__"}),
+    frozenset({"telemetry"}),
+    frozenset({"model_service"}),
+    frozenset({"schemas"}),
+    frozenset({"access"}),
+    frozenset({"model_paths"}),
+    frozenset({"rollout"}),
+    frozenset({"dispatch", "tenant_index"}),
+    frozenset({"http", "stream"}),
+    frozenset({"service"}),
 )
 
 # Libraries that belong to one face only; the layers below them stay framework-free.
@@ -101,8 +119,8 @@ def unit_of(module: str, root: Path) -> str | None:
     return "__init__"  # a name defined in the package's own __init__
 
 
-def rank_of(unit: str) -> int:
-    for rank, layer in enumerate(LAYERS):
+def rank_of(unit: str, layers: tuple[frozenset[str], ...] = LAYERS) -> int:
+    for rank, layer in enumerate(layers):
         if unit in layer:
             return rank
     raise KeyError(unit)
@@ -112,16 +130,35 @@ def all_imports(root: Path) -> list[Import]:
     return [i for path in sorted(root.rglob("*.py")) for i in imports_of(path, root)]
 
 
+def serving_imports(root: Path) -> list[Import]:
+    """Imports between modules of ``serving``, renamed so that ``unit_of`` sees its rooms."""
+    serving = root / "serving"
+    if not serving.is_dir():
+        return []
+    prefix = f"{root.name}.serving."
+    return [
+        Import(
+            imp.module.replace(prefix, "serving.", 1),
+            imp.target.replace(prefix, "serving.", 1),
+            imp.line,
+        )
+        for imp in all_imports(root)
+        if imp.module.startswith(prefix) and imp.target.startswith(prefix)
+    ]
+
+
 def upward_imports(root: Path) -> list[str]:
     problems = []
-    for imp in all_imports(root):
-        source, target = unit_of(imp.module, root), unit_of(imp.target, root)
+    checked = [(imp, root, LAYERS) for imp in all_imports(root)]
+    checked += [(imp, root / "serving", SERVING_LAYERS) for imp in serving_imports(root)]
+    for imp, base, layers in checked:
+        source, target = unit_of(imp.module, base), unit_of(imp.target, base)
         if source is None or target is None or source == target:
             continue
         try:
-            lower = rank_of(target) < rank_of(source)
+            lower = rank_of(target, layers) < rank_of(source, layers)
         except KeyError as exc:
-            problems.append(f"{imp}: {exc.args[0]!r} has no layer in LAYERS")
+            problems.append(f"{imp}: {exc.args[0]!r} has no layer in {base.name}'s layers")
             continue
         if not lower:
             problems.append(f"{imp}: {target} is not below {source}")
@@ -190,6 +227,14 @@ def test_every_unit_has_a_layer() -> None:
     assert placed - units == set(), "LAYERS names units that no longer exist"
 
 
+def test_every_serving_room_has_a_layer() -> None:
+    serving = ROOT / "serving"
+    rooms = {unit_of(module_name(p, serving), serving) for p in serving.rglob("*.py")}
+    placed = set().union(*SERVING_LAYERS)
+    assert rooms - placed == set(), "add these to SERVING_LAYERS"
+    assert placed - rooms == set(), "SERVING_LAYERS names rooms that no longer exist"
+
+
 def test_no_upward_or_sideways_import() -> None:
     assert upward_imports(ROOT) == []
 
@@ -222,6 +267,19 @@ def broken_tree(tmp_path: Path) -> Path:
         "serving/gateway.py": "from ..worker import base\nimport fastapi\n",
         "worker/__init__.py": "",
         "worker/base.py": "from sevensense.serving.gateway import G\n",
+        # the two faces of the HTTP service reaching into each other, and a floor below
+        # the faces importing one
+        "serving/http/__init__.py": "",
+        "serving/http/app.py": "from sevensense.serving.stream.socket import mount\n",
+        "serving/stream/__init__.py": "",
+        "serving/stream/socket.py": "from ..http import app\n",
+        "serving/telemetry/__init__.py": "",
+        "serving/telemetry/metrics.py": "",
+        "serving/dispatch/__init__.py": "",
+        "serving/dispatch/plan.py": "from sevensense.serving.telemetry import metrics\n",
+        "index/__init__.py": "",
+        "index/store.py": "from sevensense.cli import main\n",
+        "cli/__init__.py": "",
         "outputs/__init__.py": "",
         "outputs/writers.py": "import bentoml\n",
     }
@@ -241,6 +299,14 @@ def test_checker_names_upward_imports(broken_tree: Path) -> None:
     assert any("sevensense.serving.gateway:1 imports sevensense.worker" in p for p in found)
     assert any("sevensense.worker.base:1 imports sevensense.serving.gateway" in p for p in found)
     assert not any(p.startswith("sevensense.inference.engine") for p in found)
+
+
+def test_checker_names_the_faces_of_serving_importing_each_other(broken_tree: Path) -> None:
+    found = upward_imports(broken_tree)
+    assert any("serving.http.app:1 imports serving.stream.socket" in p for p in found), found
+    assert any("serving.stream.socket:1 imports serving.http.app" in p for p in found), found
+    assert any("sevensense.index.store:1 imports sevensense.cli" in p for p in found), found
+    assert not any(p.startswith("serving.dispatch.plan") for p in found), found
 
 
 def test_checker_finds_cycles(broken_tree: Path) -> None:

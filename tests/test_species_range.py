@@ -310,7 +310,7 @@ def test_artifact_verifies_and_is_kept_apart_from_audio_models(
 
 
 def test_serving_never_sees_the_range_model(birdnet_range_artifact: Artifact) -> None:
-    from sevensense.serving.model_resolver import ModelResolver
+    from sevensense.serving.rollout.resolver import ModelResolver
 
     class NoRollouts:
         def load(self) -> dict[str, Any]:

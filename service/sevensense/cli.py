@@ -25,6 +25,7 @@ from sevensense.artifacts.manifest import ModelKind
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.decode import probe
 from sevensense.audio.live import SampleEncoding
+from sevensense.client.stream import FileSource, PcmSource, stdin_source, stream_audio
 from sevensense.embeddings.fitting import split_inputs, vectors_from_audio, vectors_from_parquet
 from sevensense.embeddings.pca import fit_pca
 from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
@@ -80,8 +81,7 @@ from sevensense.outputs.detections import (
     write_detections,
 )
 from sevensense.outputs.writers import open_writer
-from sevensense.serving.stream_api import PATH as STREAM_PATH
-from sevensense.serving.stream_client import FileSource, PcmSource, stdin_source, stream_audio
+from sevensense.serving.stream.protocol import PATH as STREAM_PATH
 from sevensense.settings import PROFILE_NAMES, Settings, load_settings
 from sevensense.storage.atomic import atomic_write
 from sevensense.verification.offline import DEFAULT_VERIFIER, WindowRow, verify_recordings
@@ -936,7 +936,7 @@ def keys() -> None:
 
 
 def _key_file(ctx: click.Context) -> Path:
-    from sevensense.serving.auth import key_file_path
+    from sevensense.serving.access.keys import key_file_path
 
     return key_file_path(_settings(ctx).serving)
 
@@ -961,7 +961,8 @@ def keys_add(
     replace: bool,
 ) -> None:
     """Issue a key. It is printed once, here; only its SHA-256 is stored."""
-    from sevensense.serving.auth import PARTNER_SCOPES, add_key
+    from sevensense.identity import PARTNER_SCOPES
+    from sevensense.serving.access.keys import add_key
 
     path = _key_file(ctx.find_root())
     try:
@@ -977,7 +978,7 @@ def keys_add(
 @click.pass_context
 def keys_list(ctx: click.Context, as_json: bool) -> None:
     """Key ids, scopes and rate limits (file keys and keys from the settings)."""
-    from sevensense.serving.auth import list_keys
+    from sevensense.serving.access.keys import list_keys
 
     settings = _settings(ctx.find_root())
     path = _key_file(ctx.find_root())
@@ -1005,7 +1006,7 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def keys_revoke(ctx: click.Context, key_id: str) -> None:
     """Remove a key from the key file; running services drop it within seconds."""
-    from sevensense.serving.auth import revoke_key
+    from sevensense.serving.access.keys import revoke_key
 
     path = _key_file(ctx.find_root())
     try:
@@ -1026,7 +1027,7 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 @click.pass_context
 def keys_dev(ctx: click.Context) -> None:
     """Print the local quick-start key, creating it only when no key is configured at all."""
-    from sevensense.serving.auth import ensure_dev_key
+    from sevensense.serving.access.keys import ensure_dev_key
 
     key = ensure_dev_key(_settings(ctx.find_root()).serving)
     if key is None:
@@ -1184,8 +1185,8 @@ def check(ctx: click.Context, ref: str, audio_dir: Path | None, as_json: bool, r
     Exit 0 every item passes (or is n/a), 1 some item fails, 2 the check could not run.
     On the default reference set the result is stored beside the artifact (keyed by its
     SHA-256 and the checklist version) and is what the rollout gate uses."""
-    from sevensense.checks.appendix_b import run_check
-    from sevensense.checks.store import checked
+    from sevensense.quality_gate.checklist import run_check
+    from sevensense.quality_gate.store import checked
 
     settings = _settings(ctx)
     try:

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from sevensense.errors import ConfigError
+from sevensense.identity import ApiKeyRecord
 
 Provider = Literal["cuda", "coreml", "cpu"]
 Padding = Literal["zero_pad", "reflect", "discard", "overlap_fill"]
@@ -32,10 +33,6 @@ GraphOptimization = Literal["disable", "basic", "extended", "all"]
 FallbackStrategy = Literal[
     "cpu", "quantized_model", "cached_embedding", "deferred_queue", "zero_vector"
 ]
-
-Scope = Literal["embed", "read", "admin"]
-
-_PARTNER_SCOPES: tuple[Scope, ...] = ("embed", "read")
 
 PROFILE_NAMES = ("default", "field", "edge", "server", "cloud")
 _DEFAULT_PROVIDERS: tuple[Provider, ...] = ("cuda", "coreml", "cpu")
@@ -283,15 +280,6 @@ class IndexSettings(_Section):
         description="a filtered or tenant-scoped search over at most this many entries is exact",
     )
     pg_pool_size: int = Field(4, ge=1, le=64, description="pgvector connections per process")
-
-
-class ApiKeyRecord(_Section):
-    """A partner or admin key as stored: never the key itself, only its SHA-256."""
-
-    id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    scopes: list[Scope] = Field(default_factory=lambda: list(_PARTNER_SCOPES))
-    rate_limit_per_s: float | None = Field(None, gt=0.0, description="overrides the default")
 
 
 class FrontDoorSettings(_Section):

@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from sevensense.artifacts.registry import Artifact
-from sevensense.deferred.job_store import JobStore
-from sevensense.deferred.records import DeferredRequest, JobStatus
-from sevensense.deferred.submit import Deferrer
 from sevensense.embeddings.pca import fit_pca
 from sevensense.embeddings.poincare import Projection
 from sevensense.embeddings.reducers import ReducerStore
 from sevensense.embeddings.transform import VectorTransform, artifact_sha256
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+from sevensense.jobs.records import DeferredRequest, JobStatus
+from sevensense.jobs.store import JobStore
+from sevensense.jobs.submit import Deferrer
 from sevensense.queues.sqlite import SqliteQueue
 from sevensense.storage.objects import open_store
-from sevensense.worker.deferred_requests import DeferredHandler
+from sevensense.worker.job_handler import DeferredHandler
 from tests.conftest import audio, make_settings
 
 

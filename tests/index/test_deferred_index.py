@@ -8,17 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sevensense.deferred.job_store import JobStore
-from sevensense.deferred.records import DeferredRequest, IndexTarget, JobStatus
-from sevensense.deferred.submit import Deferrer
 from sevensense.errors import IndexEmptyError
 from sevensense.index.ingest import space_info
 from sevensense.index.records import Scope
 from sevensense.index.store import open_index
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+from sevensense.jobs.records import DeferredRequest, IndexTarget, JobStatus
+from sevensense.jobs.store import JobStore
+from sevensense.jobs.submit import Deferrer
 from sevensense.queues.sqlite import SqliteQueue
 from sevensense.storage.objects import open_store
-from sevensense.worker.deferred_requests import DeferredHandler
+from sevensense.worker.job_handler import DeferredHandler
 from tests.conftest import audio, make_settings
 
 

@@ -24,7 +24,7 @@ import pytest
 from load_tests.server import Service, base_env, free_port, samples  # noqa: F401  re-exported
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.builders.build import build_perch_contract
-from sevensense.serving.auth import generate_key, hash_key
+from sevensense.serving.access.keys import generate_key, hash_key
 from tests.conftest import MODELS, aws_client  # noqa: F401  re-exported; moto_endpoint is there too
 
 KEYS = ("partner", "reader", "admin", "slow")

@@ -19,7 +19,8 @@ from sevensense.errors import (
     InvalidApiKeyError,
     MissingApiKeyError,
 )
-from sevensense.serving.auth import (
+from sevensense.identity import ApiKeyRecord
+from sevensense.serving.access.keys import (
     KeyStore,
     SecretKeySource,
     add_key,
@@ -32,7 +33,7 @@ from sevensense.serving.auth import (
     require,
     revoke_key,
 )
-from sevensense.settings import ApiKeyRecord, ServingSettings, load_settings
+from sevensense.settings import ServingSettings, load_settings
 from tests.serving.conftest import aws_client
 from tests.test_cli import run
 
@@ -211,7 +212,7 @@ def test_malformed_rewrite_keeps_the_last_good_keys(
     key = add_key(path, "partner-a")
     store = KeyStore(path, reload_s=0.0)
     path.write_text('{"keys": [{"id": "partner-a"')
-    with caplog.at_level(logging.ERROR, logger="sevensense.serving.auth"):
+    with caplog.at_level(logging.ERROR, logger="sevensense.serving.access.keys"):
         assert store.authenticate(key).id == "partner-a"
     assert "keeping the previous 1 API keys" in caplog.text and str(path) in caplog.text
     path.unlink()

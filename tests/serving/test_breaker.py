@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 
-from sevensense.serving.breaker import BreakerState, CircuitBreaker
+from sevensense.serving.model_paths.breaker import BreakerState, CircuitBreaker
 from sevensense.settings import BreakerSettings
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from sevensense.audio.pipeline import prepare_windows
 from sevensense.inference.engine import EmbeddingEngine
-from sevensense.serving.embedding_cache import EmbeddingCache, fingerprint
+from sevensense.serving.model_paths.embedding_cache import EmbeddingCache, fingerprint
 from tests.conftest import audio
 
 REF = "birdnet-v2.4:2.4.0:base"

@@ -15,10 +15,11 @@ import pytest
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.audio.pipeline import prepare_windows
 from sevensense.errors import NoModelPathError, OverloadedError
-from sevensense.serving.breaker import CircuitBreaker
-from sevensense.serving.fallback import DeferRequest, FallbackChain
-from sevensense.serving.model_host import ModelHost
-from sevensense.serving.model_rpc import (
+from sevensense.serving.model_paths.breaker import CircuitBreaker
+from sevensense.serving.model_paths.fallback import DeferRequest, FallbackChain
+from sevensense.serving.model_paths.router import ModelPath, PathRouter
+from sevensense.serving.model_service.host import ModelHost
+from sevensense.serving.model_service.rpc import (
     ModelServiceStatus,
     PrepareResult,
     WindowItem,
@@ -26,7 +27,6 @@ from sevensense.serving.model_rpc import (
     from_bytes,
     to_bytes,
 )
-from sevensense.serving.path_router import ModelPath, PathRouter
 from sevensense.settings import BreakerSettings, FallbackStrategy, Settings
 from tests.conftest import audio, cosine, make_settings
 

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from load_tests.raw_http import MULTIPART, Answer, read_answer, upload
-from sevensense.serving.auth import generate_key
-from sevensense.serving.front_door import UploadPace, UploadSlots
+from sevensense.serving.access.keys import generate_key
+from sevensense.serving.http.front_door import UploadPace, UploadSlots
 from tests.conftest import audio
 from tests.serving.conftest import Service, free_port, service_env
 

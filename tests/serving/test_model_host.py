@@ -14,8 +14,8 @@ from sevensense.artifacts.catalog import default_model
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.inference.engine import EmbeddingEngine
-from sevensense.serving.model_host import ModelHost
-from sevensense.serving.model_rpc import WindowItem, from_bytes, to_bytes
+from sevensense.serving.model_service.host import ModelHost
+from sevensense.serving.model_service.rpc import WindowItem, from_bytes, to_bytes
 from tests.conftest import make_settings
 
 

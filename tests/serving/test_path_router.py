@@ -10,9 +10,14 @@ from bentoml.exceptions import ServiceUnavailable
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.errors import NoModelPathError, OverloadedError
-from sevensense.serving.breaker import CircuitBreaker
-from sevensense.serving.model_rpc import ModelServiceStatus, PrepareResult, WindowItem, WindowOutput
-from sevensense.serving.path_router import ModelPath, PathRouter, failure_reason
+from sevensense.serving.model_paths.breaker import CircuitBreaker
+from sevensense.serving.model_paths.router import ModelPath, PathRouter, failure_reason
+from sevensense.serving.model_service.rpc import (
+    ModelServiceStatus,
+    PrepareResult,
+    WindowItem,
+    WindowOutput,
+)
 from sevensense.settings import BreakerSettings
 
 IDENT = ModelIdentity(name="m", version="1", variant="base")

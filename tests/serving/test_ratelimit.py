@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from sevensense.errors import RateLimitedError
-from sevensense.serving.ratelimit import RateLimiter, retry_after_header
+from sevensense.serving.access.ratelimit import RateLimiter, retry_after_header
 from sevensense.settings import ServingSettings
 
 

@@ -20,7 +20,7 @@ import pytest
 
 from sevensense.artifacts.registry import sorted_versions
 from sevensense.errors import ConfigError, RolloutError
-from sevensense.serving.rollout import (
+from sevensense.serving.rollout.weights import (
     FileRolloutStore,
     RolloutState,
     SsmRolloutStore,
@@ -96,7 +96,7 @@ def test_routing_is_stable_across_processes() -> None:
     here = route({"2.0.0": 50, "2.0.1": 50}, sample)
     code = (
         "import json, sys\n"
-        "from sevensense.serving.rollout import RolloutState, choose_version\n"
+        "from sevensense.serving.rollout.weights import RolloutState, choose_version\n"
         "state = RolloutState(weights={'2.0.1': 50, '2.0.0': 50})\n"
         f"keys = [f'recording-{{i}}' for i in range({len(sample)})]\n"
         f"print(json.dumps([choose_version(state, k, {MODEL!r}) for k in keys]))\n"
@@ -176,7 +176,7 @@ def test_file_store_malformed_file(tmp_path: Path, caplog: pytest.LogCaptureFixt
     store = FileRolloutStore(path)
     good = store.set_weights(MODEL, {"2.0.0": 100})
     path.write_text("{truncated")  # a bad hand edit
-    with caplog.at_level(logging.ERROR, logger="sevensense.serving.rollout"):
+    with caplog.at_level(logging.ERROR, logger="sevensense.serving.rollout.weights"):
         assert store.load() == {MODEL: good}
     assert "keeping the previous rollouts" in caplog.text
     with pytest.raises(ConfigError, match="not overwriting it"):
@@ -330,7 +330,7 @@ def test_ssm_keeps_the_last_good_value(
     store.set_weights(MODEL, {"2.0.0": 90, "2.0.1": 10})
     ssm.put_parameter(Name=param, Value="{oops", Type="String", Overwrite=True)
     clock.now += 5
-    with caplog.at_level(logging.ERROR, logger="sevensense.serving.rollout"):
+    with caplog.at_level(logging.ERROR, logger="sevensense.serving.rollout.weights"):
         assert store.load()[MODEL].weights == {"2.0.0": 90.0, "2.0.1": 10.0}
     assert "keeping the previous rollouts" in caplog.text
 

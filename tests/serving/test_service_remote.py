@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
-from sevensense.serving.auth import generate_key
+from sevensense.serving.access.keys import generate_key
 from tests.conftest import audio
 from tests.serving.conftest import KEYS, Service, free_port, service_env
 

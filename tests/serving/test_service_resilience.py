@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from sevensense.queues.sqlite import SqliteQueue
-from sevensense.serving.auth import generate_key
+from sevensense.serving.access.keys import generate_key
 from tests.conftest import REPO, audio
 from tests.serving.conftest import KEYS, Service, free_port, service_env
 

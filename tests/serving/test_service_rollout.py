@@ -17,8 +17,8 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from sevensense.serving.model_resolver import ModelResolver
-from sevensense.serving.rollout import FileRolloutStore, choose_version
+from sevensense.serving.rollout.resolver import ModelResolver
+from sevensense.serving.rollout.weights import FileRolloutStore, choose_version
 from tests.conftest import audio, make_settings
 from tests.serving.conftest import Service
 

@@ -23,7 +23,7 @@ import wsproto
 from httpx_ws import WebSocketDisconnect, aconnect_ws
 from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
-from sevensense.serving.stream_client import FileSource, StreamClientError, stream_audio
+from sevensense.client.stream import FileSource, StreamClientError, stream_audio
 from tests.conftest import audio
 from tests.serving.conftest import Service
 

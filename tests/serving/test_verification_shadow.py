@@ -13,16 +13,16 @@ from prometheus_client import REGISTRY
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.audio.pipeline import StreamStats
 from sevensense.inference.engine import EmbeddingEngine, preprocess_config
-from sevensense.serving.model_host import ModelHost, run_items
-from sevensense.serving.model_rpc import (
+from sevensense.serving.dispatch.birdnet_check import ChunkCheck, GatewayVerifier, PairTaker
+from sevensense.serving.model_paths.router import ModelPath, new_breaker
+from sevensense.serving.model_service.host import ModelHost, run_items
+from sevensense.serving.model_service.rpc import (
     ModelServiceStatus,
     PrepareResult,
     WindowItem,
     WindowOutput,
     to_bytes,
 )
-from sevensense.serving.path_router import ModelPath, new_breaker
-from sevensense.serving.verifier import ChunkCheck, GatewayVerifier, PairTaker
 from tests.conftest import audio, make_settings
 
 YELLOWTHROAT = audio("labelled/common_yellowthroat.mp3")  # 2 Perch windows, 2 BirdNET windows

@@ -1,1 +1,3 @@
-"""The HTTP service: BentoML gateway and model services, auth, rate limits, rollouts."""
+"""The HTTP service: rooms by role, bottom first (telemetry, model_service, schemas, access,
+model_paths, rollout, dispatch, tenant_index, then the faces http and stream); ``service``
+wires them with BentoML (tests/test_layering.py holds the order)."""

@@ -20,27 +20,28 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from sevensense.deferred.job_store import JobStore
-from sevensense.deferred.submit import Deferrer
+from sevensense.jobs.store import JobStore
+from sevensense.jobs.submit import Deferrer
 from sevensense.queues import open_deferred_queue
-from sevensense.serving import http_server, tracing
-from sevensense.serving.auth import KeyStore, ensure_dev_key
-from sevensense.serving.gateway import Gateway
-from sevensense.serving.http_api import ApiContext, JsonForUnmatched, ReadyDetail, build_app
-from sevensense.serving.model_host import ModelHost
-from sevensense.serving.model_resolver import ModelResolver
-from sevensense.serving.model_rpc import (
+from sevensense.serving.access.keys import KeyStore, ensure_dev_key
+from sevensense.serving.access.ratelimit import RateLimiter
+from sevensense.serving.dispatch.birdnet_check import GatewayVerifier
+from sevensense.serving.dispatch.gateway import Gateway
+from sevensense.serving.http import server as http_server
+from sevensense.serving.http.app import ApiContext, JsonForUnmatched, ReadyDetail, build_app
+from sevensense.serving.model_paths.router import ModelPath, PathRouter, new_breaker
+from sevensense.serving.model_service.host import ModelHost
+from sevensense.serving.model_service.rpc import (
     ModelServiceStatus,
     PathName,
     PrepareResult,
     WindowItem,
     WindowOutput,
 )
-from sevensense.serving.path_router import ModelPath, PathRouter, new_breaker
-from sevensense.serving.ratelimit import RateLimiter
-from sevensense.serving.rollout import make_store
-from sevensense.serving.rollout_admin import RolloutAdmin
-from sevensense.serving.verifier import GatewayVerifier
+from sevensense.serving.rollout.activation import RolloutAdmin
+from sevensense.serving.rollout.resolver import ModelResolver
+from sevensense.serving.rollout.weights import make_store
+from sevensense.serving.telemetry import tracing
 from sevensense.settings import Settings, cpu_layout, load_settings
 from sevensense.storage.objects import open_store
 

@@ -1,7 +1,7 @@
 """``sevensense worker``: serve the batch-jobs queue (S3 events) and the deferred queue.
 
 S3 events are handled by :mod:`sevensense.worker.s3_batch`, deferred requests by
-:mod:`sevensense.worker.deferred_requests`.
+:mod:`sevensense.worker.job_handler`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> 
     from sevensense.inference.engine import EmbeddingEngine
     from sevensense.queues import open_batch_queue, open_deferred_queue
     from sevensense.storage.objects import default_s3_client
-    from sevensense.worker.deferred_requests import deferred_handlers
+    from sevensense.worker.job_handler import deferred_handlers
     from sevensense.worker.runner import PolledQueue, Worker
     from sevensense.worker.s3_batch import S3BatchHandler
 

@@ -1,0 +1,1 @@
+"""Clients of the service's own protocols (the reference WS /stream client)."""

@@ -1,0 +1,68 @@
+"""Job records, payloads and results in one object store (S3 prefix or local directory).
+
+Layout under the store's root: ``payloads/<id>`` (the upload as received),
+``jobs/<id>.json`` (the record), ``results/<id>.json`` (the answer). One store for all
+three keeps a job's life in one place, readable by the gateway and the worker alike, and
+lets one S3 lifecycle rule expire it all.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from sevensense.errors import JobNotFoundError, ObjectNotFoundError
+from sevensense.jobs.records import JobRecord, check_job_id, now
+from sevensense.storage.objects import ObjectStore
+
+
+class JobStore:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def payload_key(job_id: str) -> str:
+        return f"payloads/{check_job_id(job_id)}"
+
+    @staticmethod
+    def record_key(job_id: str) -> str:
+        return f"jobs/{check_job_id(job_id)}.json"
+
+    @staticmethod
+    def result_key(job_id: str) -> str:
+        return f"results/{check_job_id(job_id)}.json"
+
+    def save(self, record: JobRecord) -> JobRecord:
+        record.updated_at = now()
+        self.store.put_bytes(
+            self.record_key(record.job_id),
+            record.model_dump_json().encode(),
+            content_type="application/json",
+        )
+        return record
+
+    def get(self, job_id: str) -> JobRecord:
+        try:
+            raw = self.store.get_bytes(self.record_key(job_id))
+        except ObjectNotFoundError:
+            raise JobNotFoundError(f"no job {job_id}") from None
+        return JobRecord.model_validate_json(raw)
+
+    def put_payload(self, job_id: str, source: BinaryIO) -> int:
+        return self.store.put_stream(self.payload_key(job_id), source)
+
+    def open_payload(self, job_id: str) -> BinaryIO:
+        return self.store.open(self.payload_key(job_id))
+
+    def delete_payload(self, job_id: str) -> None:
+        self.store.delete(self.payload_key(job_id))
+
+    def put_result(self, job_id: str, body: bytes) -> str:
+        key = self.result_key(job_id)
+        self.store.put_bytes(key, body, content_type="application/json")
+        return key
+
+    def get_result(self, job_id: str) -> bytes:
+        return self.store.get_bytes(self.result_key(job_id))
+
+    def location(self, key: str) -> str:
+        return self.store.location(key)

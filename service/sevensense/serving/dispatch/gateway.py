@@ -1,0 +1,511 @@
+"""The gateway's work for one recording, free of HTTP: pick the version, window, dispatch
+chunks to the model paths, reassemble in order, post-process.
+
+Decoding streams block by block in a worker thread; at most ``chunk_concurrency`` chunks of
+``chunk_windows`` windows are in flight, so the samples held at once are bounded whatever
+the recording's length. Every window of a request goes to the one version chosen for it at
+the start, which is what makes a hot swap safe for requests already running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import anyio
+import numpy as np
+
+from sevensense.artifacts.manifest import ModelManifest, OutputRole
+from sevensense.artifacts.registry import Artifact
+from sevensense.audio.pipeline import PreprocessConfig, StreamStats
+from sevensense.audio.windowing import Window
+from sevensense.embeddings.quality import process_monitors
+from sevensense.embeddings.transform import VectorTransform, artifact_sha256, load_transform
+from sevensense.errors import NoModelPathError, QueueError, RequestError, SevensenseError
+from sevensense.inference.engine import (
+    EmbedOptions,
+    InferenceMeta,
+    WindowResult,
+    preprocess_config,
+    species_mask,
+    to_results,
+)
+from sevensense.inference.species_range import SpeciesFilter
+from sevensense.jobs.records import IndexTarget, JobRecord
+from sevensense.jobs.submit import Deferrer
+from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
+from sevensense.serving.dispatch.birdnet_check import ChunkCheck, GatewayVerifier, PairTaker
+from sevensense.serving.model_paths.fallback import ChunkResult, DeferRequest, FallbackChain
+from sevensense.serving.model_paths.router import PathRouter
+from sevensense.serving.model_service.rpc import WindowItem, from_bytes, to_bytes
+from sevensense.serving.rollout.resolver import ModelResolver
+from sevensense.serving.schemas import MAX_OVERLAP, EmbedParams
+from sevensense.serving.telemetry import tracing
+from sevensense.serving.telemetry.metrics import metrics, publish_quality
+from sevensense.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeferredOutcome:
+    """The request could not be served now and was queued (202)."""
+
+    job: JobRecord
+    reason: str
+
+
+@dataclass
+class RequestPlan:
+    """What a request resolved to before its audio is read."""
+
+    artifact: Artifact
+    transform: VectorTransform
+    species: SpeciesFilter | None
+    options: EmbedOptions
+    config: PreprocessConfig
+    k: int
+    window_s: float
+
+    @property
+    def manifest(self) -> ModelManifest:
+        return self.artifact.manifest
+
+    @property
+    def hop_s(self) -> float:
+        return self.window_s * (1.0 - self.config.overlap)
+
+
+@dataclass
+class _Chunk:
+    windows: list[Window]
+    result: ChunkResult | None = None
+    check: ChunkCheck = dataclasses.field(default_factory=ChunkCheck)
+
+
+async def _cancel(tasks: list[asyncio.Task[_Chunk]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _zero_result(result: WindowResult) -> WindowResult:
+    """An all-zero embedding that says so: invalid, flagged, no scores."""
+    zero = np.zeros_like(result.embedding)
+    quality = dataclasses.replace(
+        result.quality, norm=0.0, raw_norm=0.0, zero_norm=True, sparsity=1.0
+    )
+    return dataclasses.replace(result, embedding=zero, quality=quality, top_k=[], logits=None)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: Settings,
+        router: PathRouter,
+        resolver: ModelResolver,
+        deferrer: Deferrer | None = None,
+        verifier: GatewayVerifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.router = router
+        self.resolver = resolver
+        self.chain = FallbackChain(settings, router, resolver.registry)
+        self.deferrer = deferrer
+        self.verifier = verifier or GatewayVerifier(settings, resolver.registry, None)
+
+    # --- one recording ----------------------------------------------------------------------
+
+    async def prepare(self, params: EmbedParams, routing_key: str) -> RequestPlan:
+        """Version, reducer, species filter and windowing of a request, before any audio is
+        read: an upload and a live stream are planned by this one method."""
+        # In a thread: with the SSM rollout store a poll is a blocking network call.
+        artifact = await anyio.to_thread.run_sync(self.resolver.resolve, params.model, routing_key)
+        manifest = artifact.manifest
+        if not artifact.present:
+            self.resolver.registry.verify(artifact)  # raises ArtifactMissingError with the fix
+        # Before any audio is read: a reducer for another model is refused up front.
+        transform = await anyio.to_thread.run_sync(self._transform, artifact, params)
+        species = None
+        if params.lat is not None or params.species is not None:
+            # In a thread: the first filter at a place runs the range model.
+            species = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.resolver.species_filter,
+                    self.resolver.labels(artifact),
+                    lat=params.lat,
+                    lon=params.lon,
+                    week=params.week,
+                    threshold=params.sf_thresh,
+                    names=params.species_names(),
+                )
+            )
+        window_s = manifest.window_samples / manifest.sample_rate
+        overlap = params.overlap
+        if params.hop_s is not None:
+            if params.hop_s > window_s:
+                raise RequestError(
+                    f"hop_s {params.hop_s} exceeds the {window_s:g}-s window of {manifest.name}"
+                )
+            overlap = 1.0 - params.hop_s / window_s
+        if overlap is not None and overlap > MAX_OVERLAP:
+            raise RequestError(
+                f"a hop under {1 - MAX_OVERLAP:.0%} of the {window_s:g}-s window "
+                f"(overlap over {MAX_OVERLAP:.0%}) is refused: it multiplies the work per second "
+                "of audio without adding information"
+            )
+        options = EmbedOptions(
+            overlap=overlap,
+            top_k=params.top_k,
+            include_logits=params.include_logits,
+            include_spectrogram=params.include_spectrogram,
+            max_duration_s=self.settings.serving.max_audio_s,
+            species=species.species if species else None,
+        )
+        config = preprocess_config(self.settings, manifest, options)
+        k = self.settings.top_k if params.top_k is None else params.top_k
+        return RequestPlan(artifact, transform, species, options, config, k, window_s)
+
+    async def embed(
+        self,
+        source: BinaryIO,
+        params: EmbedParams,
+        routing_key: str,
+        owner: str = "-",
+        index: IndexTarget | None = None,
+    ) -> EmbedOutcome | DeferredOutcome:
+        started = time.perf_counter()
+        prepared = await self.prepare(params, routing_key)
+        artifact, manifest, transform = prepared.artifact, prepared.manifest, prepared.transform
+        species, options, config, k = (
+            prepared.species,
+            prepared.options,
+            prepared.config,
+            prepared.k,
+        )
+        window_s = prepared.window_s
+        plan = self.verifier.plan(artifact, params.verify)
+        need_logits = k > 0 or params.include_logits or bool(plan and plan.active)
+        stats = StreamStats()
+        pairs = PairTaker(source, config, stats, plan)  # with BirdNET's windows when verifying
+        ref = str(manifest.identity)
+        serving = self.settings.serving
+        slots = asyncio.Semaphore(serving.chunk_concurrency)
+        tasks: list[asyncio.Task[_Chunk]] = []
+        pre_start = tracing.now_ns()
+
+        async def dispatch(chunk: _Chunk) -> _Chunk:
+            try:
+                items = [
+                    WindowItem(
+                        model=ref,
+                        samples=to_bytes(w.samples),
+                        logits=need_logits,
+                        spectrogram=params.include_spectrogram,
+                        sent_at=time.time(),
+                        trace=tracing.carrier(),
+                    )
+                    for w in chunk.windows
+                ]
+                samples = [w.samples for w in chunk.windows]
+                chunk.result = await self.verifier.alongside(
+                    plan, chunk.check, self.chain.run(items, samples, manifest, params.route)
+                )
+                return chunk
+            finally:
+                slots.release()
+
+        try:
+            while True:
+                await slots.acquire()
+                batch, fresh = await anyio.to_thread.run_sync(pairs.take, serving.chunk_windows)
+                if not batch:
+                    slots.release()
+                    break
+                tasks.append(asyncio.create_task(dispatch(_Chunk(batch, check=ChunkCheck(fresh)))))
+            chunks = await asyncio.gather(*tasks)
+        except DeferRequest as defer:
+            await _cancel(tasks)
+            resolved = dataclasses.replace(
+                options,
+                top_k=k,
+                overlap=config.overlap,
+                padding=config.padding,
+                energy_threshold=config.energy_threshold,
+                resample_quality=config.resample_quality,
+                normalization=options.normalization or self.settings.preprocessing.normalization,
+            )
+            asked = {
+                "reduce": params.reduce,
+                "project": params.project,
+                "curvature": params.curvature,
+                "max_norm": params.max_norm,
+            }
+            return await self._defer(source, ref, resolved, owner, defer.reason, asked, index)
+        except BaseException:
+            await _cancel(tasks)
+            raise
+        tracing.stage_spans(stats, pre_start)
+
+        post = time.perf_counter()
+        with tracing.span("postprocess", windows=stats.windows):
+            results = self._postprocess(
+                chunks, manifest.identity.name, artifact, k, params, options.species
+            )
+            results = transform.apply_results(results)
+        post_ms = (time.perf_counter() - post) * 1e3
+        done = [c.result for c in chunks if c.result is not None]
+        verification, window_checks = await self.verifier.finish(
+            plan,
+            (manifest.name, manifest.version),
+            window_s,
+            [
+                (w, o)
+                for c in chunks
+                if c.result
+                for w, o in zip(c.windows, c.result.outputs, strict=True)
+            ],
+            [c.check for c in chunks],
+            pairs,
+        )
+        calls = [o for r in done for o in r.outputs[:1] if o.batch_size]
+        providers = sorted({o.provider for r in done for o in r.outputs})
+        return EmbedOutcome(
+            artifact=artifact,
+            results=results,
+            stats=stats,
+            route=done[-1].path if done else "cpu",
+            providers=providers,
+            fallback=any(r.fallback for r in done),
+            window_s=window_s,
+            hop_s=window_s * (1.0 - config.overlap),
+            routing_key_hash=hashlib.sha256(routing_key.encode()).hexdigest()[:12],
+            timing=Timing.of(
+                stats,
+                total_s=time.perf_counter() - started,
+                queue_ms=float(np.mean([o.queue_ms for o in calls])) if calls else 0.0,
+                infer_ms=float(np.mean([o.compute_ms for o in calls])) if calls else 0.0,
+                postprocess_ms=post_ms,
+            ),
+            served=[s for r in done for s in r.served],
+            similarity=[v for r in done for v in r.similarity],
+            species_filter=species.summary() if species else None,
+            species=species.species if species else None,
+            transform=transform,
+            verification=verification,
+            window_verification=window_checks,
+        )
+
+    async def embed_windows(
+        self, plan: RequestPlan, params: EmbedParams, windows: list[Window], logits: bool = False
+    ) -> list[tuple[WindowResult, str, float | None, bytes | None]]:
+        """A live stream's windows as soon as they are cut: the same call, fallback chain and
+        post-processing as one chunk of an upload, so they join the model services'
+        adaptive batches beside ``/embed`` traffic. Returns (result, how served, cache
+        similarity, raw logits when ``logits`` asks for them, for verification) per window."""
+        manifest = plan.manifest
+        items = [
+            WindowItem(
+                model=str(manifest.identity),
+                samples=to_bytes(w.samples),
+                logits=plan.k > 0 or params.include_logits or logits,
+                spectrogram=params.include_spectrogram,
+                sent_at=time.time(),
+                trace=tracing.carrier(),
+            )
+            for w in windows
+        ]
+        try:
+            result = await self.chain.run(
+                items, [w.samples for w in windows], manifest, params.route
+            )
+        except DeferRequest as defer:
+            raise NoModelPathError(
+                f"no model path can answer now and a live stream cannot wait in the deferred "
+                f"queue: {defer.reason}",
+                retry_after_s=5.0,
+            ) from None
+        results = self._postprocess(
+            [_Chunk(windows, result)],
+            manifest.identity.name,
+            plan.artifact,
+            plan.k,
+            params,
+            plan.options.species,
+        )
+        results = plan.transform.apply_results(results)
+        raw = [o.logits if logits else None for o in result.outputs]
+        return list(zip(results, result.served, result.similarity, raw, strict=True))
+
+    def _transform(self, artifact: Artifact, params: EmbedParams) -> VectorTransform:
+        """The request's reducer and projection, verified for the version serving it (in a
+        thread: a model without a pinned digest is hashed once)."""
+        manifest = artifact.manifest
+        transform = load_transform(
+            self.settings,
+            manifest.name,
+            manifest.version,
+            artifact_sha256(artifact) if params.reduce else None,
+            params.reduce,
+            params.project,
+            curvature=params.curvature,
+            max_norm=params.max_norm,
+        )
+        transform.out_dim(manifest.embedding_dim)
+        return transform
+
+    async def _defer(
+        self,
+        source: BinaryIO,
+        ref: str,
+        options: EmbedOptions,
+        owner: str,
+        reason: str,
+        transform: dict[str, Any] | None = None,
+        index: IndexTarget | None = None,
+    ) -> DeferredOutcome:
+        if self.deferrer is None:
+            raise QueueError(f"no deferred queue configured; {reason}")
+        try:
+            job = await anyio.to_thread.run_sync(
+                functools.partial(
+                    self.deferrer.submit,
+                    source,
+                    model=ref,
+                    options=options,
+                    owner=owner,
+                    reason=reason,
+                    trace=tracing.carrier(),
+                    transform=transform,
+                    index=index,
+                )
+            )
+        except SevensenseError:
+            metrics().deferred_requests.labels("failed").inc()
+            raise
+        metrics().deferred_requests.labels("queued").inc()
+        return DeferredOutcome(job, reason)
+
+    def _postprocess(
+        self,
+        chunks: list[_Chunk],
+        name: str,
+        artifact: Artifact,
+        k: int,
+        params: EmbedParams,
+        species: tuple[str, ...] | None = None,
+    ) -> list[WindowResult]:
+        manifest = artifact.manifest
+        pending = [("upload", w) for c in chunks for w in c.windows]
+        outputs = [o for c in chunks if c.result for o in c.result.outputs]
+        served = [s for c in chunks if c.result for s in c.result.served]
+        if not outputs:
+            return []
+        for o in outputs:
+            if (o.model.name, o.model.version) != (manifest.name, manifest.version):
+                raise RequestError(
+                    f"model service answered with {o.model}, not {manifest.identity}"
+                )
+        embeddings = np.stack([from_bytes(o.embedding) for o in outputs])
+        logits = None
+        with_logits = [o.logits is not None for o in outputs]
+        if any(with_logits) and manifest.n_classes:
+            logits = np.zeros((len(outputs), manifest.n_classes), dtype=np.float32)
+            for i, o in enumerate(outputs):
+                if o.logits is not None:
+                    logits[i] = from_bytes(o.logits)
+        spectro = None
+        if params.include_spectrogram and all(o.spectrogram is not None for o in outputs):
+            shape = tuple(manifest.outputs[OutputRole.SPECTROGRAM].shape[1:])
+            spectro = np.stack(
+                [
+                    from_bytes(o.spectrogram, tuple(int(d) for d in shape))
+                    for o in outputs
+                    if o.spectrogram is not None
+                ]
+            )
+        metas = [
+            InferenceMeta(o.model, o.provider, 0, o.batch_size, o.compute_ms / max(1, o.batch_size))
+            for o in outputs
+        ]
+        labels = self.resolver.labels(artifact)
+        results = list(
+            to_results(
+                pending,
+                embeddings,
+                logits,
+                spectro,
+                metas,
+                labels,
+                k,
+                params.include_logits,
+                species_mask(labels, species),
+            )
+        )
+        for i, has in enumerate(with_logits):
+            if served[i] == ZERO:
+                results[i] = _zero_result(results[i])
+            elif logits is not None and not has:
+                results[i] = dataclasses.replace(results[i], top_k=[], logits=None)
+        monitors = process_monitors(self.settings.quality)
+        results = monitors.observe(results, skip=[how == ZERO for how in served])
+        observed = {r.meta.model for r, how in zip(results, served, strict=True) if how != ZERO}
+        for identity in observed:
+            publish_quality(monitors.monitor(identity).report())
+        m = metrics()
+        version = manifest.version
+        for r, how in zip(results, served, strict=True):
+            if how != ZERO:  # the raw norm the post-processing already measured
+                m.embedding_norm.labels(name, version).observe(r.quality.raw_norm)
+        for provider, count in Counter(o.provider for o in outputs).items():
+            m.embed_windows.labels(name, version, provider).inc(count)
+        return results
+
+    def warm_fallbacks(self) -> None:
+        """Load the default model's quantized variant in the background, so that the first
+        request after a path breaks does not also pay for loading it."""
+        if "quantized_model" not in self.chain.strategies:
+            return
+
+        def warm() -> None:
+            try:
+                self.chain.quantized.warm(self.resolver.resolve(None, "warm-up").manifest)
+            except Exception as exc:
+                log.warning("quantized fallback not warmed: %s", exc)
+
+        threading.Thread(target=warm, name="warm-quantized", daemon=True).start()
+
+    def describe(self) -> dict[str, Any]:
+        return {p.name: p.describe() for p in self.router.paths}
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready while a request can be answered without loss: a model path is usable,
+        or the profile's chain ends in a strategy that always answers (quantized with its
+        breaker closed, the deferred queue)."""
+        quantized = self.chain.quantized.breaker
+        strategies = self.chain.strategies
+        paths = self.router.any_ready()
+        backup = ("quantized_model" in strategies and quantized.would_allow()) or (
+            "deferred_queue" in strategies and self.deferrer is not None
+        )
+        detail = {
+            "ready": paths or backup,
+            "model_paths_ready": paths,
+            "paths": self.describe(),
+            "fallback": {
+                "strategies": strategies,
+                "quantized": quantized.snapshot(),
+                "cache_entries": len(self.chain.cache),
+                "deferred_queue": self.deferrer.queue.name if self.deferrer else None,
+            },
+            "verifier": self.verifier.describe(),  # never part of readiness
+        }
+        return paths or backup, detail

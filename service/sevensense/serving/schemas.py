@@ -1,0 +1,327 @@
+"""The partner HTTP API's contract, apart from the embedding body itself.
+
+The ``/embed`` form is :class:`EmbedParams`, used by the endpoint directly as FastAPI's form
+model, so its limits are declared once and the OpenAPI document shows exactly them. The
+embedding body (:class:`~sevensense.outputs.response.EmbedResponse`) lives below, in
+``outputs``, because the worker stores the same body for deferred jobs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.embeddings.quality import QualityReport
+from sevensense.outputs.response import EmbedResponse
+from sevensense.quality_gate.gate import GateOutcome
+from sevensense.quality_gate.store import StoredCheck
+from sevensense.serving.model_service.rpc import PrepareResult
+
+Route = Literal["auto", "gpu", "cpu"]
+OutputFormat = Literal["json", "arrow", "raven", "audacity", "csv", "kaleidoscope"]
+TEXT_FORMATS = ("raven", "audacity", "csv", "kaleidoscope")  # BirdNET-Analyzer's detections
+
+# A hop under a tenth of the window multiplies the work per second of audio without
+# adding information.
+MAX_OVERLAP = 0.9
+
+
+class EmbedParams(BaseModel):
+    """Per-request options, sent as multipart form fields next to the audio.
+
+    Unknown fields are ignored (a recorder's script may send its own metadata); empty
+    fields count as absent.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(
+        None, max_length=128, description="name (canary-routed) or name:version[:variant] (pinned)"
+    )
+    route: Route = "auto"
+    overlap: float | None = Field(None, ge=0.0, le=MAX_OVERLAP)
+    hop_s: float | None = Field(None, gt=0.0, le=60.0, description="overrides overlap")
+    top_k: int | None = Field(None, ge=0, le=100)
+    include_logits: bool = False
+    include_spectrogram: bool = False
+    verify: bool = Field(
+        False,
+        description="cross-check every window against BirdNET v2.4: its top 5, the top-5 "
+        "agreement (or null with the reason), discrepancies; never fails the request",
+    )
+    format: OutputFormat | None = Field(
+        None,
+        description="json or arrow (when absent, arrow if the Accept header asks for it); "
+        "raven, audacity, csv, kaleidoscope: detections in BirdNET-Analyzer 2.4.0's files",
+    )
+    recording_id: str | None = Field(
+        None, max_length=256, description="routing key: every retry of it hits the same version"
+    )
+    min_conf: float = Field(
+        0.25, ge=0.0, le=1.0, description="detections: lowest score reported (unless top_k)"
+    )
+    lat: float | None = Field(None, ge=-90.0, le=90.0, description="species filter: latitude")
+    lon: float | None = Field(None, ge=-180.0, le=180.0, description="species filter: longitude")
+    week: int = Field(
+        -1, ge=-1, le=48, description="species filter: week 1-48 as BirdNET counts it; -1 all year"
+    )
+    sf_thresh: float = Field(
+        0.03, gt=0.0, lt=1.0, description="species filter: lowest range-model score kept"
+    )
+    species: str | None = Field(
+        None,
+        max_length=262_144,
+        description="species filter: allowed species, Scientific_Common or scientific names, "
+        "one per line or comma-separated (instead of lat/lon)",
+    )
+    reduce: str | None = Field(
+        None,
+        max_length=160,
+        pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9][a-z0-9._-]*)?$",
+        description="PCA reducer name[:version] fitted for the serving model "
+        "(`sevensense reduce fit`); embeddings come back reduced and re-normalised",
+    )
+    project: Literal["poincare"] | None = Field(
+        None, description="poincare: the exponential map onto the Poincaré ball (ADR-007 §3.3)"
+    )
+    curvature: float = Field(
+        1.0,
+        ge=-1e3,
+        le=1e3,
+        description="projection: the ball's curvature -c; c = |curvature|, so -1 and 1 agree",
+    )
+    max_norm: float = Field(
+        0.999, gt=0.0, lt=1.0, description="projection: norm clamp, as a fraction of the radius"
+    )
+    index: bool = Field(
+        False,
+        description="also store the windows in the similarity index (`POST /search`), under "
+        "this key's tenant and `recording_id` (else the file name); idempotent per window",
+    )
+    site: str | None = Field(None, max_length=256, description="index: site or deployment")
+    recorded_at: datetime | None = Field(None, description="index: when the recording started")
+
+    @model_validator(mode="after")
+    def _filter_is_one_thing(self) -> EmbedParams:
+        if self.week == 0:
+            raise ValueError("week 0 does not exist: 1-48, or -1 for all year")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon go together")
+        if self.lat is not None and self.species is not None:
+            raise ValueError("give lat/lon or species, not both")
+        if self.curvature == 0.0:
+            raise ValueError("curvature 0 is flat space, not a Poincaré ball")
+        return self
+
+    def species_names(self) -> list[str] | None:
+        if self.species is None:
+            return None
+        return [n.strip() for n in self.species.replace(",", "\n").splitlines() if n.strip()]
+
+
+class DetectionJSON(BaseModel):
+    start_s: float
+    end_s: float
+    scientific_name: str
+    common_name: str
+    label: str = Field(description="the model's class label")
+    confidence: float = Field(description="sigmoid score")
+
+
+class DetectResponse(BaseModel):
+    request_id: str
+    model: ModelIdentity
+    duration_s: float
+    windows: int
+    min_conf: float
+    top_k: int | None = Field(None, description="when set: the best k per window, any score")
+    species_filter: dict[str, object] | None = None
+    detections: list[DetectionJSON]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    request_id: str
+    details: dict[str, object] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class DeferredResponse(BaseModel):
+    """202 Accepted: the request is queued durably; poll ``status_url``."""
+
+    job_id: str
+    status: str
+    status_url: str
+    reason: str
+    submitted_at: datetime
+
+
+class JobResponse(BaseModel):
+    job_id: str
+    status: str = Field(description="queued, running, done or failed")
+    model: str
+    reason: str
+    submitted_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    attempts: int
+    windows: int | None = None
+    result_location: str | None = Field(None, description="where the full result is stored")
+    result: EmbedResponse | None = Field(None, description="inlined when small enough")
+    error: dict[str, object] | None = None
+
+
+class VersionInfo(BaseModel):
+    version: str
+    variants: list[str]
+    test_artifact: bool
+    weight: float = Field(description="share of traffic in percent")
+    active: bool
+
+
+class ModelInfo(BaseModel):
+    name: str
+    default: bool
+    active_version: str | None
+    traffic: dict[str, float]
+    variant: str
+    versions: list[VersionInfo]
+
+
+class ModelDetail(ModelInfo):
+    manifests: dict[str, dict[str, object]]
+    quality_checks: dict[str, StoredCheck] = Field(
+        default_factory=dict,
+        description="ADR-007 Appendix B results stored beside each artifact (by identity), "
+        "with admin overrides of the rollout gate",
+    )
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelInfo]
+
+
+class ActivateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=64)
+    variant: str | None = Field(None, max_length=64)
+    force: bool = Field(
+        False, description="take traffic despite a failed Appendix B check (recorded)"
+    )
+
+
+class TrafficRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    weights: dict[str, float] = Field(description="version -> weight (any scale, e.g. 90/10)")
+    variant: str | None = Field(None, max_length=64)
+    force: bool = Field(
+        False, description="take traffic despite a failed Appendix B check (recorded)"
+    )
+
+
+class RolloutResponse(BaseModel):
+    model: str
+    variant: str
+    traffic: dict[str, float]
+    prepared: dict[str, list[PrepareResult]] = Field(
+        default_factory=dict, description="path -> versions loaded and warmed"
+    )
+    quality: list[GateOutcome] = Field(
+        default_factory=list, description="the Appendix B gate, per version given traffic"
+    )
+
+
+class QualityAnswer(BaseModel):
+    """``GET /quality``: the embedding-quality monitor of the gateway process that answered
+    (each process keeps its own; Prometheus has every process's, labelled by pid)."""
+
+    pid: int
+    models: list[QualityReport]
+
+
+class SearchParams(BaseModel):
+    """``POST /search`` form fields: the query is an uploaded recording (each window a query,
+    or the one at ``window``) or ``embedding``, a JSON array of numbers."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    embedding: str | None = Field(
+        None, max_length=262_144, description="a query vector as a JSON array (instead of audio)"
+    )
+    index: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="index name (default: the service's)",
+    )
+    model: str | None = Field(
+        None,
+        max_length=128,
+        description="audio: the model that embeds it (as /embed); embedding: name:version of "
+        "the space (optional when the index has one space)",
+    )
+    reduce: str | None = Field(
+        None, max_length=160, pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9][a-z0-9._-]*)?$"
+    )
+    project: Literal["poincare"] | None = None
+    curvature: float = Field(1.0, ge=-1e3, le=1e3)
+    max_norm: float = Field(0.999, gt=0.0, lt=1.0)
+    transform: str | None = Field(
+        None, max_length=200, description="embedding: the space's transform key (default full)"
+    )
+    k: int = Field(10, ge=1, le=1000)
+    window: int | None = Field(None, ge=0, description="audio: search with this window only")
+    overlap: float | None = Field(None, ge=0.0, le=MAX_OVERLAP)
+    metric: Literal["cosine", "poincare"] | None = Field(
+        None, description="cosine, or poincare (cosine candidates re-ranked on the ball)"
+    )
+    recording_prefix: str | None = Field(None, max_length=1024)
+    site: str | None = Field(None, max_length=256)
+    time_from: datetime | None = None
+    time_to: datetime | None = None
+
+
+class SearchNeighbour(BaseModel):
+    recording_id: str
+    start_s: float
+    end_s: float
+    score: float = Field(description="cosine similarity, or 1/(1+d) for the Poincaré distance d")
+    distance: float
+    model_name: str
+    model_version: str
+    site: str | None = None
+    time: datetime | None = None
+
+
+class SearchQuery(BaseModel):
+    window: int | None = Field(description="the query window (None for a vector query)")
+    start_s: float | None = None
+    end_s: float | None = None
+    neighbours: list[SearchNeighbour]
+
+
+class SearchResponse(BaseModel):
+    index: str
+    space: str
+    model_name: str
+    model_version: str
+    metric: Literal["cosine", "poincare"]
+    k: int
+    queries: list[SearchQuery]
+    request_id: str
+
+
+class DeleteRecordingResponse(BaseModel):
+    index: str
+    recording_id: str
+    deleted: int = Field(description="windows deleted, across all the index's spaces")

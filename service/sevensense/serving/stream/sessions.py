@@ -1,0 +1,233 @@
+"""Live streams' state, apart from the socket that carries them, so that a stream outlives a
+dropped connection.
+
+What the server keeps per stream, and for how long: the decoder (with any partial sample),
+the resampler and windower state (at most one window of samples), the windows cut but not
+yet answered, the last ``replay_windows`` answers, and counters. A stream whose connection
+drops is *detached* and kept ``resume_ttl_s`` (and at most ``max_detached`` of them per
+gateway worker, oldest let go first); a reconnect with its ``stream_id`` under the same key
+attaches to it again. The state lives in the gateway worker's memory: a resume must reach
+the same worker, which one entry process (the default) or a sticky load balancer gives; a
+resume that reaches another worker is told ``stream_not_found`` and starts a new stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat
+from sevensense.audio.windowing import Window
+from sevensense.errors import (
+    RequestError,
+    StreamNotFoundError,
+    StreamResumeError,
+    TooManyStreamsError,
+)
+from sevensense.inference.engine import WindowResult
+from sevensense.serving.dispatch.gateway import RequestPlan
+from sevensense.serving.stream.protocol import StreamOpen
+from sevensense.serving.stream.verification import StreamVerifier
+from sevensense.settings import StreamSettings
+
+
+def speed_wait(audio_s: float, elapsed_s: float, max_speed: float, burst_s: float) -> float:
+    """Seconds to stop reading so that the audio received on a connection stays within
+    ``burst_s + max_speed × elapsed``; 0 when it does."""
+    return max(0.0, (audio_s - burst_s) / max_speed - elapsed_s)
+
+
+@dataclass
+class StreamSession:
+    stream_id: str
+    owner: str
+    opened: StreamOpen
+    plan: RequestPlan
+    decoder: PcmDecoder
+    live: LiveWindows
+    replay_size: int
+    unanswered: list[Window] = field(default_factory=list)
+    replay: deque[tuple[int, str]] = field(default_factory=deque)
+    replay_evicted: int = -1  # highest start_sample no longer held for a resume
+    last_sent: int = -1
+    connection: int = 0
+    attached: bool = False
+    detached_at: float = 0.0
+    ended: bool = False
+    skip_bytes: int = 0
+    windows: int = 0
+    skipped: int = 0
+    frames: int = 0
+    received_bytes: int = 0
+    throttles: int = 0
+    resumes: int = 0
+    indexed: int = 0
+    to_index: list[WindowResult] = field(default_factory=list)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    task: asyncio.Task[None] | None = None  # the connection serving it
+    taken_over: bool = False  # a reconnect is cancelling that connection
+    verify: StreamVerifier | None = None
+
+    @property
+    def format(self) -> PcmFormat:
+        return self.decoder.format
+
+    @property
+    def duration_s(self) -> float:
+        return self.decoder.frames / self.format.sample_rate
+
+    def answered(self, start_sample: int, message: str) -> None:
+        """Keep a result for a resume before it is sent: a send cut by a drop loses nothing."""
+        self.replay.append((start_sample, message))
+        while len(self.replay) > self.replay_size:
+            evicted, _ = self.replay.popleft()
+            self.replay_evicted = max(self.replay_evicted, evicted)
+        self.last_sent = max(self.last_sent, start_sample)
+
+    def replay_after(self, last_window: int | None) -> list[str]:
+        """Results after the client's last one; refuses a resume that would miss some."""
+        if last_window is None or last_window >= self.last_sent:
+            return []
+        if last_window < self.replay_evicted:
+            raise StreamResumeError(
+                f"results after start_sample {last_window} are no longer held (the server "
+                f"keeps the last {self.replay_size}); resume from a later window or start a "
+                "new stream",
+                last_window=last_window,
+                oldest_held=self.replay[0][0] if self.replay else None,
+            )
+        return [m for start, m in self.replay if start > last_window]
+
+    def resume_audio(self, resume_from: int | None) -> None:
+        """Skip what the server already has of the audio the client sends again."""
+        self.decoder.drop_partial()
+        have = self.decoder.frames
+        start = have if resume_from is None else resume_from
+        if start > have:
+            raise StreamResumeError(
+                f"resume_from {start} is past the {have} samples received: the audio between "
+                "would be missing",
+                resume_from=start,
+                received_frames=have,
+            )
+        self.skip_bytes = (have - start) * self.format.frame_bytes
+
+    def take_skip(self, data: bytes) -> bytes:
+        if self.skip_bytes <= 0:
+            return data
+        cut = min(self.skip_bytes, len(data))
+        self.skip_bytes -= cut
+        return data[cut:]
+
+
+class StreamRegistry:
+    """Open and dropped streams of one gateway worker, per key; one key never sees another's."""
+
+    def __init__(self, settings: StreamSettings) -> None:
+        self.settings = settings
+        self._streams: dict[tuple[str, str], StreamSession] = {}
+        self._detached: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def open_count(self, owner: str | None = None) -> int:
+        return sum(1 for (o, _), s in self._streams.items() if s.attached and owner in (None, o))
+
+    @property
+    def detached_count(self) -> int:
+        return len(self._detached)
+
+    def reap(self, now: float | None = None) -> list[StreamSession]:
+        """Drop detached streams past their time to live, and the oldest over the bound."""
+        now = time.monotonic() if now is None else now
+        gone = []
+        for key, since in list(self._detached.items()):
+            expired = now - since > self.settings.resume_ttl_s
+            if expired or len(self._detached) > self.settings.max_detached:
+                del self._detached[key]
+                gone.append(self._streams.pop(key))
+        return gone
+
+    def find(self, owner: str, stream_id: str) -> StreamSession | None:
+        self.reap()
+        return self._streams.get((owner, stream_id))
+
+    def check_capacity(self, owner: str) -> None:
+        limits = self.settings
+        if self.open_count(owner) >= limits.max_per_key:
+            raise TooManyStreamsError(
+                f"this key has {limits.max_per_key} streams open, the most allowed",
+                retry_after_s=5.0,
+                limit=limits.max_per_key,
+            )
+        if self.open_count() >= limits.max_total:
+            raise TooManyStreamsError(
+                f"{limits.max_total} streams are open on this worker, the most allowed",
+                retry_after_s=5.0,
+                limit=limits.max_total,
+            )
+
+    def attach(self, session: StreamSession) -> int:
+        """Mark attached to a new connection; returns its number (an older one sees it
+        changed and stops)."""
+        key = (session.owner, session.stream_id)
+        self._detached.pop(key, None)
+        self._streams[key] = session
+        session.attached = True
+        session.connection += 1
+        return session.connection
+
+    def detach(self, session: StreamSession, connection: int) -> None:
+        if session.connection != connection or not session.attached:
+            return  # a newer connection owns it
+        session.attached = False
+        key = (session.owner, session.stream_id)
+        if session.ended or self.settings.resume_ttl_s == 0 or self.settings.max_detached == 0:
+            self._streams.pop(key, None)
+            return
+        session.detached_at = time.monotonic()
+        self._detached[key] = session.detached_at
+        self.reap()
+
+    def close(self, session: StreamSession) -> None:
+        session.ended = True
+        session.attached = False
+        key = (session.owner, session.stream_id)
+        self._detached.pop(key, None)
+        if self._streams.get(key) is session:
+            del self._streams[key]
+
+
+def new_stream_id() -> str:
+    return uuid.uuid4().hex
+
+
+def check_resume(opened: StreamOpen, session: StreamSession) -> None:
+    """A resume must describe the same audio and model as the stream it continues."""
+    first = session.opened
+    same = (
+        opened.sample_rate == first.sample_rate
+        and opened.channels == first.channels
+        and opened.encoding == first.encoding
+    )
+    if not same:
+        raise RequestError(
+            f"stream {session.stream_id} carries {first.channels}-channel {first.encoding} at "
+            f"{first.sample_rate} Hz; a resume must send the same",
+            stream_id=session.stream_id,
+        )
+    if opened.model not in (None, first.model, str(session.plan.manifest.identity)):
+        raise RequestError(
+            f"stream {session.stream_id} runs {session.plan.manifest.identity}; a resume cannot "
+            "change the model",
+            stream_id=session.stream_id,
+        )
+
+
+def unknown_stream(stream_id: str) -> StreamNotFoundError:
+    return StreamNotFoundError(
+        f"no resumable stream {stream_id!r} for this key: never opened, ended, or dropped "
+        "longer ago than the server keeps it",
+        stream_id=stream_id,
+    )

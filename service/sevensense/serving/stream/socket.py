@@ -1,0 +1,645 @@
+"""``WS /stream``: one connection of a live stream (protocol in :mod:`.stream_api`).
+
+Two tasks per connection. The reader takes frames, decodes, resamples and cuts windows
+with the file path's code (:mod:`sevensense.audio.live`) and hands each frame's windows to
+the gateway at once, so they join the model services' adaptive batches with ``/embed``
+traffic; between windows a stream holds no model-service slot. The sender sends each
+window's result as soon as its call returns, in the order the windows were cut.
+
+Flow control, both ways, so nothing grows without bound:
+- audio faster than ``max_speed`` × real time (after ``burst_s``) gets a ``throttle``
+  message and the reader stops reading for the excess (TCP pushes back on the client);
+- at most ``max_pending_windows`` windows wait for an answer; the reader pauses beyond;
+- a result the client does not take within ``slow_reader_s`` ends the connection (4408).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import numpy as np
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat
+from sevensense.audio.windowing import SkippedWindow, Window
+from sevensense.errors import (
+    PayloadTooLargeError,
+    RequestError,
+    SevensenseError,
+    SlowReaderError,
+    StreamProtocolError,
+    UploadTooSlowError,
+)
+from sevensense.identity import ApiKeyRecord
+from sevensense.inference.engine import WindowResult
+from sevensense.outputs.response import window_json
+from sevensense.serving.access.keys import KeyStore, key_from_headers
+from sevensense.serving.access.ratelimit import RateLimiter
+from sevensense.serving.dispatch.birdnet_check import describe_error
+from sevensense.serving.dispatch.gateway import Gateway
+from sevensense.serving.http.front_door import API_KEY_HEADER
+from sevensense.serving.model_service.rpc import WindowOutput
+from sevensense.serving.stream.protocol import (
+    NORMAL_CLOSE,
+    ClientMessage,
+    StreamEnd,
+    StreamError,
+    StreamLimits,
+    StreamOpen,
+    StreamReady,
+    StreamSkipped,
+    StreamSummary,
+    StreamThrottle,
+    StreamVerification,
+    StreamWindow,
+    close_code,
+)
+from sevensense.serving.stream.sessions import (
+    StreamRegistry,
+    StreamSession,
+    check_resume,
+    new_stream_id,
+    speed_wait,
+    unknown_stream,
+)
+from sevensense.serving.stream.verification import StreamVerifier
+from sevensense.serving.telemetry.metrics import metrics
+from sevensense.serving.tenant_index import SimilarityService
+from sevensense.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Parts = Callable[[], tuple[Gateway, KeyStore, RateLimiter]]
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def _percentile(values: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values.size else None
+
+
+@dataclasses.dataclass
+class _Pending:
+    windows: list[Window]
+    ready_at: float
+    task: asyncio.Task[list[tuple[WindowResult, str, float | None, bytes | None]]]
+
+
+class StreamEndpoint:
+    """The per-worker stream registry and what every connection needs."""
+
+    def __init__(self, settings: Settings, parts: Parts, similarity: SimilarityService) -> None:
+        self.settings = settings
+        self.limits = settings.serving.stream
+        self.parts = parts
+        self.similarity = similarity
+        self.registry = StreamRegistry(self.limits)
+
+    def publish(self) -> None:
+        gauge = metrics().streams_open
+        gauge.labels("attached").set(self.registry.open_count())
+        gauge.labels("detached").set(self.registry.detached_count)
+
+    async def __call__(self, ws: WebSocket) -> None:
+        await ws.accept()
+        await _Connection(self, ws).run()
+
+
+class _Connection:
+    def __init__(self, endpoint: StreamEndpoint, ws: WebSocket) -> None:
+        self.endpoint = endpoint
+        self.limits = endpoint.limits
+        self.ws = ws
+        self.session: StreamSession | None = None
+        self.number = 0
+        self.key: ApiKeyRecord | None = None
+        self.send_lock = asyncio.Lock()
+        self.outbox: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        self.inflight: list[_Pending] = []
+        self.pending_windows = 0
+        self.drained = asyncio.Event()
+        self.drained.set()
+        self.last_throttle = 0.0
+        self.verify_tasks: set[asyncio.Task[None]] = set()
+        self.verify_lock = asyncio.Lock()
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        reason = "dropped"
+        try:
+            opened = await self._opening()
+            self.key = self._authenticate(opened)
+            await self._attach(opened, self.key)
+            await self._pump()
+            reason = "end"
+        except WebSocketDisconnect:
+            reason = "dropped"
+        except asyncio.CancelledError:
+            if self.session is not None and self.session.taken_over:  # see _attach
+                reason = "superseded"
+                await self._fail("superseded", "a newer connection resumed this stream", 4409)
+            else:
+                reason = "shutdown"
+                await self._fail("shutdown", "the server is stopping; resume the stream", 1001)
+            raise
+        except SevensenseError as exc:
+            reason = exc.code
+            await self._fail(exc.code, exc.message, close_code(exc), exc.details)
+        except Exception:
+            reason = "internal_error"
+            log.exception("stream %s: unexpected error", self._sid())
+            await self._fail("internal_error", "unexpected error; the server log has it", 1011)
+        finally:
+            await self._cancel_inflight()
+            await self._release(reason)
+            metrics().stream_closes.labels(reason).inc()
+            self.endpoint.publish()
+
+    def _sid(self) -> str:
+        return self.session.stream_id if self.session else "-"
+
+    async def _opening(self) -> StreamOpen:
+        try:
+            async with asyncio.timeout(self.limits.open_timeout_s):
+                message = await self.ws.receive()
+        except TimeoutError:
+            raise UploadTooSlowError(
+                f"no opening message within {self.limits.open_timeout_s:g} s"
+            ) from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        text = message.get("text")
+        if text is None:
+            raise StreamProtocolError(
+                'the first message must be the JSON "open" message, not audio'
+            )
+        try:
+            parsed = ClientMessage.validate_json(text)
+        except ValidationError as exc:
+            raise RequestError(f"invalid opening message: {_problems(exc)}") from None
+        if not isinstance(parsed, StreamOpen):
+            raise StreamProtocolError('the first message must be "open"')
+        return parsed
+
+    def _authenticate(self, opened: StreamOpen) -> ApiKeyRecord:
+        serving = self.endpoint.settings.serving
+        if not serving.auth_required:
+            return ApiKeyRecord(id="anonymous", sha256="0" * 64, scopes=["embed"])
+        _, keys, limiter = self.endpoint.parts()
+        headers = self.ws.headers
+        presented = opened.api_key or key_from_headers(
+            headers.get("authorization"), headers.get(API_KEY_HEADER)
+        )
+        try:
+            record = keys.authenticate(presented)
+            keys.require(record, "embed")
+        except SevensenseError as exc:
+            metrics().auth_failures.labels(exc.code).inc()
+            raise
+        try:
+            limiter.check(record.id, record.rate_limit_per_s)
+        except SevensenseError:
+            metrics().rate_limited.labels(record.id).inc()
+            raise
+        return record
+
+    async def _attach(self, opened: StreamOpen, key: ApiKeyRecord) -> None:
+        endpoint = self.endpoint
+        registry = endpoint.registry
+        gateway, _, _ = endpoint.parts()
+        resuming = opened.resume_from is not None or opened.last_window is not None
+        found = registry.find(key.id, opened.stream_id) if opened.stream_id else None
+        if found is None and resuming:
+            raise unknown_stream(opened.stream_id or "")
+        replay: list[str] = []
+        verification = None
+        if found is not None:
+            check_resume(opened, found)
+            if found.attached and found.task is not None and not found.task.done():
+                # The field's usual case: the old connection died and the server has not
+                # noticed yet. Stop it first; its unanswered windows stay with the stream.
+                found.taken_over = True
+                found.task.cancel()
+                await asyncio.wait({found.task}, timeout=5.0)
+            if not found.attached:
+                registry.check_capacity(key.id)
+            replay = found.replay_after(opened.last_window)
+            found.resume_audio(opened.resume_from)
+            found.resumes += 1
+            session = found
+        else:
+            registry.check_capacity(key.id)
+            plan = await gateway.prepare(opened, opened.stream_id or key.id)
+            fmt = PcmFormat(opened.sample_rate, opened.channels, opened.encoding)
+            session = StreamSession(
+                stream_id=opened.stream_id or new_stream_id(),
+                owner=key.id,
+                opened=opened,
+                plan=plan,
+                decoder=PcmDecoder(fmt),
+                live=LiveWindows(opened.sample_rate, plan.config),
+                replay_size=self.limits.replay_windows,
+            )
+            if opened.verify:
+                vplan = gateway.verifier.plan(plan.artifact, True)
+                if vplan is not None and vplan.active and vplan.config is not None:
+                    manifest = plan.manifest
+                    session.verify = StreamVerifier(
+                        vplan,
+                        LiveWindows(opened.sample_rate, vplan.config),
+                        plan.window_s,
+                        (manifest.name, manifest.version),
+                    )
+                elif vplan is not None:
+                    verification = vplan.answer
+        self.session = session
+        self.number = registry.attach(session)
+        session.task = asyncio.current_task()
+        session.taken_over = False
+        endpoint.publish()
+        manifest = session.plan.manifest
+        ready = StreamReady(
+            stream_id=session.stream_id,
+            resumed=found is not None,
+            received_frames=session.decoder.frames,
+            replayed=len(replay),
+            model=manifest.identity,
+            sample_rate=manifest.sample_rate,
+            window_s=session.plan.window_s,
+            hop_s=session.plan.hop_s,
+            embedding_dim=session.plan.transform.out_dim(manifest.embedding_dim),
+            limits=StreamLimits.model_validate(
+                self.limits.model_dump(include=set(StreamLimits.model_fields))
+            ),
+            verification=verification,
+        )
+        await self._send(ready.model_dump_json(exclude_none=True))
+        for message in replay:
+            await self._send(message)
+
+    async def _release(self, reason: str) -> None:
+        session = self.session
+        if session is None:
+            return
+        registry = self.endpoint.registry
+        if session.connection != self.number:
+            return  # a newer connection took the stream over
+        with contextlib.suppress(Exception):
+            await self._flush_index(session)
+        if reason == "end":
+            registry.close(session)
+        else:
+            registry.detach(session, self.number)
+
+    # --- the two loops ---------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        session = self.session
+        assert session is not None
+        sender = asyncio.create_task(self._sender(session))
+        reader = asyncio.create_task(self._reader(session))
+        try:
+            done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                reader.result()  # raises what stopped it
+                await self.outbox.put(None)
+                await sender
+            else:
+                sender.result()
+                raise RuntimeError("the sender stopped before the reader")
+        finally:
+            for task in (reader, sender):
+                task.cancel()
+            await asyncio.gather(reader, sender, return_exceptions=True)
+        await self._finish(session)
+
+    async def _reader(self, session: StreamSession) -> None:
+        if session.unanswered:  # cut before a drop, never answered: first, in order
+            self._dispatch(list(session.unanswered), time.monotonic())
+        if session.verify is not None and session.verify.unanswered:
+            self._verify_dispatch(list(session.verify.unanswered))
+        started = time.monotonic()
+        received = 0  # samples on this connection, for the speed bound
+        rate = session.format.sample_rate
+        while True:
+            message = await self._receive(self.limits.idle_timeout_s)
+            data = message.get("bytes")
+            if data is None:
+                if self._control(message.get("text") or "") is StreamEnd:
+                    break
+                continue
+            if len(data) > self.limits.max_frame_bytes:
+                raise PayloadTooLargeError(
+                    f"a {len(data)}-byte frame; the limit is {self.limits.max_frame_bytes}",
+                    limit_bytes=self.limits.max_frame_bytes,
+                )
+            session.frames += 1
+            session.received_bytes += len(data)
+            m = metrics()
+            m.stream_frames.inc()
+            m.stream_bytes.inc(len(data))
+            before = session.decoder.frames
+            mono = session.decoder.decode(session.take_skip(data))
+            received += session.decoder.frames - before
+            kept, skipped = session.live.push(mono)
+            if session.verify is not None:
+                self._verify_dispatch(session.verify.cut(mono))
+            await self._cut(session, kept, skipped)
+            wait = speed_wait(
+                received / rate,
+                time.monotonic() - started,
+                self.limits.max_speed,
+                self.limits.burst_s,
+            )
+            if wait > 0.0:
+                await self._throttle(session, wait)
+        kept, skipped = session.live.finish()
+        if session.verify is not None:
+            self._verify_dispatch(session.verify.finish())
+        await self._cut(session, kept, skipped)
+        await self._after_end()
+
+    async def _after_end(self) -> None:
+        """Nothing may follow ``end``: a frame that does is refused, not silently dropped."""
+        answered = asyncio.create_task(self._all_answered())
+        extra = asyncio.create_task(self.ws.receive())
+        done, _ = await asyncio.wait({answered, extra}, return_when=asyncio.FIRST_COMPLETED)
+        if extra in done and not extra.exception():
+            message = extra.result()
+            answered.cancel()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            raise StreamProtocolError("a message after end: the stream was already finished")
+        extra.cancel()
+        await asyncio.gather(extra, return_exceptions=True)
+
+    async def _all_answered(self) -> None:
+        while self.pending_windows:
+            self.drained.clear()
+            await self.drained.wait()
+        while self.verify_tasks:
+            await asyncio.gather(*list(self.verify_tasks), return_exceptions=True)
+        await self._verify_flush()
+
+    async def _receive(self, timeout: float) -> dict[str, Any]:
+        try:
+            async with asyncio.timeout(timeout):  # per frame: no extra task, unlike wait_for
+                message = await self.ws.receive()
+        except TimeoutError:
+            raise UploadTooSlowError(
+                f"no audio for {timeout:g} s; the stream is kept for a resume",
+                idle_timeout_s=timeout,
+            ) from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        return dict(message)
+
+    def _control(self, text: str) -> type[StreamEnd] | None:
+        try:
+            parsed = ClientMessage.validate_json(text)
+        except ValidationError as exc:
+            raise StreamProtocolError(f"invalid control message: {_problems(exc)}") from None
+        if isinstance(parsed, StreamEnd):
+            return StreamEnd
+        raise StreamProtocolError('"open" only once, as the first message')
+
+    async def _throttle(self, session: StreamSession, wait: float) -> None:
+        """One notice (and one count) per episode, however many frames it spans."""
+        now = time.monotonic()
+        if now - self.last_throttle >= 1.0:
+            session.throttles += 1
+            metrics().stream_throttles.inc()
+            notice = StreamThrottle(
+                ahead_s=round(wait * self.limits.max_speed, 3),
+                wait_s=round(wait, 3),
+                max_speed=self.limits.max_speed,
+            )
+            await self._send(notice.model_dump_json())
+        self.last_throttle = now + wait
+        await asyncio.sleep(wait)
+
+    async def _cut(
+        self, session: StreamSession, kept: list[Window], skipped: list[SkippedWindow]
+    ) -> None:
+        for s in skipped:
+            session.skipped += 1
+            notice = StreamSkipped(
+                stream_id=session.stream_id,
+                index=s.index,
+                start_s=round(s.start_s, 6),
+                end_s=round(s.end_s, 6),
+                reason=s.reason,
+            )
+            await self._send(notice.model_dump_json())
+        if not kept:
+            return
+        session.unanswered.extend(kept)
+        while self._waiting(session) >= self.limits.max_pending_windows:
+            self.drained.clear()
+            await self.drained.wait()
+        self._dispatch(kept, time.monotonic())
+
+    def _waiting(self, session: StreamSession) -> int:
+        """Windows cut and not answered yet, the verifier's included (a slow verifier
+        pauses reading too, instead of holding BirdNET windows without bound)."""
+        verifying = len(session.verify.unanswered) if session.verify is not None else 0
+        return self.pending_windows + verifying
+
+    def _dispatch(self, windows: list[Window], ready_at: float) -> None:
+        session = self.session
+        assert session is not None
+        gateway, _, _ = self.endpoint.parts()
+        task = asyncio.create_task(
+            gateway.embed_windows(
+                session.plan, session.opened, windows, logits=session.verify is not None
+            )
+        )
+        pending = _Pending(windows, ready_at, task)
+        self.inflight.append(pending)
+        self.pending_windows += len(windows)
+        self.outbox.put_nowait(pending)
+
+    async def _sender(self, session: StreamSession) -> None:
+        manifest = session.plan.manifest
+        opened = session.opened
+        while True:
+            pending = await self.outbox.get()
+            if pending is None:
+                return
+            results = await pending.task
+            self.inflight.remove(pending)
+            answered = {id(w) for w in pending.windows}
+            session.unanswered = [w for w in session.unanswered if id(w) not in answered]
+            for window, (result, served, similarity, logits) in zip(
+                pending.windows, results, strict=True
+            ):
+                latency_ms = (time.monotonic() - pending.ready_at) * 1e3
+                body = window_json(result, served, similarity, embedding=opened.include_embedding)
+                start_at = end_at = None
+                if opened.recorded_at is not None:
+                    start_at = opened.recorded_at + timedelta(seconds=result.start_s)
+                    end_at = opened.recorded_at + timedelta(seconds=result.end_s)
+                message = StreamWindow(
+                    **body.model_dump(),
+                    stream_id=session.stream_id,
+                    start_sample=window.start_sample,
+                    start_at=start_at,
+                    end_at=end_at,
+                    latency_ms=round(latency_ms, 2),
+                ).model_dump_json(exclude_none=True)
+                session.answered(window.start_sample, message)
+                session.windows += 1
+                if opened.index and served != "zero_vector":
+                    session.to_index.append(result)
+                await self._send(message)
+                session.latencies_ms.append(latency_ms)
+                if session.verify is not None:
+                    session.verify.primary(
+                        result.index, window.start_sample, result.start_s, result.end_s, logits
+                    )
+                m = metrics()
+                m.stream_windows.labels(manifest.name).inc()
+                m.stream_latency.observe(latency_ms / 1e3)
+            self.pending_windows -= len(pending.windows)
+            self.drained.set()
+            await self._verify_flush()
+            if len(session.to_index) >= self.limits.index_batch:
+                await self._flush_index(session)
+
+    async def _finish(self, session: StreamSession) -> None:
+        await self._flush_index(session)
+        latencies = np.asarray(session.latencies_ms, dtype=np.float64)
+        summary = StreamSummary(
+            stream_id=session.stream_id,
+            model=session.plan.manifest.identity,
+            windows=session.windows,
+            skipped=session.skipped,
+            duration_s=round(session.duration_s, 6),
+            frames=session.frames,
+            bytes=session.received_bytes,
+            throttles=session.throttles,
+            resumes=session.resumes,
+            indexed=session.indexed if session.opened.index else None,
+            latency_ms_p50=_percentile(latencies, 50),
+            latency_ms_p99=_percentile(latencies, 99),
+            verification=session.verify.summary() if session.verify is not None else None,
+        )
+        await self._send(summary.model_dump_json(exclude_none=True))
+        await self.ws.close(NORMAL_CLOSE)
+
+    # --- verify=true -----------------------------------------------------------------------
+
+    def _verify_dispatch(self, windows: list[Window]) -> None:
+        if windows:
+            task = asyncio.create_task(self._verify_call(windows))
+            self.verify_tasks.add(task)
+            task.add_done_callback(self.verify_tasks.discard)
+
+    async def _verify_call(self, windows: list[Window]) -> None:
+        """BirdNET's answer for its windows; a verifier failure never fails the stream."""
+        session = self.session
+        assert session is not None and session.verify is not None
+        gateway, _, _ = self.endpoint.parts()
+        outputs: list[WindowOutput] | None
+        try:
+            outputs = await gateway.verifier.call(session.verify.plan, windows)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            session.verify.error = describe_error(exc)
+            outputs = None
+        session.verify.answered(windows, outputs)
+        self.drained.set()
+        await self._verify_flush()
+
+    async def _verify_flush(self) -> None:
+        session = self.session
+        if session is None or session.verify is None:
+            return
+        verify = session.verify
+        async with self.verify_lock:
+            done = verify.ready()
+            if not done:
+                return
+            results = await anyio.to_thread.run_sync(verify.verify, done)
+            for p, v in zip(done, results, strict=True):
+                message = StreamVerification(
+                    stream_id=session.stream_id,
+                    index=p.index,
+                    start_sample=p.start_sample,
+                    verification=v,
+                )
+                await self._send(message.model_dump_json(exclude_none=True))
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    async def _flush_index(self, session: StreamSession) -> None:
+        if not session.to_index or self.key is None:
+            return
+        batch, session.to_index = session.to_index, []
+        opened = session.opened
+        added = await anyio.to_thread.run_sync(
+            lambda: self.endpoint.similarity.add_results(
+                session.plan.manifest,
+                session.plan.transform,
+                session.plan.hop_s,
+                batch,
+                tenant=session.owner,
+                recording_id=session.stream_id,
+                site=opened.site,
+                time=opened.recorded_at,
+            )
+        )
+        session.indexed += added
+
+    async def _send(self, text: str) -> None:
+        timeout = self.limits.slow_reader_s
+        async with self.send_lock:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.ws.send_text(text)
+            except TimeoutError:
+                raise SlowReaderError(
+                    f"the client took no result for {timeout:g} s; the stream is kept for a resume",
+                    slow_reader_s=timeout,
+                ) from None
+
+    async def _fail(
+        self, code: str, message: str, close: int, details: dict[str, Any] | None = None
+    ) -> None:
+        if self.ws.application_state is not WebSocketState.CONNECTED:
+            return
+        body = StreamError(
+            code=code,
+            message=message,
+            close_code=close,
+            details=json.loads(json.dumps(details, default=str)) if details else None,
+        )
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                await self.ws.send_text(body.model_dump_json(exclude_none=True))
+        reason = f"{code}: {message}".encode()[:120].decode(errors="ignore")
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):  # a client that reads nothing blocks the close too
+                await self.ws.close(close, reason=reason)
+
+    async def _cancel_inflight(self) -> None:
+        tasks: list[asyncio.Task[Any]] = [p.task for p in self.inflight]
+        tasks.extend(self.verify_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.inflight.clear()

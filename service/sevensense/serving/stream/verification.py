@@ -1,0 +1,140 @@
+"""verify=true on a live stream: BirdNET windows cut from the same frames, and each primary
+window's verification once every BirdNET window centred in it has been answered.
+
+The rule is the one uploads use (:mod:`sevensense.verification.alignment`): a primary window
+[s, e] pools the BirdNET windows whose centre lies in [s, e]. On a stream those windows need
+audio up to e + half a BirdNET window, so a window's verification follows its result by
+about 1.5 s of audio, as its own message. The state lives in the stream's session and
+survives a dropped connection like the rest: BirdNET windows cut but not answered are sent
+again after a resume.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sevensense.audio.live import LiveWindows
+from sevensense.audio.windowing import Window
+from sevensense.serving.dispatch.birdnet_check import Plan, compute, record
+from sevensense.serving.model_service.rpc import WindowOutput
+from sevensense.verification.agreement import (
+    AgreementSummary,
+    WindowVerification,
+    summary_of,
+    unavailable,
+)
+
+
+@dataclass
+class _Primary:
+    index: int
+    start_sample: int
+    start_s: float
+    end_s: float
+    logits: bytes | None
+
+
+@dataclass
+class StreamVerifier:
+    plan: Plan
+    live: LiveWindows
+    primary_window_s: float
+    model: tuple[str, str]
+    unanswered: list[Window] = field(default_factory=list)
+    outputs: dict[int, tuple[float, WindowOutput]] = field(default_factory=dict)
+    pending: list[_Primary] = field(default_factory=list)
+    error: str | None = None
+    agreements: list[float] = field(default_factory=list)
+    windows: int = 0
+    discrepancies: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def _window_s(self) -> float:
+        config = self.live.config
+        return config.window_samples / config.sample_rate
+
+    @property
+    def _hop_s(self) -> float:
+        spec = self.live.config.window_spec()
+        return spec.hop_samples / spec.sample_rate
+
+    def cut(self, mono: np.ndarray) -> list[Window]:
+        kept, _ = self.live.push(mono)  # silent BirdNET windows are simply absent
+        self.unanswered.extend(kept)
+        return kept
+
+    def finish(self) -> list[Window]:
+        kept, _ = self.live.finish()
+        self.unanswered.extend(kept)
+        return kept
+
+    def answered(self, windows: list[Window], outputs: list[WindowOutput] | None) -> None:
+        done = {id(w) for w in windows}
+        self.unanswered = [w for w in self.unanswered if id(w) not in done]
+        if outputs is not None:
+            for w, o in zip(windows, outputs, strict=True):
+                self.outputs[w.index] = (w.start_s, o)
+
+    def primary(
+        self, index: int, start_sample: int, start_s: float, end_s: float, logits: bytes | None
+    ) -> None:
+        self.pending.append(_Primary(index, start_sample, start_s, end_s, logits))
+
+    def _frontier_s(self) -> float:
+        """Centre of the first BirdNET window not answered yet: every window centred before
+        it is known. Infinite once the stream is finished and all are answered."""
+        if self.unanswered:
+            first = min(w.index for w in self.unanswered)
+        elif self.live.finished:
+            return math.inf
+        else:
+            first = self.live.next_index
+        return first * self._hop_s + self._window_s / 2
+
+    def ready(self) -> list[_Primary]:
+        frontier = self._frontier_s()
+        done = [p for p in self.pending if p.end_s < frontier]
+        self.pending = [p for p in self.pending if p.end_s >= frontier]
+        return done
+
+    def verify(self, done: list[_Primary]) -> list[WindowVerification]:
+        """CPU work (sigmoids, top-5 sets): run it in a thread."""
+        if not done:
+            return []
+        if self.error is not None:
+            results = [unavailable(f"verifier_unavailable: {self.error}") for _ in done]
+        else:
+            lo, hi = done[0].start_s, done[-1].end_s
+            pairs = [
+                ((i, start), o)
+                for i, (start, o) in sorted(self.outputs.items())
+                if lo <= start + self._window_s / 2 <= hi
+            ]
+            results = compute(
+                self.plan,
+                self.primary_window_s,
+                [(p.start_s, p.logits) for p in done],
+                pairs,
+            )
+            keep_from = self.pending[0].start_s if self.pending else done[-1].start_s
+            for i in [
+                i for i, (s, _) in self.outputs.items() if s + self._window_s / 2 < keep_from
+            ]:
+                del self.outputs[i]
+        record(self.model, results)
+        for v in results:
+            self.windows += 1
+            self.discrepancies += len(v.discrepancies)
+            if v.agreement is None:
+                self.reasons[v.reason or "unknown"] += 1
+            else:
+                self.agreements.append(v.agreement)
+        return results
+
+    def summary(self) -> AgreementSummary:
+        return summary_of(self.agreements, self.windows, self.discrepancies, self.reasons)

@@ -1,0 +1,1 @@
+"""Prometheus metrics and OpenTelemetry spans of every service in the graph."""

@@ -1,0 +1,182 @@
+"""The worker's side of a deferred request: embed the stored upload, store the answer.
+
+:mod:`sevensense.jobs` says what a deferred request is (records, job store, how the
+gateway submits one); this module is what a worker process runs for each such message.
+
+The answer is the same ``EmbedResponse`` the synchronous endpoint returns, computed by the
+same engine with the model version and options the gateway resolved, so a client cannot
+tell (apart from ``route: worker``) which path served it. Idempotent: a redelivered message
+for a finished job does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from sevensense.audio.pipeline import StreamStats
+from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
+from sevensense.embeddings.quality import process_monitors
+from sevensense.embeddings.transform import artifact_sha256, load_transform
+from sevensense.errors import AudioError, SevensenseError
+from sevensense.index.base import VectorIndex
+from sevensense.index.ingest import add_results
+from sevensense.index.store import open_index
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+from sevensense.jobs.records import (
+    KIND,
+    DeferredRequest,
+    IndexTarget,
+    JobRecord,
+    JobStatus,
+    now,
+)
+from sevensense.jobs.store import JobStore
+from sevensense.outputs.response import WORKER, EmbedOutcome, EmbedResponse, Timing, to_response
+from sevensense.queues.base import Message
+from sevensense.storage.objects import open_store
+from sevensense.worker.base import CancelledError, Handler, HandlerResult, Heartbeat, WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+class DeferredHandler:
+    def __init__(self, engine: EmbeddingEngine, jobs: JobStore, max_receives: int) -> None:
+        self.engine = engine
+        self.jobs = jobs
+        self.max_receives = max_receives
+        self._index: VectorIndex | None = None
+
+    def __call__(self, message: Message, heartbeat: Heartbeat | None = None) -> HandlerResult:
+        request = DeferredRequest.model_validate_json(message.body)
+        record = self.jobs.get(request.job_id)
+        if record.status in (JobStatus.DONE, JobStatus.FAILED):
+            log.info("job %s already %s; redelivery ignored", record.job_id, record.status)
+            return HandlerResult("exists", detail=record.job_id)
+        record.status = JobStatus.RUNNING
+        record.started_at = record.started_at or now()
+        record.attempts += 1
+        self.jobs.save(record)
+        try:
+            response = self.compute(request, heartbeat)
+        except CancelledError:  # shutdown: the message goes back, the job waits for it
+            record.status = JobStatus.QUEUED
+            self.jobs.save(record)
+            raise
+        except AudioError as exc:
+            # The same bytes will not decode next time either: fail the job, not the message.
+            return self._finish_failed(record, exc.to_dict())
+        except Exception as exc:
+            error = (
+                exc.to_dict()
+                if isinstance(exc, SevensenseError)
+                else {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+            )
+            last = message.receive_count >= self.max_receives
+            record.status = JobStatus.FAILED if last else JobStatus.QUEUED
+            record.error = error
+            record.finished_at = now() if last else None
+            self.jobs.save(record)
+            raise
+        body = response.model_dump_json(exclude_none=True).encode()
+        key = self.jobs.put_result(record.job_id, body)
+        record.status = JobStatus.DONE
+        record.finished_at = now()
+        record.result_key = key
+        record.result_location = self.jobs.location(key)
+        record.result_bytes = len(body)
+        record.windows = len(response.windows)
+        record.error = None
+        self.jobs.save(record)
+        self.jobs.delete_payload(record.job_id)
+        log.info("job %s done: %d windows", record.job_id, record.windows)
+        return HandlerResult("done", response.duration_s, record.windows, record.job_id)
+
+    def _finish_failed(self, record: JobRecord, error: dict[str, Any]) -> HandlerResult:
+        record.status = JobStatus.FAILED
+        record.error = error
+        record.finished_at = now()
+        self.jobs.save(record)
+        log.warning("job %s failed for good: %s", record.job_id, error.get("message"))
+        return HandlerResult("failed", detail=f"{record.job_id}: {error.get('code')}")
+
+    def compute(
+        self, request: DeferredRequest, heartbeat: Heartbeat | None = None
+    ) -> EmbedResponse:
+        started = time.perf_counter()
+        options = EmbedOptions(**request.options)
+        model = self.engine.model(request.model)
+        config = self.engine.preprocess_config(model, options)
+        stats = StreamStats()
+        results = []
+        with self.jobs.open_payload(request.job_id) as payload:
+            for result in self.engine.embed_file(
+                payload, model=model, options=options, stats=stats, name="upload"
+            ):
+                results.append(process_monitors(self.engine.settings.quality).observe_one(result))
+                if heartbeat is not None:
+                    heartbeat.progress(result.end_s)
+                    heartbeat.check()
+        manifest = model.manifest
+        asked = request.transform
+        transform = load_transform(
+            self.engine.settings,
+            manifest.name,
+            manifest.version,
+            artifact_sha256(model.artifact) if asked.get("reduce") else None,
+            asked.get("reduce"),
+            asked.get("project"),
+            curvature=float(asked.get("curvature", 1.0)),
+            max_norm=float(asked.get("max_norm", DEFAULT_MAX_NORM)),
+        )
+        results = transform.apply_results(results)
+        window_s = manifest.window_samples / manifest.sample_rate
+        outcome = EmbedOutcome(
+            artifact=model.artifact,
+            results=results,
+            stats=stats,
+            route=WORKER,
+            providers=[model.provider],
+            fallback=False,
+            window_s=window_s,
+            hop_s=window_s * (1.0 - config.overlap),
+            routing_key_hash=hashlib.sha256(request.job_id.encode()).hexdigest()[:12],
+            timing=Timing.of(
+                stats,
+                total_s=time.perf_counter() - started,
+                infer_ms=sum(r.meta.inference_ms for r in results),
+            ),
+            served=[WORKER] * len(results),
+            transform=transform,
+        )
+        if request.index is not None:
+            self.index_windows(request.index, outcome)
+        return to_response(outcome, request.job_id)
+
+    def index_windows(self, target: IndexTarget, outcome: EmbedOutcome) -> int:
+        """Before the job is marked done: an index that fails leaves the job queued for
+        another try, and adds are idempotent, so a retry or redelivery adds nothing twice."""
+        if self._index is None:
+            self._index = open_index(self.engine.settings)
+        added = add_results(
+            self._index,
+            outcome.artifact.manifest,
+            outcome.transform,
+            outcome.hop_s,
+            outcome.results,
+            tenant=target.tenant,
+            recording_id=target.recording_id,
+            site=target.site,
+            time=target.recorded_at,
+        )
+        log.info("indexed %d windows of %s for %s", added, target.recording_id, target.tenant)
+        return added
+
+
+def deferred_handlers(context: WorkerContext) -> dict[str, Handler]:
+    """The handler a worker registers for deferred-request messages."""
+    jobs = JobStore(open_store(context.settings.payload_uri()))
+    handler = DeferredHandler(context.engine, jobs, context.settings.queue.max_receives)
+    return {KIND: handler}
