@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
 from sevensense.outputs.response import EmbedResponse
+from sevensense.planning.plan import MAX_OVERLAP, RequestOptions
 from sevensense.quality_gate.gate import GateOutcome
 from sevensense.quality_gate.store import StoredCheck
 from sevensense.serving.model_service.rpc import PrepareResult
@@ -23,10 +24,6 @@ from sevensense.serving.model_service.rpc import PrepareResult
 Route = Literal["auto", "gpu", "cpu"]
 OutputFormat = Literal["json", "arrow", "raven", "audacity", "csv", "kaleidoscope"]
 TEXT_FORMATS = ("raven", "audacity", "csv", "kaleidoscope")  # BirdNET-Analyzer's detections
-
-# A hop under a tenth of the window multiplies the work per second of audio without
-# adding information.
-MAX_OVERLAP = 0.9
 
 
 class EmbedParams(BaseModel):
@@ -120,6 +117,29 @@ class EmbedParams(BaseModel):
         if self.species is None:
             return None
         return [n.strip() for n in self.species.replace(",", "\n").splitlines() if n.strip()]
+
+    def request_options(self) -> RequestOptions:
+        """The fields the planner reads; detections (``/detect``, a BirdNET format) need
+        every class's score."""
+        names = self.species_names()
+        return RequestOptions(
+            model=self.model,
+            overlap=self.overlap,
+            hop_s=self.hop_s,
+            top_k=self.top_k,
+            include_logits=self.include_logits,
+            include_spectrogram=self.include_spectrogram,
+            lat=self.lat,
+            lon=self.lon,
+            week=self.week,
+            sf_thresh=self.sf_thresh,
+            species=tuple(names) if names is not None else None,
+            reduce=self.reduce,
+            project=self.project,
+            curvature=self.curvature,
+            max_norm=self.max_norm,
+            min_conf=self.min_conf,
+        )
 
 
 class DetectionJSON(BaseModel):

@@ -19,7 +19,6 @@ from typing import Any
 from sevensense.audio.pipeline import StreamStats
 from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
 from sevensense.embeddings.quality import process_monitors
-from sevensense.embeddings.transform import artifact_sha256, load_transform
 from sevensense.errors import AudioError, SevensenseError
 from sevensense.index.base import VectorIndex
 from sevensense.index.ingest import add_results
@@ -35,6 +34,7 @@ from sevensense.jobs.records import (
 )
 from sevensense.jobs.store import JobStore
 from sevensense.outputs.response import WORKER, EmbedOutcome, EmbedResponse, Timing, to_response
+from sevensense.planning.plan import Planner, RequestOptions
 from sevensense.queues.base import Message
 from sevensense.storage.objects import open_store
 from sevensense.worker.base import CancelledError, Handler, HandlerResult, Heartbeat, WorkerContext
@@ -47,6 +47,7 @@ class DeferredHandler:
         self.engine = engine
         self.jobs = jobs
         self.max_receives = max_receives
+        self.planner = Planner(engine.settings, engine.registry)
         self._index: VectorIndex | None = None
 
     def __call__(self, message: Message, heartbeat: Heartbeat | None = None) -> HandlerResult:
@@ -121,15 +122,14 @@ class DeferredHandler:
                     heartbeat.check()
         manifest = model.manifest
         asked = request.transform
-        transform = load_transform(
-            self.engine.settings,
-            manifest.name,
-            manifest.version,
-            artifact_sha256(model.artifact) if asked.get("reduce") else None,
-            asked.get("reduce"),
-            asked.get("project"),
-            curvature=float(asked.get("curvature", 1.0)),
-            max_norm=float(asked.get("max_norm", DEFAULT_MAX_NORM)),
+        transform = self.planner.transform(
+            model.artifact,
+            RequestOptions(
+                reduce=asked.get("reduce"),
+                project=asked.get("project"),
+                curvature=float(asked.get("curvature", 1.0)),
+                max_norm=float(asked.get("max_norm", DEFAULT_MAX_NORM)),
+            ),
         )
         results = transform.apply_results(results)
         window_s = manifest.window_samples / manifest.sample_rate

@@ -29,7 +29,6 @@ no HEAD of its input.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import tempfile
@@ -38,34 +37,25 @@ import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
-from sevensense.artifacts.labels import load_full_labels
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import process_monitors
-from sevensense.embeddings.transform import artifact_sha256, load_transform
-from sevensense.errors import ModelError, ObjectNotFoundError, ObjectTooLargeError, StorageError
+from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
 from sevensense.index.ingest import parquet_batches, space_info
 from sevensense.index.store import open_index
-from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult, species_mask
+from sevensense.inference.engine import EmbeddingEngine, WindowResult
 from sevensense.inference.recordings import AUDIO_SUFFIXES, RecordingReport, embed_recordings
 from sevensense.inference.sessions import LoadedModel
-from sevensense.inference.species_range import (
-    SpeciesFilter,
-    SpeciesRangeModel,
-    list_filter,
-    load_species_list,
-    location_filter,
-)
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
     SUFFIXES,
     DetectionCollector,
     DetectionFormat,
-    load_species_codes,
     render,
 )
 from sevensense.outputs.writers import ParquetWriter
+from sevensense.planning.plan import DetectionPlan, Planner, RequestOptions
 from sevensense.queues.base import Message
-from sevensense.settings import SpeciesFilterSettings, WorkerSettings
+from sevensense.settings import WorkerSettings
 from sevensense.storage.s3_stream import S3ObjectReader
 from sevensense.worker.base import HandlerResult, Heartbeat, PermanentError, RecordingError
 from sevensense.worker.events import S3ObjectEvent, parse_notification
@@ -126,45 +116,19 @@ class S3BatchHandler:
         engine: EmbeddingEngine,
         s3: Any,
         model_ref: str,
-        options: EmbedOptions | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.s3 = s3
         self.model: LoadedModel = engine.model(model_ref)
-        # The CLI's defaults (`sevensense embed` without flags), so outputs equal the CLI's.
-        self.options = options or EmbedOptions()
         self.detections: DetectionFormat | None = settings.detections_format
-        if self.detections is not None:  # every class's score, for the detections
-            self.options = dataclasses.replace(self.options, include_logits=True)
-        self.species = self._species_filter(settings.species)
-        if self.species is not None:
-            self.options = dataclasses.replace(self.options, species=self.species.species)
-        # Read once per worker, not per message.
-        self.full_labels: list[str] = []
-        self.codes: dict[str, str] = {}
-        self.allowed = species_mask(self.model.labels, self.options.species)
-        if self.detections is not None:
-            spec = self.model.manifest.labels
-            if spec is None:
-                raise ModelError(f"{self.model.identity} has no classifier: no detections")
-            self.full_labels = load_full_labels(spec, self.model.artifact.directory)
-            self.codes = load_species_codes(self.model.artifact.directory)
+        # Planned once per worker: a bad filter or reducer stops the worker at start, not
+        # per message. The plan's defaults are the CLI's, so outputs equal the CLI's.
+        planner = Planner(engine.settings, engine.registry)
+        self.plan = planner.plan(self.model.artifact, request_options(settings))
         self.max_bytes = int(settings.max_object_mb * _MB)
-        m = self.model.manifest
-        self.transform = load_transform(
-            engine.settings,
-            m.name,
-            m.version,
-            artifact_sha256(self.model.artifact) if settings.reduce else None,
-            settings.reduce,
-            settings.project,
-            curvature=settings.curvature,
-            max_norm=settings.max_norm,
-        )
-        self.dim = self.transform.out_dim(m.embedding_dim)
         self.index = open_index(engine.settings, settings.index) if settings.index else None
-        self.index_space = space_info(m, self.transform)
+        self.index_space = space_info(self.model.manifest, self.plan.transform)
         # Flags anomalous_norm per window; the report goes into the worker's run summary.
         self.monitors = process_monitors(engine.settings.quality)
 
@@ -228,7 +192,7 @@ class S3BatchHandler:
             self.settings.output_prefix,
             self.model.identity,
             etag,
-            self.transform.space_key,
+            self.plan.transform.space_key,
         )
         out_uri = f"s3://{out_bucket}/{out_key}"
         if self._head(out_bucket, out_key) is not None:
@@ -299,7 +263,7 @@ class S3BatchHandler:
 
         with tempfile.TemporaryDirectory(prefix="sevensense-job-") as tmp:
             path = Path(tmp) / "out.parquet"
-            writer = ParquetWriter(path, self.dim, constants=self.transform.columns())
+            writer = ParquetWriter(path, self.plan.out_dim, constants=self.plan.transform.columns())
             try:
                 with S3ObjectReader(
                     self.s3, event.bucket, event.key, size=size, etag=etag
@@ -308,10 +272,10 @@ class S3BatchHandler:
                         self.engine,
                         [cast(BinaryIO, reader)],
                         lambda r: writer.write(
-                            self.transform.apply_result(self.monitors.observe_one(r))
+                            self.plan.transform.apply_result(self.monitors.observe_one(r))
                         ),
                         model=model,
-                        options=self.options,
+                        options=self.plan.options,
                         names=[event.uri],
                         on_window=on_window,
                     )
@@ -332,10 +296,10 @@ class S3BatchHandler:
             record = summary.to_dict()
             record.pop("wall_s", None)  # keeps a re-run's file byte-identical
             record["input"] = {"bucket": event.bucket, "key": event.key, "etag": etag, "size": size}
-            if self.species is not None:
-                record["species_filter"] = self.species.summary()
-            if not self.transform.is_identity:
-                record["transform"] = self.transform.describe()
+            if self.plan.species is not None:
+                record["species_filter"] = self.plan.species.summary()
+            if not self.plan.transform.is_identity:
+                record["transform"] = self.plan.transform.describe()
             writer.close(record)
             if self.index is not None:  # from the finished file: bounded memory, all or nothing
                 for batch in parquet_batches(
@@ -372,22 +336,9 @@ class S3BatchHandler:
         )
         return HandlerResult("done", summary.audio_s, summary.windows, uri)
 
-    def _species_filter(self, config: SpeciesFilterSettings) -> SpeciesFilter | None:
-        """Built once per worker: a bad filter stops the worker at start, not per message."""
-        if config.lat is not None and config.lon is not None:
-            model = SpeciesRangeModel.from_registry(self.engine.registry)
-            return location_filter(model, config.lat, config.lon, config.week, config.sf_thresh)
-        if config.species_list is not None:
-            labels = self.model.labels or []
-            return list_filter(load_species_list(config.species_list, labels), labels)
-        return None
-
     def _collector(self) -> DetectionCollector | None:
-        if self.detections is None:
-            return None
-        return DetectionCollector(
-            self.full_labels, min_conf=self.settings.detections_min_conf, allowed=self.allowed
-        )
+        detections = self.plan.detections
+        return detections.collector() if detections is not None else None
 
     def _put_detections(
         self,
@@ -405,7 +356,8 @@ class S3BatchHandler:
         fmt = cast(DetectionFormat, self.detections)
         rate = report.sample_rate or self.model.manifest.sample_rate
         rec = collector.recording(event.uri, report.duration_s, rate)
-        body = render(fmt, [rec], codes=self.codes).encode("utf-8")
+        codes = cast(DetectionPlan, self.plan.detections).codes
+        body = render(fmt, [rec], codes=codes).encode("utf-8")
         key = parquet_key.removesuffix(".parquet") + SUFFIXES[fmt]
         try:
             self.s3.put_object(
@@ -442,3 +394,21 @@ class S3BatchHandler:
             except BotoCoreError as exc:
                 raise StorageError(f"PUT s3://{bucket}/{key} failed: {exc}") from exc
         return True
+
+
+def request_options(settings: WorkerSettings) -> RequestOptions:
+    """A worker's settings in the planner's words: every recording gets the same request."""
+    species = settings.species
+    return RequestOptions(
+        lat=species.lat,
+        lon=species.lon,
+        week=species.week,
+        sf_thresh=species.sf_thresh,
+        species_file=species.species_list,
+        reduce=settings.reduce,
+        project=settings.project,
+        curvature=settings.curvature,
+        max_norm=settings.max_norm,
+        detect=settings.detections_format is not None,
+        min_conf=settings.detections_min_conf,
+    )

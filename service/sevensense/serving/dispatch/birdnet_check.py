@@ -19,14 +19,14 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, TypeVar
 
 import anyio
 
 from sevensense.artifacts.registry import Artifact, ModelRegistry
-from sevensense.audio.pipeline import PreprocessConfig, StreamStats, prepare_windows
+from sevensense.audio.pipeline import PreprocessConfig, StreamStats
 from sevensense.audio.windowing import Window
 from sevensense.errors import SevensenseError
 from sevensense.inference.engine import EmbedOptions, preprocess_config
@@ -99,35 +99,25 @@ class ChunkCheck:
 
 
 class PairTaker:
-    """Primary windows in chunks, each chunk with the BirdNET windows first needed by it.
+    """Primary windows in chunks, each chunk with the BirdNET windows first needed by it;
+    only for a request being verified (an unverified upload is windowed by ``audio`` alone).
 
-    Without a plan it is the plain stream. In shadow mode it holds at most ``budget``
-    BirdNET windows; primary windows past that point are left out of the shadow job."""
+    In shadow mode it holds at most ``budget`` BirdNET windows; primary windows past that
+    point are left out of the shadow job."""
 
     def __init__(
-        self,
-        source: BinaryIO,
-        config: PreprocessConfig,
-        stats: StreamStats,
-        plan: Plan | None,
+        self, source: BinaryIO, config: PreprocessConfig, stats: StreamStats, plan: Plan
     ) -> None:
-        self.plan = plan if plan is not None and plan.active else None
-        self._windows: Iterator[Window] | None = None
-        self._pairs: Iterator[tuple[Window, list[Window]]] | None = None
-        if self.plan is None:
-            self._windows = prepare_windows(source, config, stats)
-        else:
-            assert self.plan.config is not None
-            self._pairs = paired_windows(source, config, self.plan.config, stats, StreamStats())
+        if not plan.active or plan.config is None:
+            raise ValueError("PairTaker needs an active verification plan")
+        self.plan = plan
+        self._pairs = paired_windows(source, config, plan.config, stats, StreamStats())
         self._last = -1
         self.held = 0
         self.covered = 0  # primary windows whose BirdNET windows were all kept
         self._full = False
 
     def take(self, n: int) -> tuple[list[Window], list[Window]]:
-        if self._windows is not None:
-            return list(itertools.islice(self._windows, n)), []
-        assert self._pairs is not None and self.plan is not None
         budget = self.plan.budget if self.plan.shadow else None
         windows: list[Window] = []
         fresh: list[Window] = []
@@ -366,7 +356,7 @@ class GatewayVerifier:
         window_s: float,
         primary: list[tuple[Window, WindowOutput]],
         checks: list[ChunkCheck],
-        taker: PairTaker,
+        taker: PairTaker | None,
     ) -> tuple[RequestVerification | None, list[WindowVerification] | None]:
         """verify=true: the request's verification; shadow: the job queued, nothing shown."""
         if plan is None:
@@ -381,6 +371,7 @@ class GatewayVerifier:
             for v, o in zip(c.spans, c.outputs, strict=True)
         ]
         if plan.shadow:
+            assert taker is not None  # an active plan windows through a PairTaker
             job = ShadowJob(
                 model,
                 plan,

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -23,31 +24,29 @@ from typing import Any, BinaryIO
 import anyio
 import numpy as np
 
-from sevensense.artifacts.manifest import ModelManifest, OutputRole
+from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact
-from sevensense.audio.pipeline import PreprocessConfig, StreamStats
+from sevensense.audio.pipeline import StreamStats, prepare_windows
 from sevensense.audio.windowing import Window
 from sevensense.embeddings.quality import process_monitors
-from sevensense.embeddings.transform import VectorTransform, artifact_sha256, load_transform
 from sevensense.errors import NoModelPathError, QueueError, RequestError, SevensenseError
 from sevensense.inference.engine import (
     EmbedOptions,
     InferenceMeta,
     WindowResult,
-    preprocess_config,
     species_mask,
     to_results,
 )
-from sevensense.inference.species_range import SpeciesFilter
 from sevensense.jobs.records import IndexTarget, JobRecord
 from sevensense.jobs.submit import Deferrer
 from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
+from sevensense.planning.plan import MAX_OVERLAP, PlanLimits, Planner, RequestPlan
 from sevensense.serving.dispatch.birdnet_check import ChunkCheck, GatewayVerifier, PairTaker
 from sevensense.serving.model_paths.fallback import ChunkResult, DeferRequest, FallbackChain
 from sevensense.serving.model_paths.router import PathRouter
 from sevensense.serving.model_service.rpc import WindowItem, from_bytes, to_bytes
 from sevensense.serving.rollout.resolver import ModelResolver
-from sevensense.serving.schemas import MAX_OVERLAP, EmbedParams
+from sevensense.serving.schemas import EmbedParams
 from sevensense.serving.telemetry import tracing
 from sevensense.serving.telemetry.metrics import metrics, publish_quality
 from sevensense.settings import Settings
@@ -61,27 +60,6 @@ class DeferredOutcome:
 
     job: JobRecord
     reason: str
-
-
-@dataclass
-class RequestPlan:
-    """What a request resolved to before its audio is read."""
-
-    artifact: Artifact
-    transform: VectorTransform
-    species: SpeciesFilter | None
-    options: EmbedOptions
-    config: PreprocessConfig
-    k: int
-    window_s: float
-
-    @property
-    def manifest(self) -> ModelManifest:
-        return self.artifact.manifest
-
-    @property
-    def hop_s(self) -> float:
-        return self.window_s * (1.0 - self.config.overlap)
 
 
 @dataclass
@@ -119,6 +97,8 @@ class Gateway:
         self.router = router
         self.resolver = resolver
         self.chain = FallbackChain(settings, router, resolver.registry)
+        self.planner = Planner(settings, resolver.registry)
+        self.limits = PlanLimits(MAX_OVERLAP, settings.serving.max_audio_s)
         self.deferrer = deferrer
         self.verifier = verifier or GatewayVerifier(settings, resolver.registry, None)
 
@@ -129,50 +109,14 @@ class Gateway:
         read: an upload and a live stream are planned by this one method."""
         # In a thread: with the SSM rollout store a poll is a blocking network call.
         artifact = await anyio.to_thread.run_sync(self.resolver.resolve, params.model, routing_key)
-        manifest = artifact.manifest
         if not artifact.present:
             self.resolver.registry.verify(artifact)  # raises ArtifactMissingError with the fix
-        # Before any audio is read: a reducer for another model is refused up front.
-        transform = await anyio.to_thread.run_sync(self._transform, artifact, params)
-        species = None
-        if params.lat is not None or params.species is not None:
-            # In a thread: the first filter at a place runs the range model.
-            species = await anyio.to_thread.run_sync(
-                functools.partial(
-                    self.resolver.species_filter,
-                    self.resolver.labels(artifact),
-                    lat=params.lat,
-                    lon=params.lon,
-                    week=params.week,
-                    threshold=params.sf_thresh,
-                    names=params.species_names(),
-                )
-            )
-        window_s = manifest.window_samples / manifest.sample_rate
-        overlap = params.overlap
-        if params.hop_s is not None:
-            if params.hop_s > window_s:
-                raise RequestError(
-                    f"hop_s {params.hop_s} exceeds the {window_s:g}-s window of {manifest.name}"
-                )
-            overlap = 1.0 - params.hop_s / window_s
-        if overlap is not None and overlap > MAX_OVERLAP:
-            raise RequestError(
-                f"a hop under {1 - MAX_OVERLAP:.0%} of the {window_s:g}-s window "
-                f"(overlap over {MAX_OVERLAP:.0%}) is refused: it multiplies the work per second "
-                "of audio without adding information"
-            )
-        options = EmbedOptions(
-            overlap=overlap,
-            top_k=params.top_k,
-            include_logits=params.include_logits,
-            include_spectrogram=params.include_spectrogram,
-            max_duration_s=self.settings.serving.max_audio_s,
-            species=species.species if species else None,
+        # In a thread: the first filter at a place runs the range model, and a reducer's
+        # model digest may need hashing. A reducer for another model is refused here, before
+        # any audio is read.
+        return await anyio.to_thread.run_sync(
+            self.planner.plan, artifact, params.request_options(), self.limits
         )
-        config = preprocess_config(self.settings, manifest, options)
-        k = self.settings.top_k if params.top_k is None else params.top_k
-        return RequestPlan(artifact, transform, species, options, config, k, window_s)
 
     async def embed(
         self,
@@ -195,7 +139,16 @@ class Gateway:
         plan = self.verifier.plan(artifact, params.verify)
         need_logits = k > 0 or params.include_logits or bool(plan and plan.active)
         stats = StreamStats()
-        pairs = PairTaker(source, config, stats, plan)  # with BirdNET's windows when verifying
+        # BirdNET's windows are cut beside the model's only when a request is verified.
+        pairs = PairTaker(source, config, stats, plan) if plan and plan.active else None
+        plain = prepare_windows(source, config, stats) if pairs is None else None
+
+        def take(n: int) -> tuple[list[Window], list[Window]]:
+            if pairs is not None:
+                return pairs.take(n)
+            assert plain is not None
+            return list(itertools.islice(plain, n)), []
+
         ref = str(manifest.identity)
         serving = self.settings.serving
         slots = asyncio.Semaphore(serving.chunk_concurrency)
@@ -226,7 +179,7 @@ class Gateway:
         try:
             while True:
                 await slots.acquire()
-                batch, fresh = await anyio.to_thread.run_sync(pairs.take, serving.chunk_windows)
+                batch, fresh = await anyio.to_thread.run_sync(take, serving.chunk_windows)
                 if not batch:
                     slots.release()
                     break
@@ -345,23 +298,6 @@ class Gateway:
         raw = [o.logits if logits else None for o in result.outputs]
         return list(zip(results, result.served, result.similarity, raw, strict=True))
 
-    def _transform(self, artifact: Artifact, params: EmbedParams) -> VectorTransform:
-        """The request's reducer and projection, verified for the version serving it (in a
-        thread: a model without a pinned digest is hashed once)."""
-        manifest = artifact.manifest
-        transform = load_transform(
-            self.settings,
-            manifest.name,
-            manifest.version,
-            artifact_sha256(artifact) if params.reduce else None,
-            params.reduce,
-            params.project,
-            curvature=params.curvature,
-            max_norm=params.max_norm,
-        )
-        transform.out_dim(manifest.embedding_dim)
-        return transform
-
     async def _defer(
         self,
         source: BinaryIO,
@@ -436,7 +372,7 @@ class Gateway:
             InferenceMeta(o.model, o.provider, 0, o.batch_size, o.compute_ms / max(1, o.batch_size))
             for o in outputs
         ]
-        labels = self.resolver.labels(artifact)
+        labels = self.planner.labels(artifact)
         results = list(
             to_results(
                 pending,

@@ -39,20 +39,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import (
     JobNotFoundError,
-    ModelError,
     OverloadedError,
     RequestError,
     SevensenseError,
 )
 from sevensense.identity import ApiKeyRecord
 from sevensense.identity import Scope as KeyScope
-from sevensense.inference.engine import species_mask
 from sevensense.jobs.records import IndexTarget, JobStatus
 from sevensense.jobs.store import JobStore
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
     AnalysisParams,
-    DetectionCollector,
     DetectionFormat,
     render,
 )
@@ -533,15 +530,10 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
         rid: str,
         headers: dict[str, str],
     ) -> Response:
-        resolver = context().gateway.resolver
         artifact = outcome.artifact
-        labels = resolver.full_labels(artifact)
-        if labels is None:
-            raise ModelError(f"{artifact.manifest.identity} has no classifier: nothing to detect")
-        allowed = species_mask(resolver.labels(artifact), outcome.species)
-        collector = DetectionCollector(
-            labels, min_conf=params.min_conf, top_k=params.top_k or None, allowed=allowed
-        )
+        planner = context().gateway.planner
+        detections = planner.detections(artifact, outcome.species, params.request_options())
+        collector = detections.collector()
         for result in outcome.results:
             collector.add(result)
         stats = outcome.stats
@@ -556,7 +548,7 @@ def build_app(settings: Settings, context: Callable[[], ApiContext]) -> FastAPI:
                 week=params.week if located else -1.0,
                 overlap=round(outcome.window_s - outcome.hop_s, 4),
             )
-            text = render(fmt, [rec], codes=resolver.species_codes(artifact), params=analysis)
+            text = render(fmt, [rec], codes=detections.codes, params=analysis)
             return Response(text, 200, headers, MEDIA_TYPES[fmt])
         body = DetectResponse(
             request_id=rid,

@@ -1,1 +1,1 @@
-"""Which model service answers a chunk: GPU first, then CPU, behind breakers and the fallback chain."""
+"""Which model service answers a chunk: GPU first, then CPU, behind breakers and fallbacks."""

@@ -8,24 +8,13 @@ served); answering them in one place keeps a canary's split identical everywhere
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 
 from sevensense.artifacts.catalog import default_model
-from sevensense.artifacts.labels import load_full_labels, load_labels
 from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
-from sevensense.errors import ModelNotFoundError, SevensenseError, SpeciesFilterError
-from sevensense.inference.species_range import (
-    ALL_YEAR,
-    DEFAULT_THRESHOLD,
-    SpeciesFilter,
-    SpeciesRangeModel,
-    list_filter,
-    location_filter,
-)
-from sevensense.outputs.detections import load_species_codes
+from sevensense.errors import ModelNotFoundError, SevensenseError
 from sevensense.serving.rollout.weights import RolloutStore, choose_version
 from sevensense.settings import Settings
 
@@ -41,11 +30,7 @@ class ModelResolver:
         self.registry = registry or ModelRegistry(settings.models_dir)
         self._artifacts: list[Artifact] = []
         self._scanned_at = float("-inf")
-        self._labels: dict[tuple[str, str, str], list[str] | None] = {}
-        self._full_labels: dict[tuple[str, str, str], list[str] | None] = {}
-        self._codes: dict[tuple[str, str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
-        self._range_model: SpeciesRangeModel | None = None
 
     @property
     def default_variant(self) -> str:
@@ -78,27 +63,6 @@ class ModelResolver:
             # The cached scan may predate a version registered a moment ago.
             return self.registry.resolve(ref, default_variant=variant)
 
-    def labels(self, artifact: Artifact) -> list[str] | None:
-        key = artifact.key
-        if key not in self._labels:
-            spec = artifact.manifest.labels
-            self._labels[key] = load_labels(spec, artifact.directory) if spec else None
-        return self._labels[key]
-
-    def full_labels(self, artifact: Artifact) -> list[str] | None:
-        """``Scientific_Common`` labels, for detections (cached per artifact)."""
-        key = artifact.key
-        if key not in self._full_labels:
-            spec = artifact.manifest.labels
-            self._full_labels[key] = load_full_labels(spec, artifact.directory) if spec else None
-        return self._full_labels[key]
-
-    def species_codes(self, artifact: Artifact) -> dict[str, str]:
-        key = artifact.key
-        if key not in self._codes:
-            self._codes[key] = load_species_codes(artifact.directory)
-        return self._codes[key]
-
     def served_refs(self) -> list[str]:
         """Every version the rollouts route to, plus the default: what a model service warms."""
         listing = self.registry.artifacts(kind="audio")
@@ -115,32 +79,3 @@ class ModelResolver:
         for name, state in self.store.load().items():
             refs.extend(f"{name}:{v}:{state.variant}" for v, w in state.weights.items() if w > 0)
         return list(dict.fromkeys(refs))
-
-    def species_filter(
-        self,
-        labels: list[str] | None,
-        *,
-        lat: float | None = None,
-        lon: float | None = None,
-        week: int = ALL_YEAR,
-        threshold: float = DEFAULT_THRESHOLD,
-        names: list[str] | None = None,
-    ) -> SpeciesFilter | None:
-        """A request's species filter; location filters are cached (the range model runs
-        once per place, week and threshold per worker)."""
-        if lat is not None and lon is not None:
-            return self._location_filter(lat, lon, week, threshold)
-        if names is not None:
-            if labels is None:
-                raise SpeciesFilterError("this model has no class labels to filter")
-            return list_filter(names, labels)
-        return None
-
-    @functools.lru_cache(maxsize=256)  # noqa: B019 -- one resolver per worker, lives as long
-    def _location_filter(
-        self, lat: float, lon: float, week: int, threshold: float
-    ) -> SpeciesFilter:
-        with self._lock:
-            if self._range_model is None:
-                self._range_model = SpeciesRangeModel.from_registry(self.registry)
-        return location_filter(self._range_model, lat, lon, week, threshold)

@@ -28,7 +28,7 @@ from sevensense.errors import (
     TooManyStreamsError,
 )
 from sevensense.inference.engine import WindowResult
-from sevensense.serving.dispatch.gateway import RequestPlan
+from sevensense.planning.plan import RequestPlan
 from sevensense.serving.stream.protocol import StreamOpen
 from sevensense.serving.stream.verification import StreamVerifier
 from sevensense.settings import StreamSettings
