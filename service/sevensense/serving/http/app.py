@@ -63,11 +63,11 @@ from sevensense.outputs.response import (
     to_arrow,
     to_response,
 )
-from sevensense.serving.access.keys import KeyStore, key_from_headers
+from sevensense.serving.access.admission import admit, anonymous
+from sevensense.serving.access.keys import API_KEY_HEADER, KeyStore, key_from_headers
 from sevensense.serving.access.ratelimit import RateLimiter
 from sevensense.serving.dispatch.gateway import DeferredOutcome, Gateway
 from sevensense.serving.http.front_door import (
-    API_KEY_HEADER,
     STATE_KEY,
     FrontDoor,
     Guards,
@@ -234,7 +234,7 @@ class Authorised:
     scope to decide before the body is read, and leaves the key it admitted in the request
     state; FastAPI then runs this, which returns that key (the request is charged to the
     rate limit once) or, when the front door could not decide (the service was still
-    starting), checks the headers itself."""
+    starting), admits the headers itself."""
 
     def __init__(
         self, scope: KeyScope, serving: ServingSettings, context: Callable[[], ApiContext]
@@ -250,23 +250,12 @@ class Authorised:
         authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     ) -> ApiKeyRecord:
         if not self.serving.auth_required:
-            return ApiKeyRecord(id="anonymous", sha256="0" * 64, scopes=[self.scope])
+            return anonymous(self.scope)
         admitted = request.scope.get("state", {}).get(STATE_KEY)
         if isinstance(admitted, ApiKeyRecord):
             return admitted
         ctx = self.context()
-        try:
-            record = ctx.keys.authenticate(key_from_headers(authorization, x_api_key))
-            ctx.keys.require(record, self.scope)
-        except SevensenseError as exc:
-            metrics().auth_failures.labels(exc.code).inc()
-            raise
-        try:
-            ctx.limiter.check(record.id, record.rate_limit_per_s)
-        except SevensenseError:
-            metrics().rate_limited.labels(record.id).inc()
-            raise
-        return record
+        return admit(ctx.keys, ctx.limiter, key_from_headers(authorization, x_api_key), self.scope)
 
 
 def _route_scope(route: APIRoute) -> KeyScope | None:
