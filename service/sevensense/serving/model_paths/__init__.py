@@ -1,1 +1,2 @@
-"""Which model service answers a chunk: GPU first, then CPU, behind breakers and the fallback chain."""
+"""Which model service answers a chunk: GPU first, then CPU, behind breakers and the
+fallback chain."""
