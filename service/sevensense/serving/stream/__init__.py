@@ -1,1 +1,2 @@
-"""WS /stream: the protocol, resumable sessions, the socket, and the stream's BirdNET cross-check."""
+"""WS /stream: the protocol, resumable sessions, the socket, the stream's BirdNET
+cross-check, and the route the wiring mounts."""
