@@ -28,7 +28,9 @@ from sevensense.serving.access.ratelimit import RateLimiter
 from sevensense.serving.dispatch.birdnet_check import GatewayVerifier
 from sevensense.serving.dispatch.gateway import Gateway
 from sevensense.serving.http import server as http_server
-from sevensense.serving.http.app import ApiContext, JsonForUnmatched, ReadyDetail, build_app
+from sevensense.serving.http.app import build_app
+from sevensense.serving.http.context import ApiContext
+from sevensense.serving.http.outer import JsonForUnmatched, ReadyDetail
 from sevensense.serving.model_paths.router import ModelPath, PathRouter, new_breaker
 from sevensense.serving.model_service.host import ModelHost
 from sevensense.serving.model_service.rpc import (
@@ -41,7 +43,9 @@ from sevensense.serving.model_service.rpc import (
 from sevensense.serving.rollout.activation import RolloutAdmin
 from sevensense.serving.rollout.resolver import ModelResolver
 from sevensense.serving.rollout.weights import make_store
+from sevensense.serving.stream.route import mount_stream
 from sevensense.serving.telemetry import tracing
+from sevensense.serving.tenant_index import SimilarityService
 from sevensense.settings import Settings, cpu_layout, load_settings
 from sevensense.storage.objects import open_store
 
@@ -175,17 +179,25 @@ Verifier = bentoml.service(**_verifier_config)(Verifier)  # type: ignore[misc]
 
 class _LateApp(Starlette):
     """The FastAPI app is built at import, but its state only in the worker; BentoML mounts
-    a Starlette app passively (by its routes), so this forwards both."""
+    a Starlette app passively (by its routes), so this forwards both. The two faces meet
+    here: ``WS /stream`` is mounted on the app that serving/http built, and both share one
+    similarity index (what a stream indexes, ``/search`` finds)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.inner = build_app(SETTINGS, self.context)
+        similarity = SimilarityService(SETTINGS)
+        self.inner = build_app(SETTINGS, self.context, similarity)
+        mount_stream(self.inner, SETTINGS, self.stream_parts, similarity)
         self._context: ApiContext | None = None
 
     def context(self) -> ApiContext:
         if self._context is None:
             raise RuntimeError("the entry service has not started")
         return self._context
+
+    def stream_parts(self) -> tuple[Gateway, KeyStore, RateLimiter]:
+        ctx = self.context()
+        return ctx.gateway, ctx.keys, ctx.limiter
 
     @property
     def routes(self) -> list[BaseRoute]:

@@ -36,6 +36,7 @@ from sevensense.storage.atomic import atomic_write, exclusive_lock, file_signatu
 
 log = logging.getLogger(__name__)
 
+API_KEY_HEADER = "X-API-Key"
 KEY_PREFIX = "7s_"
 DEV_KEY_ID = "dev"
 DEV_KEY_FILE = "dev-api-key"

@@ -43,14 +43,14 @@ from sevensense.errors import (
 )
 from sevensense.identity import ApiKeyRecord
 from sevensense.identity import Scope as KeyScope
-from sevensense.serving.access.keys import KeyStore, key_from_headers
+from sevensense.serving.access.admission import admit
+from sevensense.serving.access.keys import API_KEY_HEADER, KeyStore, key_from_headers
 from sevensense.serving.access.ratelimit import RateLimiter, retry_after_header
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.settings import FrontDoorSettings, ServingSettings
 
 log = logging.getLogger(__name__)
 
-API_KEY_HEADER = "X-API-Key"
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 STATE_KEY = "api_key"  # scope["state"] entry: the record the front door admitted
 # Before refusing a request that has a body, read (and drop) at most this much of it, for at
@@ -233,25 +233,15 @@ class FrontDoor:
         guards = self.guards()
         if guards is None:
             return None
-        m = metrics()
         presented = key_from_headers(
             headers.get(b"authorization", b"").decode("latin-1") or None,
             headers.get(API_KEY_HEADER.lower().encode(), b"").decode("latin-1") or None,
         )
         try:
-            record = guards.keys.authenticate(presented)
-            guards.keys.require(record, needed)
+            return admit(guards.keys, guards.limiter, presented, needed)
         except SevensenseError as exc:
-            m.auth_failures.labels(exc.code).inc()
-            m.front_door_refusals.labels(exc.code).inc()
+            metrics().front_door_refusals.labels(exc.code).inc()
             raise
-        try:
-            guards.limiter.check(record.id, record.rate_limit_per_s)
-        except SevensenseError:
-            m.rate_limited.labels(record.id).inc()
-            m.front_door_refusals.labels("rate_limited").inc()
-            raise
-        return record
 
     # --- while the body arrives --------------------------------------------------------------
 

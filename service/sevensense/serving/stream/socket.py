@@ -1,4 +1,4 @@
-"""``WS /stream``: one connection of a live stream (protocol in :mod:`.stream_api`).
+"""``WS /stream``: one connection of a live stream (protocol in :mod:`.protocol`).
 
 Two tasks per connection. The reader takes frames, decodes, resamples and cuts windows
 with the file path's code (:mod:`sevensense.audio.live`) and hands each frame's windows to
@@ -43,11 +43,11 @@ from sevensense.errors import (
 from sevensense.identity import ApiKeyRecord
 from sevensense.inference.engine import WindowResult
 from sevensense.outputs.response import window_json
-from sevensense.serving.access.keys import KeyStore, key_from_headers
+from sevensense.serving.access.admission import admit, anonymous
+from sevensense.serving.access.keys import API_KEY_HEADER, KeyStore, key_from_headers
 from sevensense.serving.access.ratelimit import RateLimiter
 from sevensense.serving.dispatch.birdnet_check import describe_error
 from sevensense.serving.dispatch.gateway import Gateway
-from sevensense.serving.http.front_door import API_KEY_HEADER
 from sevensense.serving.model_service.rpc import WindowOutput
 from sevensense.serving.stream.protocol import (
     NORMAL_CLOSE,
@@ -197,24 +197,13 @@ class _Connection:
     def _authenticate(self, opened: StreamOpen) -> ApiKeyRecord:
         serving = self.endpoint.settings.serving
         if not serving.auth_required:
-            return ApiKeyRecord(id="anonymous", sha256="0" * 64, scopes=["embed"])
+            return anonymous("embed")
         _, keys, limiter = self.endpoint.parts()
         headers = self.ws.headers
         presented = opened.api_key or key_from_headers(
             headers.get("authorization"), headers.get(API_KEY_HEADER)
         )
-        try:
-            record = keys.authenticate(presented)
-            keys.require(record, "embed")
-        except SevensenseError as exc:
-            metrics().auth_failures.labels(exc.code).inc()
-            raise
-        try:
-            limiter.check(record.id, record.rate_limit_per_s)
-        except SevensenseError:
-            metrics().rate_limited.labels(record.id).inc()
-            raise
-        return record
+        return admit(keys, limiter, presented, "embed")
 
     async def _attach(self, opened: StreamOpen, key: ApiKeyRecord) -> None:
         endpoint = self.endpoint
