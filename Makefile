@@ -83,6 +83,12 @@ load-streams: setup
 quickstart: setup
 	./scripts/quickstart.sh
 
+# The documentation site (docs/, mkdocs.yml), offline, into out/site/ (open out/site/index.html).
+# --strict: a link to a missing page or anchor fails the build.
+.PHONY: docs
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict -d out/site
+
 # Build the Bento (offline) into $BENTOML_HOME (default ~/bentoml); containerize needs Docker.
 bento: setup
 	BENTOML_DO_NOT_TRACK=true .venv/bin/bentoml build -f bentofile.yaml
