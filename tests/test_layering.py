@@ -63,7 +63,7 @@ FRAMEWORKS: dict[str, frozenset[str]] = {
     "fastapi": frozenset({"serving"}),
     "starlette": frozenset({"serving"}),
     "uvicorn": frozenset({"serving"}),
-    "click": frozenset({"cli", "worker"}),
+    "click": frozenset({"cli"}),
 }
 
 

@@ -170,7 +170,7 @@ def test_metrics_endpoint(tmp_path: Path) -> None:
 
 
 def test_threads_are_shared_out_between_messages() -> None:
-    from sevensense.worker.cli import intra_threads_per_message
+    from sevensense.cli.worker import intra_threads_per_message
 
     assert [intra_threads_per_message(c, cores=2) for c in (1, 2, 3)] == [2, 1, 1]
     assert [intra_threads_per_message(c, cores=16) for c in (1, 2, 4)] == [4, 2, 1]

@@ -15,7 +15,6 @@ import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +27,6 @@ from sevensense.embeddings.transform import VectorTransform, artifact_sha256, lo
 from sevensense.errors import ModelError, RequestError, SpeciesFilterError
 from sevensense.inference.engine import EmbedOptions, preprocess_config, species_mask
 from sevensense.inference.species_range import (
-    ALL_YEAR,
-    DEFAULT_THRESHOLD,
     SpeciesFilter,
     SpeciesRangeModel,
     list_filter,
@@ -41,50 +38,8 @@ from sevensense.outputs.detections import (
     DetectionCollector,
     load_species_codes,
 )
+from sevensense.planning.options import OFFLINE, PlanLimits, RequestOptions
 from sevensense.settings import Settings
-
-# A hop under a tenth of the window multiplies the work per second of audio without
-# adding information.
-MAX_OVERLAP = 0.9
-
-
-@dataclass(frozen=True)
-class RequestOptions:
-    """What a caller asked for, in the words every face shares; None means the default."""
-
-    model: str | None = None
-    overlap: float | None = None
-    hop_s: float | None = None
-    top_k: int | None = None
-    include_logits: bool = False
-    include_spectrogram: bool = False
-    padding: str | None = None
-    energy_threshold: float | None = None
-    lat: float | None = None
-    lon: float | None = None
-    week: int = ALL_YEAR
-    sf_thresh: float = DEFAULT_THRESHOLD
-    species: tuple[str, ...] | None = None  # names, as an HTTP field or a stream sends them
-    species_file: Path | None = None  # a list file, as the CLI and the worker name it
-    reduce: str | None = None
-    project: str | None = None
-    curvature: float = 1.0
-    max_norm: float = 0.999
-    detect: bool = False  # detections: every class's score is needed
-    min_conf: float = 0.25
-
-
-@dataclass(frozen=True)
-class PlanLimits:
-    """What a face allows: a service bounds the work one request may ask for, an offline
-    run on the user's own machine need not."""
-
-    max_overlap: float | None = None
-    max_duration_s: float | None = None
-
-
-SERVICE_LIMITS = PlanLimits(max_overlap=MAX_OVERLAP)
-OFFLINE = PlanLimits()
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
 from sevensense.outputs.response import EmbedResponse
-from sevensense.planning.plan import MAX_OVERLAP, RequestOptions
+from sevensense.planning.options import MAX_OVERLAP, RequestOptions
 from sevensense.quality_gate.gate import GateOutcome
 from sevensense.quality_gate.store import StoredCheck
 from sevensense.serving.model_service.rpc import PrepareResult

@@ -34,7 +34,8 @@ from sevensense.jobs.records import (
 )
 from sevensense.jobs.store import JobStore
 from sevensense.outputs.response import WORKER, EmbedOutcome, EmbedResponse, Timing, to_response
-from sevensense.planning.plan import Planner, RequestOptions
+from sevensense.planning.options import RequestOptions
+from sevensense.planning.plan import Planner
 from sevensense.queues.base import Message
 from sevensense.storage.objects import open_store
 from sevensense.worker.base import CancelledError, Handler, HandlerResult, Heartbeat, WorkerContext

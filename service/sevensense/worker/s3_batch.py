@@ -53,7 +53,8 @@ from sevensense.outputs.detections import (
     render,
 )
 from sevensense.outputs.writers import ParquetWriter
-from sevensense.planning.plan import DetectionPlan, Planner, RequestOptions
+from sevensense.planning.options import RequestOptions
+from sevensense.planning.plan import DetectionPlan, Planner
 from sevensense.queues.base import Message
 from sevensense.settings import WorkerSettings
 from sevensense.storage.s3_stream import S3ObjectReader

@@ -40,7 +40,8 @@ from sevensense.inference.engine import (
 from sevensense.jobs.records import IndexTarget, JobRecord
 from sevensense.jobs.submit import Deferrer
 from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
-from sevensense.planning.plan import MAX_OVERLAP, PlanLimits, Planner, RequestPlan
+from sevensense.planning.options import MAX_OVERLAP, PlanLimits
+from sevensense.planning.plan import Planner, RequestPlan
 from sevensense.serving.dispatch.birdnet_check import ChunkCheck, GatewayVerifier, PairTaker
 from sevensense.serving.model_paths.fallback import ChunkResult, DeferRequest, FallbackChain
 from sevensense.serving.model_paths.router import PathRouter

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.cli import main
 from sevensense.inference.engine import EmbeddingEngine
-from sevensense.quality_gate import appendix_b, store
+from sevensense.quality_gate import checklist, store
 from sevensense.quality_gate.checklist import birdnet_item, duplicates_item, spectrum
 from sevensense.quality_gate.store import checked, load_stored
 from tests.broken_models import NAME, build_gate_model
@@ -75,7 +75,7 @@ def test_healthy_model_passes_every_item(gate_models: Path, reference_dir: Path)
     code, body = check(gate_models, f"{NAME}:1.0.0", "--audio", str(reference_dir))
     assert code == 0, body
     found = statuses(body)
-    assert list(found) == [i for i, _ in appendix_b.ITEMS]
+    assert list(found) == [i for i, _ in checklist.ITEMS]
     assert set(found.values()) == {"pass"}
     figures = {i["id"]: i["figure"] for i in body["items"]}
     assert figures["batch_consistency"]["max_abs_delta"] <= 1e-5

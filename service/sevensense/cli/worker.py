@@ -1,7 +1,9 @@
 """``sevensense worker``: serve the batch-jobs queue (S3 events) and the deferred queue.
 
-S3 events are handled by :mod:`sevensense.worker.s3_batch`, deferred requests by
-:mod:`sevensense.worker.job_handler`.
+The worker package is the loop and its handlers (S3 events in
+:mod:`sevensense.worker.s3_batch`, deferred requests in :mod:`sevensense.worker.job_handler`);
+this module is the face that wires them to the settings and the command line, so that
+click stays out of the worker.
 """
 
 from __future__ import annotations
@@ -15,13 +17,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sevensense.embeddings.quality import process_monitors
+from sevensense.cli.common import fail
 from sevensense.errors import SevensenseError
 from sevensense.settings import Settings, process_cpus
-from sevensense.worker.base import Handler, WorkerContext
-from sevensense.worker.events import KIND_S3
 
 if TYPE_CHECKING:
+    from sevensense.worker.base import Handler
     from sevensense.worker.runner import RunnerOptions, Worker
 
 log = logging.getLogger("sevensense.worker")
@@ -47,6 +48,8 @@ def build_worker(settings: Settings, *, queues: str, options: RunnerOptions) -> 
     from sevensense.inference.engine import EmbeddingEngine
     from sevensense.queues import open_batch_queue, open_deferred_queue
     from sevensense.storage.objects import default_s3_client
+    from sevensense.worker.base import WorkerContext
+    from sevensense.worker.events import KIND_S3
     from sevensense.worker.job_handler import deferred_handlers
     from sevensense.worker.runner import PolledQueue, Worker
     from sevensense.worker.s3_batch import S3BatchHandler
@@ -128,6 +131,7 @@ def worker(
     retry_backoff_s: float,
 ) -> None:
     """Long-poll the batch-jobs and deferred-request queues and process their messages."""
+    from sevensense.embeddings.quality import process_monitors
     from sevensense.worker.runner import RunnerOptions
 
     settings: Settings = ctx.find_root().obj["settings"]
@@ -149,8 +153,7 @@ def worker(
     try:
         runner = build_worker(settings, queues=queues, options=options)
     except SevensenseError as exc:
-        click.echo(f"error [{exc.code}]: {exc.message}", err=True)
-        sys.exit(2)
+        fail(exc)
     port = w.metrics_port if metrics_port is None else metrics_port
     if port:
         runner.metrics.serve(port)
