@@ -1,6 +1,6 @@
 """What several command groups share, so each states it once: the exit codes and the error
 line, the settings the root group loaded, ``--hop`` as an overlap, the audio paths, the
-progress bar, the species filter and the vector transform a command's options ask for.
+progress bar, and the request plan a command's options ask for (by the shared planner).
 
 Heavy modules are imported inside the helpers that need them: importing this module (as
 every command module does) must not load the engine, the decoder or the range model.
@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from sevensense.errors import SevensenseError, SpeciesFilterError
+from sevensense.errors import RequestError, SevensenseError
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
-    from sevensense.artifacts.registry import ModelRegistry
-    from sevensense.embeddings.transform import VectorTransform
-    from sevensense.inference.engine import WindowResult
+    from sevensense.inference.engine import EmbeddingEngine, WindowResult
     from sevensense.inference.recordings import RunSummary
     from sevensense.inference.sessions import LoadedModel
     from sevensense.inference.species_range import SpeciesFilter
+    from sevensense.planning.options import RequestOptions
+    from sevensense.planning.plan import RequestPlan
     from sevensense.settings import Settings
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
@@ -52,15 +52,17 @@ def parse_time(value: str) -> datetime:
 
 
 def hop_overlap(model: LoadedModel, overlap: float | None, hop: float | None) -> float | None:
-    """``--hop`` (seconds) as the overlap fraction ``--overlap`` gives directly."""
-    if hop is None:
-        return overlap
-    if overlap is not None:
+    """``--hop`` (seconds) as the overlap fraction ``--overlap`` gives directly, by the
+    planner's rule; a bad value is a usage error naming the flag."""
+    from sevensense.planning.options import RequestOptions
+    from sevensense.planning.plan import resolve_overlap
+
+    if hop is not None and overlap is not None:
         raise click.UsageError("give --overlap or --hop, not both")
-    window_s = model.manifest.window_seconds
-    if not 0 < hop <= window_s:
-        raise click.UsageError(f"--hop must be in (0, {window_s}] s for {model.identity}")
-    return 1.0 - hop / window_s
+    try:
+        return resolve_overlap(model.manifest, RequestOptions(overlap=overlap, hop_s=hop))
+    except RequestError as exc:
+        raise click.UsageError(f"--hop: {exc.message}") from None
 
 
 def audio_files(paths: tuple[Path, ...]) -> list[Path]:
@@ -122,58 +124,21 @@ def window_progress(bar: tqdm) -> Callable[[WindowResult], None]:
     return progress
 
 
-def vector_transform(
-    settings: Settings,
-    model: LoadedModel,
-    reduce_ref: str | None,
-    project: str | None,
-    curvature: float,
-    max_norm: float,
-) -> VectorTransform:
-    """The transform :func:`~sevensense.cli.options.transform_options` asked for."""
-    from sevensense.embeddings.transform import artifact_sha256, load_transform
-
-    m = model.manifest
-    return load_transform(
-        settings,
-        m.name,
-        m.version,
-        artifact_sha256(model.artifact),
-        reduce_ref,
-        project,
-        curvature=curvature,
-        max_norm=max_norm,
-    )
-
-
-def species_filter(
-    registry: ModelRegistry,
-    labels: list[str] | None,
-    lat: float | None,
-    lon: float | None,
-    week: int,
-    sf_thresh: float,
-    species_list: Path | None,
-) -> SpeciesFilter | None:
-    """Raises SpeciesFilterError on bad values; UsageError on a bad combination."""
-    from sevensense.inference.species_range import (
-        SpeciesRangeModel,
-        list_filter,
-        load_species_list,
-        location_filter,
-    )
-
+def check_species_flags(lat: float | None, lon: float | None, species_list: Path | None) -> None:
+    """The combinations the planner refuses, refused first in the words of the flags."""
     if (lat is None) != (lon is None):
         raise click.UsageError("--lat and --lon go together")
     if lat is not None and species_list is not None:
         raise click.UsageError("give --lat/--lon or --species-list, not both")
-    if lat is not None and lon is not None:
-        return location_filter(SpeciesRangeModel.from_registry(registry), lat, lon, week, sf_thresh)
-    if species_list is not None:
-        if labels is None:
-            raise SpeciesFilterError("this model has no class labels to filter")
-        return list_filter(load_species_list(species_list, labels), labels)
-    return None
+
+
+def plan_request(
+    engine: EmbeddingEngine, model: LoadedModel, options: RequestOptions
+) -> RequestPlan:
+    """The shared planner's plan for a run: every recording of it gets the same request."""
+    from sevensense.planning.plan import Planner
+
+    return Planner(engine.settings, engine.registry).plan(model.artifact, options)
 
 
 def describe_species(species: SpeciesFilter | None) -> str:

@@ -17,12 +17,13 @@ from sevensense.cli.common import (
     EXIT_PARTIAL,
     audio_bar,
     audio_files,
+    check_species_flags,
     describe_species,
     fail,
     hop_overlap,
+    plan_request,
     report_failures,
     settings_of,
-    species_filter,
     window_progress,
 )
 from sevensense.cli.options import species_options
@@ -83,46 +84,48 @@ def detect(
 ) -> None:
     """Species detections per window in BirdNET-Analyzer's formats (Raven, Audacity, CSV,
     Kaleidoscope) or Parquet."""
-    from sevensense.artifacts.labels import load_full_labels
-    from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, species_mask
+    from sevensense.inference.engine import EmbeddingEngine
     from sevensense.inference.recordings import embed_recordings
-    from sevensense.outputs.detections import (
-        AnalysisParams,
-        DetectionCollector,
-        load_species_codes,
-        write_detections,
-    )
+    from sevensense.outputs.detections import write_detections
+    from sevensense.planning.options import RequestOptions
 
     settings = settings_of(ctx)
     try:
         engine = EmbeddingEngine(settings)
         model = engine.model(model_ref)
-        spec = model.manifest.labels
-        if spec is None or not model.manifest.n_classes:
-            raise ModelError(f"{model.identity} has no classifier: nothing to detect")
-        labels = load_full_labels(spec, model.artifact.directory)
-        species = species_filter(
-            engine.registry, model.labels, lat, lon, week, sf_thresh, species_list
+        check_species_flags(lat, lon, species_list)
+        plan = plan_request(
+            engine,
+            model,
+            RequestOptions(
+                overlap=hop_overlap(model, overlap, hop),
+                top_k=top_k,
+                lat=lat,
+                lon=lon,
+                week=week,
+                sf_thresh=sf_thresh,
+                species_file=species_list,
+                detect=True,
+                min_conf=min_conf,
+            ),
         )
-        codes = load_species_codes(model.artifact.directory)
-        window_s = model.manifest.window_seconds
-        overlap = hop_overlap(model, overlap, hop)
+        detections = plan.detections
+        if detections is None:  # a detect=True plan always has them
+            raise ModelError(f"{model.identity}: no detections planned")
     except SevensenseError as exc:
         fail(exc)
     files = audio_files(paths)
     single_file = out_path.suffix != "" and not out_path.is_dir()
     if single_file and fmt == "audacity" and len(files) > 1:
         raise click.UsageError("Audacity labels name no file: give a directory as --out")
-    options = EmbedOptions(overlap=overlap, top_k=0, include_logits=True)
-    allowed = species_mask(model.labels, species.species if species else None)
-    collector = DetectionCollector(labels, min_conf=min_conf, top_k=top_k, allowed=allowed)
+    collector = detections.collector()
     bar = audio_bar(files, quiet, "audio analysed")
     summary = embed_recordings(
         engine,
         files,
         collector.add,
         model=model,
-        options=options,
+        options=plan.options,
         on_window=window_progress(bar),
     )
     bar.close()
@@ -131,13 +134,6 @@ def detect(
         for r in summary.recordings
         if r.status != "failed"
     ]
-    located = species is not None and species.kind == "location"
-    params = AnalysisParams(
-        lat=lat if located and lat is not None else -1.0,
-        lon=lon if located and lon is not None else -1.0,
-        week=week if located else -1.0,
-        overlap=round(window_s * (overlap or 0.0), 4),
-    )
     root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
     written = write_detections(
         recordings,
@@ -146,8 +142,8 @@ def detect(
         single_file=single_file,
         combined=combined,
         root=root,
-        codes=codes,
-        params=params,
+        codes=detections.codes,
+        params=plan.analysis(),
     )
     report_failures(summary)
     found = sum(len(r.detections) for r in recordings)
@@ -156,7 +152,7 @@ def detect(
         f"files ({summary.audio_s:.1f} s audio) in {summary.wall_s:.2f} s "
         f"[{summary.model} on {summary.provider}] -> {', '.join(str(p) for p in written[:3])}"
         + (f" (+{len(written) - 3} more)" if len(written) > 3 else "")
-        + describe_species(species)
+        + describe_species(plan.species)
     )
     if not recordings:
         sys.exit(EXIT_FAILED)

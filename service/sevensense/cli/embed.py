@@ -19,14 +19,14 @@ from sevensense.cli.common import (
     EXIT_PARTIAL,
     audio_bar,
     audio_files,
+    check_species_flags,
     describe_species,
     fail,
     hop_overlap,
     parse_time,
+    plan_request,
     report_failures,
     settings_of,
-    species_filter,
-    vector_transform,
     window_progress,
 )
 from sevensense.cli.options import index_options, species_options, transform_options
@@ -105,9 +105,10 @@ def embed(
     from sevensense.embeddings.quality import QualityMonitors
     from sevensense.index.ingest import Indexer, space_info
     from sevensense.index.store import open_index
-    from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
+    from sevensense.inference.engine import EmbeddingEngine, WindowResult
     from sevensense.inference.recordings import embed_recordings
     from sevensense.outputs.writers import open_writer
+    from sevensense.planning.options import RequestOptions
 
     settings = settings_of(ctx)
     if batch_size is not None:
@@ -116,26 +117,32 @@ def embed(
     try:
         engine = EmbeddingEngine(settings)
         model = engine.model(model_ref)
-        overlap = hop_overlap(model, overlap, hop)
-        species = species_filter(
-            engine.registry, model.labels, lat, lon, week, sf_thresh, species_list
+        check_species_flags(lat, lon, species_list)
+        plan = plan_request(
+            engine,
+            model,
+            RequestOptions(
+                overlap=hop_overlap(model, overlap, hop),
+                padding=padding,
+                energy_threshold=energy_threshold,
+                top_k=top_k,
+                include_logits=include_logits,
+                lat=lat,
+                lon=lon,
+                week=week,
+                sf_thresh=sf_thresh,
+                species_file=species_list,
+                reduce=reduce_ref,
+                project=project,
+                curvature=curvature,
+                max_norm=max_norm,
+            ),
         )
-        options = EmbedOptions(
-            overlap=overlap,
-            padding=padding,  # type: ignore[arg-type]
-            energy_threshold=energy_threshold,
-            top_k=top_k,
-            include_logits=include_logits,
-            species=species.species if species else None,
-        )
-        transform = vector_transform(settings, model, reduce_ref, project, curvature, max_norm)
-        dim = transform.out_dim(model.manifest.embedding_dim)
+        species, options, transform, dim = plan.species, plan.options, plan.transform, plan.out_dim
         indexer = None
         if index_name is not None:
             when = parse_time(recorded_at) if recorded_at else None
-            hop_s = (
-                (1 - (overlap or 0.0)) * model.manifest.window_samples / model.manifest.sample_rate
-            )
+            hop_s = (1 - (options.overlap or 0.0)) * plan.window_s
             info = space_info(model.manifest, transform, hop_s)
             indexer = Indexer(open_index(settings, index_name), info, tenant, site, when)
     except SevensenseError as exc:

@@ -18,8 +18,8 @@ from sevensense.cli.common import (
     fail,
     hop_overlap,
     parse_time,
+    plan_request,
     settings_of,
-    vector_transform,
 )
 from sevensense.cli.options import index_options, transform_options
 from sevensense.errors import IndexNotFoundError, RequestError, SevensenseError
@@ -230,8 +230,9 @@ def index_reindex(
         space_info,
     )
     from sevensense.index.records import RecordingRef
-    from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+    from sevensense.inference.engine import EmbeddingEngine
     from sevensense.inference.recordings import embed_recordings
+    from sevensense.planning.options import RequestOptions
 
     settings = settings_of(ctx)
     index = _open_index(settings, index_name)
@@ -270,13 +271,23 @@ def index_reindex(
             raise RequestError("nothing to reindex: give Parquet or audio files, or --from-space")
         engine = EmbeddingEngine(settings)
         model = engine.model(model_ref)
-        transform = vector_transform(settings, model, reduce_ref, project, curvature, max_norm)
-        window_overlap = hop_overlap(model, overlap, hop)
+        plan = plan_request(
+            engine,
+            model,
+            RequestOptions(
+                overlap=hop_overlap(model, overlap, hop),
+                top_k=0,
+                reduce=reduce_ref,
+                project=project,
+                curvature=curvature,
+                max_norm=max_norm,
+            ),
+        )
+        transform, options = plan.transform, plan.options
         info = space_info(model.manifest, transform)
         if from_space == info.key.slug:
             raise RequestError("--from-space is the target space itself; choose the new model")
         index.drop_space(info.key)
-        options = EmbedOptions(overlap=window_overlap, top_k=0)
         added = 0
         missing = []
         for ref in sources:
@@ -354,7 +365,8 @@ def search(
         space_info,
     )
     from sevensense.index.records import Scope
-    from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+    from sevensense.inference.engine import EmbeddingEngine
+    from sevensense.planning.options import RequestOptions
 
     settings = settings_of(ctx)
     flt = _search_filter(filters)
@@ -371,9 +383,20 @@ def search(
         else:
             engine = EmbeddingEngine(settings)
             model = engine.model(model_ref)
-            transform = vector_transform(settings, model, reduce_ref, project, curvature, max_norm)
+            plan = plan_request(
+                engine,
+                model,
+                RequestOptions(
+                    overlap=overlap,
+                    top_k=0,
+                    reduce=reduce_ref,
+                    project=project,
+                    curvature=curvature,
+                    max_norm=max_norm,
+                ),
+            )
+            transform, options = plan.transform, plan.options
             info = space_info(model.manifest, transform)
-            options = EmbedOptions(overlap=overlap, top_k=0)
             results = [
                 transform.apply_result(r)
                 for r in engine.embed_file(query, model=model, options=options)

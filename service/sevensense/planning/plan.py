@@ -96,6 +96,29 @@ class RequestPlan:
         )
 
 
+def resolve_overlap(
+    manifest: ModelManifest, options: RequestOptions, limits: PlanLimits = OFFLINE
+) -> float | None:
+    """``hop_s`` wins over ``overlap``; a hop longer than the window, or denser than the
+    face allows, is refused. None: the profile's or the model's default."""
+    window_s = manifest.window_samples / manifest.sample_rate
+    overlap = options.overlap
+    if options.hop_s is not None:
+        if not 0 < options.hop_s <= window_s:
+            raise RequestError(
+                f"hop_s {options.hop_s} must be in (0, {window_s:g}] s, the window of "
+                f"{manifest.name}"
+            )
+        overlap = 1.0 - options.hop_s / window_s
+    if overlap is not None and limits.max_overlap is not None and overlap > limits.max_overlap:
+        raise RequestError(
+            f"a hop under {1 - limits.max_overlap:.0%} of the {window_s:g}-s window "
+            f"(overlap over {limits.max_overlap:.0%}) is refused: it multiplies the work per "
+            "second of audio without adding information"
+        )
+    return overlap
+
+
 class Planner:
     """Plans requests for one process: labels, species codes and location filters are read
     or computed once and shared by every request (the range model runs once per place,
@@ -165,28 +188,6 @@ class Planner:
                 self._range_model = SpeciesRangeModel.from_registry(self.registry)
         return location_filter(self._range_model, lat, lon, week, threshold)
 
-    def overlap(
-        self, manifest: ModelManifest, options: RequestOptions, limits: PlanLimits
-    ) -> float | None:
-        """``hop_s`` wins over ``overlap``; a hop longer than the window, or denser than the
-        face allows, is refused."""
-        window_s = manifest.window_samples / manifest.sample_rate
-        overlap = options.overlap
-        if options.hop_s is not None:
-            if not 0 < options.hop_s <= window_s:
-                raise RequestError(
-                    f"hop_s {options.hop_s} must be in (0, {window_s:g}] s, the window of "
-                    f"{manifest.name}"
-                )
-            overlap = 1.0 - options.hop_s / window_s
-        if overlap is not None and limits.max_overlap is not None and overlap > limits.max_overlap:
-            raise RequestError(
-                f"a hop under {1 - limits.max_overlap:.0%} of the {window_s:g}-s window "
-                f"(overlap over {limits.max_overlap:.0%}) is refused: it multiplies the work per "
-                "second of audio without adding information"
-            )
-        return overlap
-
     def transform(self, artifact: Artifact, options: RequestOptions) -> VectorTransform:
         """The reducer and projection, verified for this exact version (a model without a
         pinned digest is hashed once, so call it off the event loop)."""
@@ -227,7 +228,7 @@ class Planner:
         manifest = artifact.manifest
         transform = self.transform(artifact, options)
         species = self.species_filter(artifact, options)
-        overlap = self.overlap(manifest, options, limits)
+        overlap = resolve_overlap(manifest, options, limits)
         allowed = species.species if species else None
         detections = self.detections(artifact, allowed, options) if options.detect else None
         embed = EmbedOptions(
