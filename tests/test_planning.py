@@ -18,14 +18,14 @@ from sevensense.artifacts.manifest import MANIFEST_NAME
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.errors import ModelError, RequestError, SpeciesFilterError
 from sevensense.inference.engine import EmbeddingEngine
-from sevensense.planning.plan import (
+from sevensense.planning.options import (
     MAX_OVERLAP,
     OFFLINE,
     SERVICE_LIMITS,
     PlanLimits,
-    Planner,
     RequestOptions,
 )
+from sevensense.planning.plan import Planner
 from sevensense.settings import SpeciesFilterSettings, WorkerSettings
 from sevensense.worker.s3_batch import S3BatchHandler
 from tests.conftest import MODELS, make_settings

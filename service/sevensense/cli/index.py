@@ -27,6 +27,9 @@ from sevensense.errors import IndexNotFoundError, RequestError, SevensenseError
 if TYPE_CHECKING:
     from sevensense.index.base import VectorIndex
     from sevensense.index.records import SearchFilter
+    from sevensense.inference.engine import EmbeddingEngine
+    from sevensense.inference.sessions import LoadedModel
+    from sevensense.planning.plan import RequestPlan
     from sevensense.settings import Settings
 
 
@@ -232,7 +235,6 @@ def index_reindex(
     from sevensense.index.records import RecordingRef
     from sevensense.inference.engine import EmbeddingEngine
     from sevensense.inference.recordings import embed_recordings
-    from sevensense.planning.options import RequestOptions
 
     settings = settings_of(ctx)
     index = _open_index(settings, index_name)
@@ -271,17 +273,14 @@ def index_reindex(
             raise RequestError("nothing to reindex: give Parquet or audio files, or --from-space")
         engine = EmbeddingEngine(settings)
         model = engine.model(model_ref)
-        plan = plan_request(
+        plan = _vectors_plan(
             engine,
             model,
-            RequestOptions(
-                overlap=hop_overlap(model, overlap, hop),
-                top_k=0,
-                reduce=reduce_ref,
-                project=project,
-                curvature=curvature,
-                max_norm=max_norm,
-            ),
+            hop_overlap(model, overlap, hop),
+            reduce_ref,
+            project,
+            curvature,
+            max_norm,
         )
         transform, options = plan.transform, plan.options
         info = space_info(model.manifest, transform)
@@ -366,7 +365,6 @@ def search(
     )
     from sevensense.index.records import Scope
     from sevensense.inference.engine import EmbeddingEngine
-    from sevensense.planning.options import RequestOptions
 
     settings = settings_of(ctx)
     flt = _search_filter(filters)
@@ -383,18 +381,7 @@ def search(
         else:
             engine = EmbeddingEngine(settings)
             model = engine.model(model_ref)
-            plan = plan_request(
-                engine,
-                model,
-                RequestOptions(
-                    overlap=overlap,
-                    top_k=0,
-                    reduce=reduce_ref,
-                    project=project,
-                    curvature=curvature,
-                    max_norm=max_norm,
-                ),
-            )
+            plan = _vectors_plan(engine, model, overlap, reduce_ref, project, curvature, max_norm)
             transform, options = plan.transform, plan.options
             info = space_info(model.manifest, transform)
             results = [
@@ -440,3 +427,26 @@ def search(
                 f"  {rank_:3d}  {n.recording_id}  {n.start_s:.2f}-{n.end_s:.2f} s  "
                 f"similarity {n.score:.4f}"
             )
+
+
+def _vectors_plan(
+    engine: EmbeddingEngine,
+    model: LoadedModel,
+    overlap: float | None,
+    reduce_ref: str | None,
+    project: str | None,
+    curvature: float,
+    max_norm: float,
+) -> RequestPlan:
+    """Vectors only (no top-k), in the space the transform options name."""
+    from sevensense.planning.options import RequestOptions
+
+    options = RequestOptions(
+        overlap=overlap,
+        top_k=0,
+        reduce=reduce_ref,
+        project=project,
+        curvature=curvature,
+        max_norm=max_norm,
+    )
+    return plan_request(engine, model, options)
