@@ -72,7 +72,7 @@ from sevensense.serving.stream.sessions import (
     speed_wait,
     unknown_stream,
 )
-from sevensense.serving.stream.verification import StreamVerifier
+from sevensense.serving.stream.birdnet_check import StreamVerifier
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.serving.tenant_index import SimilarityService
 from sevensense.settings import Settings
