@@ -29,8 +29,8 @@ from sevensense.errors import (
 )
 from sevensense.inference.engine import WindowResult
 from sevensense.planning.plan import RequestPlan
-from sevensense.serving.stream.protocol import StreamOpen
 from sevensense.serving.stream.birdnet_check import StreamVerifier
+from sevensense.serving.stream.protocol import StreamOpen
 from sevensense.settings import StreamSettings
 
 

@@ -49,6 +49,7 @@ from sevensense.serving.access.ratelimit import RateLimiter
 from sevensense.serving.dispatch.birdnet_check import describe_error
 from sevensense.serving.dispatch.gateway import Gateway
 from sevensense.serving.model_service.rpc import WindowOutput
+from sevensense.serving.stream.birdnet_check import StreamVerifier
 from sevensense.serving.stream.protocol import (
     NORMAL_CLOSE,
     ClientMessage,
@@ -72,7 +73,6 @@ from sevensense.serving.stream.sessions import (
     speed_wait,
     unknown_stream,
 )
-from sevensense.serving.stream.birdnet_check import StreamVerifier
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.serving.tenant_index import SimilarityService
 from sevensense.settings import Settings
