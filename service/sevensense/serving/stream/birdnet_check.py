@@ -11,16 +11,26 @@ again after a resume.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import anyio
 import numpy as np
 
 from sevensense.audio.live import LiveWindows
 from sevensense.audio.windowing import Window
-from sevensense.serving.dispatch.birdnet_check import Plan, compute, record
+from sevensense.serving.dispatch.birdnet_check import (
+    GatewayVerifier,
+    Plan,
+    compute,
+    describe_error,
+    record,
+)
 from sevensense.serving.model_service.rpc import WindowOutput
+from sevensense.serving.stream.protocol import StreamVerification
 from sevensense.verification.agreement import (
     AgreementSummary,
     WindowVerification,
@@ -138,3 +148,64 @@ class StreamVerifier:
 
     def summary(self) -> AgreementSummary:
         return summary_of(self.agreements, self.windows, self.discrepancies, self.reasons)
+
+
+class CrossChecks:
+    """One connection's BirdNET calls: in flight beside the model's windows, each primary
+    window's verification sent as its own message once its BirdNET windows are answered.
+    A verifier failure never fails the stream; the state stays in the session, so a resume
+    sends the unanswered BirdNET windows again."""
+
+    def __init__(
+        self,
+        verifier: GatewayVerifier,
+        send: Callable[[str], Awaitable[None]],
+        on_answer: Callable[[], None],
+    ) -> None:
+        self.verifier = verifier
+        self.send = send
+        self.on_answer = on_answer  # wakes whoever waits for pending windows to drain
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.lock = asyncio.Lock()
+
+    def dispatch(self, stream_id: str, check: StreamVerifier, windows: list[Window]) -> None:
+        if windows:
+            task = asyncio.create_task(self._call(stream_id, check, windows))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def _call(self, stream_id: str, check: StreamVerifier, windows: list[Window]) -> None:
+        outputs: list[WindowOutput] | None
+        try:
+            outputs = await self.verifier.call(check.plan, windows)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            check.error = describe_error(exc)
+            outputs = None
+        check.answered(windows, outputs)
+        self.on_answer()
+        await self.flush(stream_id, check)
+
+    async def flush(self, stream_id: str, check: StreamVerifier) -> None:
+        """Send every verification whose BirdNET windows are all answered, in order."""
+        async with self.lock:
+            done = check.ready()
+            if not done:
+                return
+            results = await anyio.to_thread.run_sync(check.verify, done)
+            for p, v in zip(done, results, strict=True):
+                message = StreamVerification(
+                    stream_id=stream_id,
+                    index=p.index,
+                    start_sample=p.start_sample,
+                    verification=v,
+                )
+                await self.send(message.model_dump_json(exclude_none=True))
+
+    async def drain(self, stream_id: str, check: StreamVerifier | None) -> None:
+        """After ``end``: every call answered, every verification sent."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        if check is not None:
+            await self.flush(stream_id, check)

@@ -46,10 +46,8 @@ from sevensense.outputs.response import window_json
 from sevensense.serving.access.admission import admit, anonymous
 from sevensense.serving.access.keys import API_KEY_HEADER, KeyStore, key_from_headers
 from sevensense.serving.access.ratelimit import RateLimiter
-from sevensense.serving.dispatch.birdnet_check import describe_error
 from sevensense.serving.dispatch.gateway import Gateway
-from sevensense.serving.model_service.rpc import WindowOutput
-from sevensense.serving.stream.birdnet_check import StreamVerifier
+from sevensense.serving.stream.birdnet_check import CrossChecks, StreamVerifier
 from sevensense.serving.stream.protocol import (
     NORMAL_CLOSE,
     ClientMessage,
@@ -61,7 +59,6 @@ from sevensense.serving.stream.protocol import (
     StreamSkipped,
     StreamSummary,
     StreamThrottle,
-    StreamVerification,
     StreamWindow,
     close_code,
 )
@@ -132,8 +129,7 @@ class _Connection:
         self.drained = asyncio.Event()
         self.drained.set()
         self.last_throttle = 0.0
-        self.verify_tasks: set[asyncio.Task[None]] = set()
-        self.verify_lock = asyncio.Lock()
+        self.checks: CrossChecks | None = None  # with verify=true, once attached
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -255,6 +251,8 @@ class _Connection:
                 elif vplan is not None:
                     verification = vplan.answer
         self.session = session
+        if session.verify is not None:
+            self.checks = CrossChecks(gateway.verifier, self._send, self.drained.set)
         self.number = registry.attach(session)
         session.task = asyncio.current_task()
         session.taken_over = False
@@ -379,9 +377,9 @@ class _Connection:
         while self.pending_windows:
             self.drained.clear()
             await self.drained.wait()
-        while self.verify_tasks:
-            await asyncio.gather(*list(self.verify_tasks), return_exceptions=True)
-        await self._verify_flush()
+        session = self.session
+        if session is not None and self.checks is not None:
+            await self.checks.drain(session.stream_id, session.verify)
 
     async def _receive(self, timeout: float) -> dict[str, Any]:
         try:
@@ -532,46 +530,14 @@ class _Connection:
     # --- verify=true -----------------------------------------------------------------------
 
     def _verify_dispatch(self, windows: list[Window]) -> None:
-        if windows:
-            task = asyncio.create_task(self._verify_call(windows))
-            self.verify_tasks.add(task)
-            task.add_done_callback(self.verify_tasks.discard)
-
-    async def _verify_call(self, windows: list[Window]) -> None:
-        """BirdNET's answer for its windows; a verifier failure never fails the stream."""
         session = self.session
-        assert session is not None and session.verify is not None
-        gateway, _, _ = self.endpoint.parts()
-        outputs: list[WindowOutput] | None
-        try:
-            outputs = await gateway.verifier.call(session.verify.plan, windows)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            session.verify.error = describe_error(exc)
-            outputs = None
-        session.verify.answered(windows, outputs)
-        self.drained.set()
-        await self._verify_flush()
+        assert session is not None and session.verify is not None and self.checks is not None
+        self.checks.dispatch(session.stream_id, session.verify, windows)
 
     async def _verify_flush(self) -> None:
         session = self.session
-        if session is None or session.verify is None:
-            return
-        verify = session.verify
-        async with self.verify_lock:
-            done = verify.ready()
-            if not done:
-                return
-            results = await anyio.to_thread.run_sync(verify.verify, done)
-            for p, v in zip(done, results, strict=True):
-                message = StreamVerification(
-                    stream_id=session.stream_id,
-                    index=p.index,
-                    start_sample=p.start_sample,
-                    verification=v,
-                )
-                await self._send(message.model_dump_json(exclude_none=True))
+        if session is not None and session.verify is not None and self.checks is not None:
+            await self.checks.flush(session.stream_id, session.verify)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -627,7 +593,8 @@ class _Connection:
 
     async def _cancel_inflight(self) -> None:
         tasks: list[asyncio.Task[Any]] = [p.task for p in self.inflight]
-        tasks.extend(self.verify_tasks)
+        if self.checks is not None:
+            tasks.extend(self.checks.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
