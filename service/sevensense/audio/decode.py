@@ -137,8 +137,8 @@ class _Payload:
                 shutil.copyfileobj(self.stream, out, 1 << 20)
             try:
                 return sf.SoundFile(spilled)
-            except (sf.LibsndfileError, RuntimeError, TypeError):
-                raise error from None
+            except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+                raise self.error(exc) from error  # as the same file on disk fails
         finally:
             os.unlink(spilled)  # the open descriptor keeps the bytes until it is closed
 
