@@ -330,7 +330,13 @@ def main() -> None:
     parser.add_argument("--faces", default="cli,http")
     parser.add_argument("--timeout", type=float, default=120.0, help="per CLI file, seconds")
     parser.add_argument("--replay", type=int, default=8, help="slowest HTTP files re-sent alone")
-    parser.add_argument("--limit-s", type=float, default=600.0, help="duration limit, every face")
+    parser.add_argument(
+        "--limit-s", type=float, default=3600.0, help="duration limit (the service's default)"
+    )
+    parser.add_argument(
+        "--cli-limit-s", type=float, default=None, help="the CLI's; default --limit-s; 0 = none"
+    )
+    parser.add_argument("--named-only", action="store_true", help="only issue 27's named files")
     parser.add_argument("--as-cap-gb", type=float, default=6.0)
     parser.add_argument("--code", type=Path, default=None, help="service/ of the code to test")
     parser.add_argument("--json", type=Path, default=None)
@@ -342,15 +348,18 @@ def main() -> None:
         "PYTHONPATH": f"{code.resolve()}:{REPO}",
         "SEVENSENSE_MODELS_DIR": str(REPO / "models"),
         "SEVENSENSE_INFERENCE__INTRA_THREADS": "1",
-        "SEVENSENSE_PREPROCESSING__MAX_DURATION_S": str(args.limit_s),
         "SEVENSENSE_SERVING__MAX_AUDIO_S": str(args.limit_s),
         "SEVENSENSE_SERVING__MAX_UPLOAD_MB": "100",
         "SEVENSENSE_SERVING__REQUEST_TIMEOUT_S": "300",
     }
+    cli_limit = args.limit_s if args.cli_limit_s is None else args.cli_limit_s
+    if cli_limit:  # the CLI has no limit by default; the same one makes outcomes comparable
+        env["SEVENSENSE_PREPROCESSING__MAX_DURATION_S"] = str(cli_limit)
     limit_as(args.as_cap_gb)
     report: dict[str, Any] = {"code": str(code), "n": args.n, "clients": args.clients}
+    report["limits_s"] = {"http": args.limit_s, "cli": cli_limit or None}
     with tempfile.TemporaryDirectory(prefix="fuzz-corpus-") as tmp:
-        files = write_corpus(Path(tmp), args.n, args.seed, args.limit_s)
+        files = write_corpus(Path(tmp), 0 if args.named_only else args.n, args.seed, args.limit_s)
         report["files"] = len(files)
         faces = args.faces.split(",")
         started = time.perf_counter()
