@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 import numpy as np
 import pytest
@@ -72,8 +73,10 @@ def worker_outcomes(corpus: dict[str, Path], moto_endpoint: str, tmp: Path) -> d
     failed = {}
     for message in stack.dead_letters():
         attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
-        key = json.loads(message["Body"])["Records"][0]["s3"]["object"]["key"]
-        failed[key.rsplit("/", 1)[1]] = attrs["failure_code"]
+        body = unquote_plus(message["Body"])
+        found = [n for n in corpus if f"{PREFIX}{n}\"" in body]
+        assert len(found) == 1, message
+        failed[found[0]] = attrs["failure_code"]
     return {name: failed.get(name, "ok") for name in corpus}
 
 
