@@ -74,7 +74,7 @@ def worker_outcomes(corpus: dict[str, Path], moto_endpoint: str, tmp: Path) -> d
     for message in stack.dead_letters():
         attrs = {k: v["StringValue"] for k, v in message["MessageAttributes"].items()}
         body = unquote_plus(message["Body"])
-        found = [n for n in corpus if f"{PREFIX}{n}\"" in body]
+        found = [n for n in corpus if f'{PREFIX}{n}"' in body]
         assert len(found) == 1, message
         failed[found[0]] = attrs["failure_code"]
     return {name: failed.get(name, "ok") for name in corpus}

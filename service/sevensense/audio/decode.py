@@ -32,6 +32,7 @@ from soundfile import _ffi, _snd  # the pinned soundfile's C bindings: reads wit
 
 from sevensense.audio.bounds import check_source_rate
 from sevensense.audio.containers import ByteWindow, ogg_link_starts
+from sevensense.audio.memory import release_freed
 from sevensense.audio.resample import StreamResampler
 from sevensense.errors import (
     AudioTooLongError,
@@ -294,3 +295,4 @@ def iter_mono_blocks(
             raise EmptyAudioError(f"{payload.name}: the recording holds no samples")
     finally:
         f.close()
+        release_freed()
