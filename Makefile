@@ -92,3 +92,14 @@ docs: setup
 # Build the Bento (offline) into $BENTOML_HOME (default ~/bentoml); containerize needs Docker.
 bento: setup
 	BENTOML_DO_NOT_TRACK=true .venv/bin/bentoml build -f bentofile.yaml
+
+# Structure-aware audio fuzzing (~3 min): issue 27's named files and 300 mutants through the
+# CLI and POST /embed, 4 clients; outcome classes, 5xx, drops, latency, RSS, disagreements.
+.PHONY: fuzz
+fuzz: setup
+	.venv/bin/python -m load_tests.fuzz --n $${N:-300}
+
+# The long run (~15 min on 2 cores): 2,000 mutants; add CODE=<checkout>/service for old code.
+.PHONY: bench-fuzz
+bench-fuzz: setup
+	.venv/bin/python -m load_tests.fuzz --n $${N:-2000} $${CODE:+--code $$CODE} --json fuzz.json

@@ -66,6 +66,14 @@ class AudioTooLongError(AudioError):
     http_status = 413
 
 
+class SampleRateError(AudioError):
+    """A sample rate outside the work bounds (``audio/bounds.py``): too low to hold sound
+    the models use, or so far from the model's rate that resampling would multiply the work
+    a few bytes declare."""
+
+    code = "unsupported_sample_rate"
+
+
 # --- models and artifacts ----------------------------------------------------------------
 
 

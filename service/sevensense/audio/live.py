@@ -14,6 +14,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from sevensense.audio.bounds import check_source_rate
 from sevensense.audio.pipeline import PreprocessConfig, model_window
 from sevensense.audio.resample import StreamResampler
 from sevensense.audio.windowing import SkippedWindow, Window, Windower
@@ -105,6 +106,7 @@ class LiveWindows:
     finished: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
+        check_source_rate(self.in_rate, "stream")  # as a file at this rate would be
         self._resampler = StreamResampler(
             self.in_rate, self.config.sample_rate, self.config.resample_quality
         )

@@ -66,7 +66,11 @@ def _resampled(
 ) -> Iterator[np.ndarray]:
     resampler: StreamResampler | None = None
     limit = config.max_duration_s
-    blocks = decoded if decoded is not None else iter_mono_blocks(source, config.block_frames)
+    blocks = (
+        decoded
+        if decoded is not None
+        else iter_mono_blocks(source, config.block_frames, config.max_duration_s)
+    )
     while True:
         tick = time.perf_counter()
         item = next(blocks, None)
@@ -75,19 +79,15 @@ def _resampled(
             break
         info, block = item
         if resampler is None:
-            stats.info = info
-            if limit is not None and info.frames > limit * info.sample_rate:
-                raise AudioTooLongError(
-                    f"recording is {info.duration_s:.1f} s; the limit is {limit:.1f} s",
-                    duration_s=info.duration_s,
-                    limit_s=limit,
-                )
+            stats.info = info  # a header's length refuses early in decode, if the bytes hold it
             resampler = StreamResampler(
                 info.sample_rate, config.sample_rate, config.resample_quality
             )
         stats.input_frames += block.shape[0]
         if limit is not None and stats.input_frames > limit * info.sample_rate:
-            raise AudioTooLongError(f"recording exceeds the {limit:.1f} s limit", limit_s=limit)
+            raise AudioTooLongError(
+                f"recording is longer than the {limit:.1f} s limit (decoded)", limit_s=limit
+            )
         tick = time.perf_counter()
         out = resampler.process(block)
         stats.resample_s += time.perf_counter() - tick

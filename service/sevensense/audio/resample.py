@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import soxr
 
+from sevensense.audio.bounds import check_ratio
+
 QUALITY_PRESETS: dict[str, str] = {
     "linear": "QQ",
     "medium": "MQ",
@@ -44,6 +46,7 @@ class StreamResampler:
     """Block-wise resampler whose concatenated output equals one-shot ``soxr.resample``."""
 
     def __init__(self, in_rate: int, out_rate: int, quality: str = "high") -> None:
+        check_ratio(in_rate, out_rate)  # output per input sample stays bounded
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._passthrough = in_rate == out_rate

@@ -42,7 +42,9 @@ def paired_windows(
     ``[start, start + window]`` (a verifier window may serve two overlapping windows)."""
     p_window_s = primary.window_samples / primary.sample_rate
     v_window_s = verifier.window_samples / verifier.sample_rate
-    decoded_a, decoded_b = itertools.tee(iter_mono_blocks(source, primary.block_frames))
+    decoded_a, decoded_b = itertools.tee(
+        iter_mono_blocks(source, primary.block_frames, primary.max_duration_s)
+    )
     # The BirdNET chain gates silence here, not in its windower: a windower skipping a long
     # silence would read through it in one step, and the tee would buffer all of it for the
     # primary chain.

@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+from sevensense.audio.decode import NamedSource
 from sevensense.audio.pipeline import StreamStats
 from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
 from sevensense.embeddings.quality import process_monitors
@@ -115,7 +116,11 @@ class DeferredHandler:
         results = []
         with self.jobs.open_payload(request.job_id) as payload:
             for result in self.engine.embed_file(
-                payload, model=model, options=options, stats=stats, name="upload"
+                NamedSource(payload, request.filename),
+                model=model,
+                options=options,
+                stats=stats,
+                name="upload",
             ):
                 results.append(process_monitors(self.engine.settings.quality).observe_one(result))
                 if heartbeat is not None:

@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
 from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.audio.decode import NamedSource
 from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
 from sevensense.index.ingest import parquet_batches, space_info
@@ -271,7 +272,7 @@ class S3BatchHandler:
                 ) as reader:
                     summary = embed_recordings(
                         self.engine,
-                        [cast(BinaryIO, reader)],
+                        [NamedSource(cast(BinaryIO, reader), event.key)],
                         lambda r: writer.write(
                             self.plan.transform.apply_result(self.monitors.observe_one(r))
                         ),

@@ -21,11 +21,12 @@ import random
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, TypeVar
+from typing import TypeVar
 
 import anyio
 
 from sevensense.artifacts.registry import Artifact, ModelRegistry
+from sevensense.audio.decode import AudioSource
 from sevensense.audio.pipeline import PreprocessConfig, StreamStats
 from sevensense.audio.windowing import Window
 from sevensense.errors import SevensenseError
@@ -106,7 +107,7 @@ class PairTaker:
     point are left out of the shadow job."""
 
     def __init__(
-        self, source: BinaryIO, config: PreprocessConfig, stats: StreamStats, plan: Plan
+        self, source: AudioSource, config: PreprocessConfig, stats: StreamStats, plan: Plan
     ) -> None:
         if not plan.active or plan.config is None:
             raise ValueError("PairTaker needs an active verification plan")

@@ -26,6 +26,7 @@ import numpy as np
 
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact
+from sevensense.audio.decode import NamedSource
 from sevensense.audio.pipeline import StreamStats, prepare_windows
 from sevensense.audio.windowing import Window
 from sevensense.embeddings.quality import process_monitors
@@ -126,7 +127,10 @@ class Gateway:
         routing_key: str,
         owner: str = "-",
         index: IndexTarget | None = None,
+        filename: str | None = None,
     ) -> EmbedOutcome | DeferredOutcome:
+        """``filename``: the upload's name, for the decoder's extension fallback (the
+        CLI's for the same file on disk)."""
         started = time.perf_counter()
         prepared = await self.prepare(params, routing_key)
         artifact, manifest, transform = prepared.artifact, prepared.manifest, prepared.transform
@@ -141,8 +145,9 @@ class Gateway:
         need_logits = k > 0 or params.include_logits or bool(plan and plan.active)
         stats = StreamStats()
         # BirdNET's windows are cut beside the model's only when a request is verified.
-        pairs = PairTaker(source, config, stats, plan) if plan and plan.active else None
-        plain = prepare_windows(source, config, stats) if pairs is None else None
+        audio = NamedSource(source, filename)
+        pairs = PairTaker(audio, config, stats, plan) if plan and plan.active else None
+        plain = prepare_windows(audio, config, stats) if pairs is None else None
 
         def take(n: int) -> tuple[list[Window], list[Window]]:
             if pairs is not None:
@@ -203,7 +208,9 @@ class Gateway:
                 "curvature": params.curvature,
                 "max_norm": params.max_norm,
             }
-            return await self._defer(source, ref, resolved, owner, defer.reason, asked, index)
+            return await self._defer(
+                source, ref, resolved, owner, defer.reason, asked, index, filename
+            )
         except BaseException:
             await _cancel(tasks)
             raise
@@ -308,6 +315,7 @@ class Gateway:
         reason: str,
         transform: dict[str, Any] | None = None,
         index: IndexTarget | None = None,
+        filename: str | None = None,
     ) -> DeferredOutcome:
         if self.deferrer is None:
             raise QueueError(f"no deferred queue configured; {reason}")
@@ -320,6 +328,7 @@ class Gateway:
                     options=options,
                     owner=owner,
                     reason=reason,
+                    filename=filename,
                     trace=tracing.carrier(),
                     transform=transform,
                     index=index,

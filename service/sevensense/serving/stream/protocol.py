@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.audio.bounds import MIN_SAMPLE_RATE_HZ
 from sevensense.audio.live import SampleEncoding
 from sevensense.errors import SevensenseError
 from sevensense.outputs.response import WindowJSON
@@ -51,7 +52,12 @@ class StreamOpen(EmbedParams):
     api_key: str | None = Field(
         None, max_length=256, description="or the X-API-Key / Authorization header on the upgrade"
     )
-    sample_rate: int = Field(ge=1000, le=384_000, description="of the PCM frames, Hz")
+    sample_rate: int = Field(
+        ge=1,
+        description="of the PCM frames, Hz; within the work bounds every face applies "
+        f"(at least {MIN_SAMPLE_RATE_HZ} Hz, at most 24x from the model's rate), else "
+        "unsupported_sample_rate",
+    )
     channels: int = Field(1, ge=1, le=32, description="interleaved; averaged to mono")
     encoding: SampleEncoding = Field(
         SampleEncoding.S16LE, description="s16le (16-bit PCM) or f32le (32-bit float PCM)"

@@ -106,7 +106,14 @@ async def serve_upload(
         try:
             with tracing.span("embed", request_id=rid, key=key.id):
                 outcome = await asyncio.wait_for(
-                    ctx.gateway.embed(audio.file, params, routing_key, owner=key.id, index=target),
+                    ctx.gateway.embed(
+                        audio.file,
+                        params,
+                        routing_key,
+                        owner=key.id,
+                        index=target,
+                        filename=audio.filename,
+                    ),
                     timeout=serving.request_timeout_s,
                 )
         except TimeoutError as exc:
