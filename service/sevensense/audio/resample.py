@@ -34,6 +34,13 @@ BIRDNET_ANALYZER: Final = "kaiser_fast"
 QUALITIES: tuple[str, ...] = (*QUALITY_PRESETS, BIRDNET_ANALYZER)
 
 
+def describe_resampler(quality: str) -> str:
+    """What an answer's metadata says about its resampling."""
+    if quality == BIRDNET_ANALYZER:
+        return "resampy kaiser_fast (BirdNET-Analyzer's)"
+    return f"soxr {_preset(quality)}"
+
+
 def _preset(quality: str) -> str:
     try:
         return QUALITY_PRESETS[quality]

@@ -26,10 +26,11 @@ from sevensense.cli.common import (
     settings_of,
     window_progress,
 )
+from sevensense.audio.resample import BIRDNET_ANALYZER, QUALITIES, describe_resampler
 from sevensense.cli.options import species_options
 from sevensense.errors import ModelError, SevensenseError
 from sevensense.inference.species_range import ALL_YEAR, DEFAULT_THRESHOLD
-from sevensense.outputs.detections import FORMATS
+from sevensense.outputs.detections import FORMATS, MAX_SENSITIVITY, MIN_SENSITIVITY
 
 if TYPE_CHECKING:
     from sevensense.outputs.detections import DetectionFormat
@@ -61,6 +62,27 @@ if TYPE_CHECKING:
 @click.option("--combined", is_flag=True, help="also one table for all recordings (into --out)")
 @click.option("--overlap", type=float, default=None, help="window overlap fraction, e.g. 0.5")
 @click.option("--hop", type=float, default=None, help="hop in seconds (alternative to --overlap)")
+@click.option(
+    "--sensitivity",
+    type=click.FloatRange(MIN_SENSITIVITY, MAX_SENSITIVITY),
+    default=1.0,
+    show_default=True,
+    help="BirdNET's sigmoid sensitivity: higher finds more (shifts logits by (s - 1) x 10)",
+)
+@click.option(
+    "--merge-consecutive",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="merge up to N consecutive detections of a species into one (0 or 1: off)",
+)
+@click.option(
+    "--resampler",
+    type=click.Choice(list(QUALITIES)),
+    default=BIRDNET_ANALYZER,
+    show_default=True,
+    help="kaiser_fast: BirdNET-Analyzer's (resampy); high: soxr HQ, as embeddings use",
+)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @species_options
 @click.pass_context
@@ -75,6 +97,9 @@ def detect(
     combined: bool,
     overlap: float | None,
     hop: float | None,
+    sensitivity: float,
+    merge_consecutive: int,
+    resampler: str,
     quiet: bool,
     lat: float | None,
     lon: float | None,
@@ -107,6 +132,9 @@ def detect(
                 species_file=species_list,
                 detect=True,
                 min_conf=min_conf,
+                sensitivity=sensitivity,
+                merge_consecutive=merge_consecutive,
+                resampler=resampler,
             ),
         )
         detections = plan.detections
@@ -150,7 +178,8 @@ def detect(
     click.echo(
         f"{found} detections in {summary.windows} windows from {len(recordings)}/{len(files)} "
         f"files ({summary.audio_s:.1f} s audio) in {summary.wall_s:.2f} s "
-        f"[{summary.model} on {summary.provider}] -> {', '.join(str(p) for p in written[:3])}"
+        f"[{summary.model} on {summary.provider}, resampled by {describe_resampler(plan.resampler)}]"
+        f" -> {', '.join(str(p) for p in written[:3])}"
         + (f" (+{len(written) - 3} more)" if len(written) > 3 else "")
         + describe_species(plan.species)
     )
