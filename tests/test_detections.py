@@ -112,10 +112,10 @@ def test_audacity_csv_and_kaleidoscope_bytes() -> None:
     assert kaleidoscope_table(rec, params).splitlines()[:2] == [
         KALEIDOSCOPE_HEADER.strip(),
         "/data,site7,rec1.wav,0.0,3.0,Turdus migratorius,American Robin,0.9123,42.4400,"
-        "-76.5000,20.0000,0.0,1.0",
+        "-76.5000,20,0.0,1.0",
     ]
     default = kaleidoscope_table(rec, AnalysisParams()).splitlines()[1]
-    assert default.endswith(",-1.0000,-1.0000,-1.0000,0.0,1.0")
+    assert default.endswith(",-1.0000,-1.0000,-1,0.0,1.0")
 
 
 def test_select_is_birdnets_rule() -> None:

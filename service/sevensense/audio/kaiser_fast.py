@@ -65,9 +65,7 @@ class KaiserFastStream:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._kernel = _Kernel(in_rate, out_rate) if in_rate != out_rate else None
-        self.piece_frames = (
-            piece_frames if piece_frames is not None else FILE_SPLITTING_S * in_rate
-        )
+        self.piece_frames = piece_frames if piece_frames is not None else FILE_SPLITTING_S * in_rate
         self._reset()
 
     def _reset(self) -> None:

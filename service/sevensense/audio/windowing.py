@@ -14,8 +14,9 @@ A recording shorter than one window always yields one window: zero-padded at the
 ``zero_pad``/``overlap_fill``, reflected for ``reflect``, centre-padded for ``discard``
 (again as hoplite does). ``min_tail_samples`` adds BirdNET-Analyzer's segment rule
 (``split_signal``): a zero-padded last window with fewer real samples is dropped (reported
-as skipped, ``short_tail``), so a recording under 1 s gives no window at all. Windows whose mean-square energy is below the threshold are not
-sent to the model but reported as skipped with their times, never silently lost.
+as skipped, ``short_tail``), so a recording under 1 s gives no window at all. Windows
+whose mean-square energy is below the threshold are not sent to the model but reported as
+skipped with their times, never silently lost.
 """
 
 from __future__ import annotations

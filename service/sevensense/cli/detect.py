@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sevensense.audio.resample import BIRDNET_ANALYZER, QUALITIES, describe_resampler
 from sevensense.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -26,7 +27,6 @@ from sevensense.cli.common import (
     settings_of,
     window_progress,
 )
-from sevensense.audio.resample import BIRDNET_ANALYZER, QUALITIES, describe_resampler
 from sevensense.cli.options import species_options
 from sevensense.errors import ModelError, SevensenseError
 from sevensense.inference.species_range import ALL_YEAR, DEFAULT_THRESHOLD
@@ -178,7 +178,8 @@ def detect(
     click.echo(
         f"{found} detections in {summary.windows} windows from {len(recordings)}/{len(files)} "
         f"files ({summary.audio_s:.1f} s audio) in {summary.wall_s:.2f} s "
-        f"[{summary.model} on {summary.provider}, resampled by {describe_resampler(plan.resampler)}]"
+        f"[{summary.model} on {summary.provider}, "
+        f"resampled by {describe_resampler(plan.resampler)}]"
         f" -> {', '.join(str(p) for p in written[:3])}"
         + (f" (+{len(written) - 3} more)" if len(written) > 3 else "")
         + describe_species(plan.species)
