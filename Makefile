@@ -92,3 +92,9 @@ docs: setup
 # Build the Bento (offline) into $BENTOML_HOME (default ~/bentoml); containerize needs Docker.
 bento: setup
 	BENTOML_DO_NOT_TRACK=true .venv/bin/bentoml build -f bentofile.yaml
+
+# BirdNET-Analyzer 2.4.0 (its own virtualenv) vs sevensense detect, whole process, on the
+# 120-s soundscape and 20 minutes of it (~12 min), and resampy kaiser_fast vs soxr HQ.
+.PHONY: bench-birdnet-analyzer
+bench-birdnet-analyzer: setup
+	.venv/bin/python -m bench.birdnet_analyzer

@@ -49,7 +49,13 @@ if TYPE_CHECKING:
     help="a directory (one file per recording, BirdNET's names) or one file (all recordings)",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(list(FORMATS)), default="raven", show_default=True
+    "--format",
+    "fmts",
+    type=click.Choice(list(FORMATS)),
+    multiple=True,
+    default=("raven",),
+    show_default=True,
+    help="repeat for several formats from one analysis (BirdNET-Analyzer's --rtype)",
 )
 @click.option(
     "--min-conf",
@@ -91,7 +97,7 @@ def detect(
     paths: tuple[Path, ...],
     model_ref: str | None,
     out_path: Path,
-    fmt: DetectionFormat,
+    fmts: tuple[DetectionFormat, ...],
     min_conf: float,
     top_k: int | None,
     combined: bool,
@@ -144,7 +150,10 @@ def detect(
         fail(exc)
     files = audio_files(paths)
     single_file = out_path.suffix != "" and not out_path.is_dir()
-    if single_file and fmt == "audacity" and len(files) > 1:
+    fmts = tuple(dict.fromkeys(fmts))
+    if single_file and len(fmts) > 1:
+        raise click.UsageError("several formats need a directory as --out")
+    if single_file and "audacity" in fmts and len(files) > 1:
         raise click.UsageError("Audacity labels name no file: give a directory as --out")
     collector = detections.collector()
     bar = audio_bar(files, quiet, "audio analysed")
@@ -163,16 +172,22 @@ def detect(
         if r.status != "failed"
     ]
     root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
-    written = write_detections(
-        recordings,
-        fmt,
-        out_path,
-        single_file=single_file,
-        combined=combined,
-        root=root,
-        codes=detections.codes,
-        params=plan.analysis(),
-    )
+    written: list[Path] = []
+    for fmt in fmts:
+        written.extend(
+            p
+            for p in write_detections(
+                recordings,
+                fmt,
+                out_path,
+                single_file=single_file,
+                combined=combined,
+                root=root,
+                codes=detections.codes,
+                params=plan.analysis(),
+            )
+            if p not in written
+        )
     report_failures(summary)
     found = sum(len(r.detections) for r in recordings)
     click.echo(
