@@ -160,10 +160,13 @@ def test_birdnet_analyzer_options_over_http(server: Service) -> None:
     keener = post(server, "/detect", CLIP_32K, min_conf=0.1, sensitivity=1.5).json()
     assert keener["sensitivity"] == 1.5
     assert len(keener["detections"]) > len(body["detections"])
-    merged = post(server, "/detect", CLIP_32K, min_conf=0.1, merge_consecutive=10).json()
-    assert len(merged["detections"]) < len(body["detections"])
+    merged = post(
+        server, "/detect", CLIP_32K, min_conf=0.1, sensitivity=1.5, merge_consecutive=10
+    ).json()
+    assert len(merged["detections"]) < len(keener["detections"])
     assert max(d["end_s"] - d["start_s"] for d in merged["detections"]) > 3.0
     embedded = post(server, "/embed", CLIP_32K)
     assert embedded.status_code == 200 and embedded.headers["x-resampler"] == "high"
     refused = post(server, "/detect", CLIP_32K, sensitivity=2.0)
-    assert refused.status_code == 400, refused.text
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "invalid_request"
