@@ -103,3 +103,9 @@ fuzz: setup
 .PHONY: bench-fuzz
 bench-fuzz: setup
 	.venv/bin/python -m load_tests.fuzz --n $${N:-2000} $${CODE:+--code $$CODE} --json fuzz.json
+
+# BirdNET-Analyzer 2.4.0 (its own virtualenv) vs sevensense detect, whole process, on the
+# 120-s soundscape and 20 minutes of it (~12 min), and resampy kaiser_fast vs soxr HQ.
+.PHONY: bench-birdnet-analyzer
+bench-birdnet-analyzer: setup
+	.venv/bin/python -m bench.birdnet_analyzer

@@ -21,10 +21,13 @@ from sevensense.outputs.detections import (
     AnalysisParams,
     Detection,
     RecordingDetections,
+    analysis_params_csv,
     audacity_labels,
     combined_raven_table,
     csv_table,
+    flat_sigmoid,
     kaleidoscope_table,
+    merge_consecutive,
     raven_table,
     select,
 )
@@ -112,10 +115,10 @@ def test_audacity_csv_and_kaleidoscope_bytes() -> None:
     assert kaleidoscope_table(rec, params).splitlines()[:2] == [
         KALEIDOSCOPE_HEADER.strip(),
         "/data,site7,rec1.wav,0.0,3.0,Turdus migratorius,American Robin,0.9123,42.4400,"
-        "-76.5000,20.0000,0.0,1.0",
+        "-76.5000,20,0.0,1.0",
     ]
     default = kaleidoscope_table(rec, AnalysisParams()).splitlines()[1]
-    assert default.endswith(",-1.0000,-1.0000,-1.0000,0.0,1.0")
+    assert default.endswith(",-1.0000,-1.0000,-1,0.0,1.0")
 
 
 def test_select_is_birdnets_rule() -> None:
@@ -319,3 +322,53 @@ def test_species_command_prints_a_birdnet_species_list() -> None:
     lines = proc.stdout.splitlines()
     assert len(lines) == 160 and all("_" in line for line in lines)
     assert "160 species" in proc.stderr
+
+
+# --- BirdNET-Analyzer's scoring, merging and side files -------------------------------------
+
+
+def test_flat_sigmoid_is_birdnets_float32_formula() -> None:
+    logits = np.array([-30.0, -2.5, -1.0986123, 0.0, 0.3, 4.0, 25.0], dtype=np.float32)
+    for s in (0.5, 0.75, 1.0, 1.25, 1.5):
+        bias = (s - 1.0) * 10.0
+        expected = 1 / (1.0 + np.exp(-1 * np.clip(logits + bias, -20, 20)))
+        got = flat_sigmoid(logits, s)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)
+    assert flat_sigmoid(logits, 1.25)[1] > flat_sigmoid(logits, 1.0)[1]  # more sensitive
+    clipped = flat_sigmoid(np.array([-30.0, -20.0, 20.0, 25.0], np.float32))
+    assert clipped[0] == clipped[1] > 0.0 and clipped[2] == clipped[3]  # clipped at +-20
+
+
+def test_merge_consecutive_follows_birdnet_analyzer() -> None:
+    robin, wren = "Turdus migratorius_American Robin", "Thryothorus ludovicianus_Carolina Wren"
+    dets = [
+        Detection(0.0, 3.0, robin, 0.9),
+        Detection(0.0, 3.0, wren, 0.3),
+        Detection(3.0, 6.0, robin, 0.5),
+        Detection(6.0, 9.0, robin, 0.7),
+        Detection(9.0, 12.0, robin, 0.2),
+        Detection(12.0, 13.5, wren, 0.6),
+    ]
+    assert merge_consecutive(dets, 1) == dets
+    merged = merge_consecutive(dets, 3)
+    top3 = np.float32((np.float32(0.9) + np.float32(0.7) + np.float32(0.5)) / 3)
+    assert [(d.start_s, d.end_s, d.label) for d in merged] == [
+        (0.0, 9.0, robin),  # three at most: 9-12 starts a run of its own
+        (0.0, 3.0, wren),
+        (9.0, 12.0, robin),
+        (12.0, 13.5, wren),
+    ]
+    assert merged[0].confidence == float(top3)
+    assert merged[2].confidence == float(np.float32(0.2))
+    everything = merge_consecutive(dets, 100)
+    assert [(d.start_s, d.end_s) for d in everything if d.label == robin] == [(0.0, 12.0)]
+
+
+def test_analysis_params_file_is_birdnet_analyzers() -> None:
+    text = analysis_params_csv(AnalysisParams(overlap=1.5, merge_consecutive=3))
+    assert text == (
+        "File splitting duration,Segment length,Sample rate,Segment overlap,Minimum Segment "
+        "length,Bandpass filter minimum,Bandpass filter maximum,Merge consecutive detections,"
+        "Audio speed,Custom classifier path\r\n600,3.0,48000,1.5,1.0,0,15000,3,1.0,\r\n"
+    )

@@ -129,3 +129,46 @@ def test_invalid_specs_are_refused() -> None:
         WindowSpec(W, W + 1, SR)
     with pytest.raises(ValueError, match="overlap"):
         WindowSpec.from_overlap(W, SR, 1.0)
+
+
+# --- BirdNET-Analyzer's segment rule (split_signal: a last segment under 1 s is dropped) --
+
+
+def _birdnet_windows(n: int, hop: int = 144_000) -> list[Window | SkippedWindow]:
+    spec = WindowSpec(144_000, hop, 48_000, Padding.ZERO_PAD, min_tail_samples=48_000)
+    return list(iter_windows([np.ones(n, dtype=np.float32)], spec))
+
+
+def _kept(items: list[Window | SkippedWindow]) -> list[tuple[float, float]]:
+    return [(w.start_s, w.end_s) for w in items if isinstance(w, Window)]
+
+
+def test_birdnet_rule_drops_a_short_last_segment() -> None:
+    items = _birdnet_windows(int(3.94 * 48_000))
+    assert _kept(items) == [(0.0, 3.0)]
+    skipped = [w for w in items if isinstance(w, SkippedWindow)]
+    assert [(s.start_s, s.reason) for s in skipped] == [(3.0, "short_tail")]
+    assert _kept(_birdnet_windows(4 * 48_000)) == [(0.0, 3.0), (3.0, 4.0)]  # exactly 1 s: kept
+
+
+def test_birdnet_rule_gives_no_window_for_a_recording_under_a_second() -> None:
+    items = _birdnet_windows(int(0.93 * 48_000))
+    assert _kept(items) == []
+    assert [w.reason for w in items if isinstance(w, SkippedWindow)] == ["short_tail"]
+    assert _kept(_birdnet_windows(48_000)) == [(0.0, 1.0)]
+
+
+def test_birdnet_rule_keeps_short_recordings_when_its_start_rounds_below_zero() -> None:
+    # split_signal's int((n - chunk + step - 1) / step) is negative only for a step of at
+    # most half a window (overlap >= 1.5 s); then the short recording keeps its window.
+    assert _kept(_birdnet_windows(int(0.5 * 48_000), hop=48_000)) == [(0.0, 0.5)]
+    assert _kept(_birdnet_windows(int(0.5 * 48_000), hop=96_000)) == []
+
+
+def test_birdnet_rule_with_overlap_only_touches_the_last_segment() -> None:
+    assert _kept(_birdnet_windows(int(5.2 * 48_000), hop=72_000)) == [
+        (0.0, 3.0),
+        (1.5, 4.5),
+        (3.0, 5.2),
+    ]
+    assert _kept(_birdnet_windows(int(5.8 * 48_000), hop=120_000)) == [(0.0, 3.0), (2.5, 5.5)]

@@ -170,6 +170,13 @@ class WorkerSettings(_Section):
         "beside its Parquet output",
     )
     detections_min_conf: float = Field(0.25, ge=0.0, le=1.0)
+    detections_sensitivity: float = Field(1.0, ge=0.5, le=1.5)
+    detections_merge_consecutive: int = Field(1, ge=0)
+    detections_resampler: Literal["kaiser_fast", "linear", "medium", "high", "audiophile"] = Field(
+        "kaiser_fast",
+        description="with detections, every window (embeddings too) is resampled so: "
+        "kaiser_fast is BirdNET-Analyzer's (resampy), high is soxr HQ",
+    )
     index: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",

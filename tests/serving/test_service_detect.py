@@ -16,6 +16,7 @@ from tests.serving.conftest import Service
 
 SOUNDSCAPE = audio("soundscape_birdnet_120s_48k.flac")
 YELLOWTHROAT = audio("labelled/common_yellowthroat.mp3")
+CLIP_32K = audio("labelled/opensoundscape_birds_10s_32k.wav")
 
 
 def post(
@@ -89,7 +90,7 @@ def test_text_formats_from_detect_and_embed(server: Service) -> None:
     )
     assert kaleidoscope.status_code == 200, kaleidoscope.text
     row = list(csv.reader(io.StringIO(kaleidoscope.text)))[1]
-    assert row[8:11] == ["42.4800", "-76.4500", "20.0000"]
+    assert row[8:11] == ["42.4800", "-76.4500", "20"]
     audacity = post(server, "/detect", YELLOWTHROAT, format="audacity", top_k=2)
     assert len(audacity.text.splitlines()) == 4  # two windows, two classes each
 
@@ -139,3 +140,33 @@ def test_bad_filters_are_typed_errors(server: Service) -> None:
     unknown = post(server, "/detect", YELLOWTHROAT, species="Foo barus_Nothing")
     assert "Foo barus" in unknown.json()["error"]["message"]
     assert post(server, "/detect", YELLOWTHROAT, key="reader").status_code == 403
+
+
+def test_birdnet_analyzer_options_over_http(server: Service) -> None:
+    # Detections resample as BirdNET-Analyzer does (resampy kaiser_fast) unless asked not
+    # to; on this 32 kHz clip that decides the 0-3 s window's best species.
+    default = post(server, "/detect", CLIP_32K, min_conf=0.1)
+    assert default.status_code == 200, default.text
+    assert default.headers["x-resampler"] == "kaiser_fast"
+    body = default.json()
+    assert body["resampler"].startswith("resampy kaiser_fast")
+    first = [d for d in body["detections"] if d["start_s"] == 0.0]
+    assert first[0]["common_name"] == "Eastern Towhee"
+    soxr = post(server, "/detect", CLIP_32K, min_conf=0.1, resampler="high").json()
+    assert soxr["resampler"] == "soxr HQ"
+    assert next(d for d in soxr["detections"] if d["start_s"] == 0.0)["common_name"] != (
+        "Eastern Towhee"
+    )
+    keener = post(server, "/detect", CLIP_32K, min_conf=0.1, sensitivity=1.5).json()
+    assert keener["sensitivity"] == 1.5
+    assert len(keener["detections"]) > len(body["detections"])
+    merged = post(
+        server, "/detect", CLIP_32K, min_conf=0.1, sensitivity=1.5, merge_consecutive=10
+    ).json()
+    assert len(merged["detections"]) < len(keener["detections"])
+    assert max(d["end_s"] - d["start_s"] for d in merged["detections"]) > 3.0
+    embedded = post(server, "/embed", CLIP_32K)
+    assert embedded.status_code == 200 and embedded.headers["x-resampler"] == "high"
+    refused = post(server, "/detect", CLIP_32K, sensitivity=2.0)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "invalid_request"

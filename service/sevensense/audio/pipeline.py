@@ -28,6 +28,7 @@ class PreprocessConfig:
     normalization: NormalizationSpec = field(default_factory=NormalizationSpec.raw)
     block_frames: int = 65536
     max_duration_s: float | None = None
+    min_tail_samples: int = 0  # BirdNET-Analyzer's segment rule (see windowing)
 
     def window_spec(self) -> WindowSpec:
         return WindowSpec.from_overlap(
@@ -36,6 +37,7 @@ class PreprocessConfig:
             self.overlap,
             self.padding,
             self.energy_threshold,
+            self.min_tail_samples,
         )
 
 

@@ -1,24 +1,29 @@
-"""Sample-rate conversion with soxr, streaming so a file is never held whole.
+"""Sample-rate conversion, streaming so a file is never held whole.
 
 ADR-007 names four quality levels; they map onto soxr's presets as follows. soxr has no
-plain linear interpolator, so Linear takes its quickest (cubic) preset.
+plain linear interpolator, so Linear takes its quickest (cubic) preset. A fifth,
+``kaiser_fast``, is BirdNET-Analyzer's own resampling (resampy, :mod:`.kaiser_fast`), used
+where a caller asks for BirdNET-Analyzer's results.
 
-| ADR level  | soxr preset | soxr's description          |
-|------------|-------------|-----------------------------|
-| linear     | QQ          | quick, cubic interpolation  |
-| medium     | MQ          | medium quality              |
-| high       | HQ          | high quality (the default)  |
-| audiophile | VHQ         | very high quality           |
+| level       | library | preset / filter | description                          |
+|-------------|---------|-----------------|--------------------------------------|
+| linear      | soxr    | QQ              | quick, cubic interpolation           |
+| medium      | soxr    | MQ              | medium quality                       |
+| high        | soxr    | HQ              | high quality (the default)           |
+| audiophile  | soxr    | VHQ             | very high quality                    |
+| kaiser_fast | resampy | kaiser_fast     | BirdNET-Analyzer 2.4.0's (librosa's) |
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Final
 
 import numpy as np
 import soxr
 
 from sevensense.audio.bounds import check_ratio
+from sevensense.audio.kaiser_fast import KaiserFastStream
 
 QUALITY_PRESETS: dict[str, str] = {
     "linear": "QQ",
@@ -26,6 +31,15 @@ QUALITY_PRESETS: dict[str, str] = {
     "high": "HQ",
     "audiophile": "VHQ",
 }
+BIRDNET_ANALYZER: Final = "kaiser_fast"
+QUALITIES: tuple[str, ...] = (*QUALITY_PRESETS, BIRDNET_ANALYZER)
+
+
+def describe_resampler(quality: str) -> str:
+    """What an answer's metadata says about its resampling."""
+    if quality == BIRDNET_ANALYZER:
+        return "resampy kaiser_fast (BirdNET-Analyzer's)"
+    return f"soxr {_preset(quality)}"
 
 
 def _preset(quality: str) -> str:
@@ -33,7 +47,7 @@ def _preset(quality: str) -> str:
         return QUALITY_PRESETS[quality]
     except KeyError:
         raise ValueError(
-            f"unknown resample quality {quality!r}; one of {', '.join(QUALITY_PRESETS)}"
+            f"unknown resample quality {quality!r}; one of {', '.join(QUALITIES)}"
         ) from None
 
 
@@ -50,20 +64,27 @@ class StreamResampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self._passthrough = in_rate == out_rate
-        self._stream = (
-            None
-            if self._passthrough
-            else soxr.ResampleStream(
+        self._kaiser: KaiserFastStream | None = None
+        self._stream = None
+        if quality == BIRDNET_ANALYZER:
+            self._kaiser = None if self._passthrough else KaiserFastStream(in_rate, out_rate)
+        elif not self._passthrough:
+            self._stream = soxr.ResampleStream(
                 in_rate, out_rate, 1, dtype="float32", quality=_preset(quality)
             )
-        )
+        else:
+            _preset(quality)
 
     def process(self, block: np.ndarray) -> np.ndarray:
+        if self._kaiser is not None:
+            return self._kaiser.process(block)
         if self._stream is None:
             return block
         return np.asarray(self._stream.resample_chunk(block), dtype=np.float32)
 
     def flush(self) -> np.ndarray:
+        if self._kaiser is not None:
+            return self._kaiser.flush()
         if self._stream is None:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(
@@ -89,6 +110,9 @@ def resample(audio: np.ndarray, in_rate: int, out_rate: int, quality: str = "hig
     """Whole-array convenience for short clips and tests."""
     if in_rate == out_rate:
         return audio.astype(np.float32, copy=False)
+    if quality == BIRDNET_ANALYZER:
+        stream = KaiserFastStream(in_rate, out_rate)
+        return np.concatenate((stream.process(audio), stream.flush()))
     return np.asarray(
         soxr.resample(audio.astype(np.float32, copy=False), in_rate, out_rate, _preset(quality)),
         dtype=np.float32,

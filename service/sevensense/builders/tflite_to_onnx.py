@@ -19,8 +19,9 @@ Design:
 * RFFT2D is only supported as BirdNET uses it: a 1-D real FFT whose complex result is CAST to
   float32, which keeps the real part. That real part is a MatMul by a cosine matrix; the
   matrix is kept symbolic until the consumer is known so that a following FULLY_CONNECTED
-  (the mel filterbank) is folded into one small ``[frame, mel]`` matrix. ONNX's DFT op is
-  avoided because ONNX Runtime's CPU kernel for it dominated the run time.
+  (the mel filterbank) is folded into one small ``[frame, mel]`` matrix. The MatMul
+  accumulates in float64, as TFLite's RFFT2D does (see :meth:`_Converter.exact_matmul`).
+  ONNX's DFT op is avoided because ONNX Runtime's CPU kernel for it dominated the run time.
 * A GATHER whose constant indices cut overlapping frames (``tf.signal.frame``) becomes
   slices of a hop-sized block matrix plus one Concat, because ORT's Gather copies element by
   element (it was a quarter of BirdNET's run time).
@@ -48,7 +49,7 @@ from onnx import TensorProto, helper, numpy_helper
 __all__ = ["PRODUCER_NAME", "PRODUCER_VERSION", "ConversionError", "convert_tflite"]
 
 PRODUCER_NAME: Final = "sevensense-tflite2onnx"
-PRODUCER_VERSION: Final = "1.0"
+PRODUCER_VERSION: Final = "1.1"  # 1.1: the RFFT2D matmul accumulates in float64
 MIN_OPSET: Final = 18
 
 _Array: TypeAlias = npt.NDArray[Any]
@@ -313,10 +314,14 @@ def _real_dft_matrix(n_in: int, fft_len: int) -> _Array:
     Input samples beyond ``fft_len`` are cropped (zero rows), shorter inputs are implicitly
     zero-padded, as RFFT2D's ``fft_length`` does. The cosine of each distinct phase is
     computed once, after exact integer phase reduction, so large ``t * k`` products cost no
-    accuracy and the matrix is the same on every platform whose libm ``cos`` agrees.
+    accuracy and the matrix is the same on every platform whose libm ``cos`` agrees. Phases
+    ``m`` and ``fft_len - m`` share one value, so rows ``t`` and ``fft_len - t`` are equal
+    bit for bit (which :meth:`_Converter.exact_matmul` relies on).
     """
     bins = fft_len // 2 + 1
-    table = np.array([math.cos(2.0 * math.pi * m / fft_len) for m in range(fft_len)])
+    table = np.array(
+        [math.cos(2.0 * math.pi * min(m, fft_len - m) / fft_len) for m in range(fft_len)]
+    )
     used = min(n_in, fft_len)
     phase = np.outer(np.arange(used, dtype=np.int64), np.arange(bins, dtype=np.int64)) % fft_len
     out = np.zeros((n_in, bins), dtype=np.float64)
@@ -503,8 +508,7 @@ class _Converter:
                     "a complex RFFT2D result is used other than by CAST to float32 (real part)"
                 )
             if v.materialized is None:
-                m = self.const(v.matrix.astype(np.float32), v.src.name + "/dft_real")
-                name = self.node("MatMul", [v.src.name, m], v.src.name + "/rfft_real")
+                name = self.exact_matmul(v.src.name, v.matrix, v.src.name + "/rfft_real")
                 v.materialized = _Tensor(name, v.shape, v.dtype, _identity(len(v.shape)))
             return v.materialized
         if v.symbolic:
@@ -515,6 +519,45 @@ class _Converter:
     def canonical(self, v: _Value, hint: str) -> _Tensor:
         t = self.materialize(v, hint)
         return self.to_layout(t, _identity(len(t.shape)))
+
+    def exact_matmul(self, src: str, matrix: _Array, hint: str) -> str:
+        """float32 ``src @ matrix`` accumulated in float64, as TFLite's RFFT2D computes it.
+
+        BirdNET compresses mel energies by x^0.23, which turns float32 rounding noise in
+        near-empty bins (a silent or constant window, a pure tone, a zero-padded tail) into
+        logit errors of 0.2-0.4; in doubles that noise stays ~1e-13 of the peak, as in
+        TFLite. Rows ``t`` and ``n - t`` of a real DFT matrix are equal (also after folding
+        the mel filterbank), so those input pairs are added first, exactly, halving the work.
+        """
+        n = int(matrix.shape[0])
+        half = n // 2
+        if n % 2 == 0 and n >= 4 and np.array_equal(matrix[1:half], matrix[:half:-1]):
+            last = self.i64([-1], "axis_last")
+            head = self.node(
+                "Slice",
+                [src, self.i64([0], "zero"), self.i64([half + 1], "end"), last],
+                hint + "/head",
+            )
+            tail = self.node(
+                "Slice",
+                [src, self.i64([n - 1], "start"), self.i64([half], "end"), last, last],
+                hint + "/mirror",
+            )
+            tail = self.node("Pad", [tail, self.i64([1, 1], "pads"), "", last], tail + "/pad")
+            x = self.node(
+                "Add",
+                [
+                    self.node("Cast", [head], head + "/f64", to=TensorProto.DOUBLE),
+                    self.node("Cast", [tail], tail + "/f64", to=TensorProto.DOUBLE),
+                ],
+                hint + "/sym",
+            )
+            matrix = matrix[: half + 1]
+        else:
+            x = self.node("Cast", [src], hint + "/f64", to=TensorProto.DOUBLE)
+        m = self.const(np.ascontiguousarray(matrix, dtype=np.float64), hint + "/weights_f64")
+        y = self.node("MatMul", [x, m], hint + "/f64_matmul")
+        return self.node("Cast", [y], hint, to=TensorProto.FLOAT)
 
     # generic helpers
 
@@ -1228,30 +1271,22 @@ class _Converter:
         lead = in_shape[:-1]
         shape: _Shape = (*lead, n_out) if keep else (_as_dim(_prod(lead)), n_out)
         hint = self.tensor_name(op.output_ids[0])
-        if isinstance(x, _Lazy):
-            matrix = _fold_matmul(x.matrix, w.array.T).astype(np.float32)
-            t = x.src
-            wt_name = self.const(matrix, hint + "/folded_weights")
-            transposed = False
-        else:
-            t = self.canonical(x, hint)
-            transposed = True
-            wt_name = ""
+        t = x.src if isinstance(x, _Lazy) else self.canonical(x, hint)
         if len(t.shape) != 2 and not keep:
             flat = (_as_dim(_prod(t.shape[:-1])), t.shape[-1])
             t = self.reshape_tensor(t, flat, hint + "/flatten")
-        inputs = [t.name]
-        if len(t.shape) == 2:
-            inputs.append(self.const(w.array, hint + "/weights") if transposed else wt_name)
+        if isinstance(x, _Lazy):
+            folded = _fold_matmul(x.matrix, w.array.T)
+            out = self.exact_matmul(t.name, folded, hint + ("/matmul" if bias is not None else ""))
+            if bias is not None:
+                out = self.node("Add", [out, self.const(bias.array, hint + "/bias")], hint)
+        elif len(t.shape) == 2:
+            inputs = [t.name, self.const(w.array, hint + "/weights")]
             if bias is not None:
                 inputs.append(self.const(bias.array, hint + "/bias"))
-            out = self.node("Gemm", inputs, hint, transB=int(transposed))
+            out = self.node("Gemm", inputs, hint, transB=1)
         else:
-            wt = (
-                self.const(np.ascontiguousarray(w.array.T), hint + "/weights")
-                if transposed
-                else wt_name
-            )
+            wt = self.const(np.ascontiguousarray(w.array.T), hint + "/weights")
             out = self.node("MatMul", [t.name, wt], hint + ("/matmul" if bias is not None else ""))
             if bias is not None:
                 out = self.node("Add", [out, self.const(bias.array, hint + "/bias")], hint)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from sevensense.audio.resample import BIRDNET_ANALYZER, QUALITIES, describe_resampler
 from sevensense.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -29,7 +30,7 @@ from sevensense.cli.common import (
 from sevensense.cli.options import species_options
 from sevensense.errors import ModelError, SevensenseError
 from sevensense.inference.species_range import ALL_YEAR, DEFAULT_THRESHOLD
-from sevensense.outputs.detections import FORMATS
+from sevensense.outputs.detections import FORMATS, MAX_SENSITIVITY, MIN_SENSITIVITY
 
 if TYPE_CHECKING:
     from sevensense.outputs.detections import DetectionFormat
@@ -48,7 +49,13 @@ if TYPE_CHECKING:
     help="a directory (one file per recording, BirdNET's names) or one file (all recordings)",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(list(FORMATS)), default="raven", show_default=True
+    "--format",
+    "fmts",
+    type=click.Choice(list(FORMATS)),
+    multiple=True,
+    default=("raven",),
+    show_default=True,
+    help="repeat for several formats from one analysis (BirdNET-Analyzer's --rtype)",
 )
 @click.option(
     "--min-conf",
@@ -61,6 +68,27 @@ if TYPE_CHECKING:
 @click.option("--combined", is_flag=True, help="also one table for all recordings (into --out)")
 @click.option("--overlap", type=float, default=None, help="window overlap fraction, e.g. 0.5")
 @click.option("--hop", type=float, default=None, help="hop in seconds (alternative to --overlap)")
+@click.option(
+    "--sensitivity",
+    type=click.FloatRange(MIN_SENSITIVITY, MAX_SENSITIVITY),
+    default=1.0,
+    show_default=True,
+    help="BirdNET's sigmoid sensitivity: higher finds more (shifts logits by (s - 1) x 10)",
+)
+@click.option(
+    "--merge-consecutive",
+    type=click.IntRange(0),
+    default=1,
+    show_default=True,
+    help="merge up to N consecutive detections of a species into one (0 or 1: off)",
+)
+@click.option(
+    "--resampler",
+    type=click.Choice(list(QUALITIES)),
+    default=BIRDNET_ANALYZER,
+    show_default=True,
+    help="kaiser_fast: BirdNET-Analyzer's (resampy); high: soxr HQ, as embeddings use",
+)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @species_options
 @click.pass_context
@@ -69,12 +97,15 @@ def detect(
     paths: tuple[Path, ...],
     model_ref: str | None,
     out_path: Path,
-    fmt: DetectionFormat,
+    fmts: tuple[DetectionFormat, ...],
     min_conf: float,
     top_k: int | None,
     combined: bool,
     overlap: float | None,
     hop: float | None,
+    sensitivity: float,
+    merge_consecutive: int,
+    resampler: str,
     quiet: bool,
     lat: float | None,
     lon: float | None,
@@ -107,6 +138,9 @@ def detect(
                 species_file=species_list,
                 detect=True,
                 min_conf=min_conf,
+                sensitivity=sensitivity,
+                merge_consecutive=merge_consecutive,
+                resampler=resampler,
             ),
         )
         detections = plan.detections
@@ -116,7 +150,10 @@ def detect(
         fail(exc)
     files = audio_files(paths)
     single_file = out_path.suffix != "" and not out_path.is_dir()
-    if single_file and fmt == "audacity" and len(files) > 1:
+    fmts = tuple(dict.fromkeys(fmts))
+    if single_file and len(fmts) > 1:
+        raise click.UsageError("several formats need a directory as --out")
+    if single_file and "audacity" in fmts and len(files) > 1:
         raise click.UsageError("Audacity labels name no file: give a directory as --out")
     collector = detections.collector()
     bar = audio_bar(files, quiet, "audio analysed")
@@ -135,22 +172,30 @@ def detect(
         if r.status != "failed"
     ]
     root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
-    written = write_detections(
-        recordings,
-        fmt,
-        out_path,
-        single_file=single_file,
-        combined=combined,
-        root=root,
-        codes=detections.codes,
-        params=plan.analysis(),
-    )
+    written: list[Path] = []
+    for fmt in fmts:
+        written.extend(
+            p
+            for p in write_detections(
+                recordings,
+                fmt,
+                out_path,
+                single_file=single_file,
+                combined=combined,
+                root=root,
+                codes=detections.codes,
+                params=plan.analysis(),
+            )
+            if p not in written
+        )
     report_failures(summary)
     found = sum(len(r.detections) for r in recordings)
     click.echo(
         f"{found} detections in {summary.windows} windows from {len(recordings)}/{len(files)} "
         f"files ({summary.audio_s:.1f} s audio) in {summary.wall_s:.2f} s "
-        f"[{summary.model} on {summary.provider}] -> {', '.join(str(p) for p in written[:3])}"
+        f"[{summary.model} on {summary.provider}, "
+        f"resampled by {describe_resampler(plan.resampler)}]"
+        f" -> {', '.join(str(p) for p in written[:3])}"
         + (f" (+{len(written) - 3} more)" if len(written) > 3 else "")
         + describe_species(plan.species)
     )

@@ -63,6 +63,7 @@ class EmbedOptions:
     include_spectrogram: bool = False
     max_duration_s: float | None = None
     species: tuple[str, ...] | None = None  # a species filter: top-k only among these
+    min_tail_s: float | None = None  # BirdNET-Analyzer's segment rule: drop a shorter tail
 
 
 def _normalization(setting: str, manifest: ModelManifest, settings: Settings) -> NormalizationSpec:
@@ -105,6 +106,7 @@ def preprocess_config(
         ),
         block_frames=pre.block_frames,
         max_duration_s=options.max_duration_s or pre.max_duration_s,
+        min_tail_samples=int(manifest.sample_rate * (options.min_tail_s or 0.0)),
     )
 
 

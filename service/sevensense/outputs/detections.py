@@ -5,7 +5,15 @@ text, column order, separators and number formatting. Everything here follows
 ``birdnet_analyzer/analyze/utils.py`` of the ``birdnet-analyzer`` 2.4.0 wheel on PyPI:
 
 - times are ``str(round(t, 2))`` of a float (``0.0``, ``3.0``, ``119.5``), confidences
-  four decimals, Kaleidoscope's latitude, longitude and week four decimals;
+  four decimals, Kaleidoscope's latitude and longitude four decimals, its week as given
+  (``20``, ``-1``), its overlap and sensitivity as Python prints them (``0.0``, ``1.0``);
+- scores are BirdNET's "flat sigmoid" in float32 with its sensitivity shift
+  (``model.flat_sigmoid``), and with ``merge_consecutive`` > 1 a species' overlapping or
+  touching detections merge into one, scored by the mean of its best three
+  (``merge_consecutive_detections``, float32 arithmetic and row order included);
+- an output folder also gets ``BirdNET_analysis_params.csv`` (``save_analysis_params``)
+  and, with the combined Raven table, ``BirdNET_SelectionTable.list.txt`` (the files it
+  covers);
 - a Raven table has ``Low Freq (Hz)`` 0 and ``High Freq (Hz)`` ``int(min(rate / 2,
   15000))`` for the file's native rate; a recording without detections gets one ``nocall``
   row, which the combined table skips;
@@ -21,6 +29,8 @@ classes the species filter allows.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,8 +42,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sevensense.audio.kaiser_fast import FILE_SPLITTING_S
 from sevensense.inference.engine import WindowResult
-from sevensense.inference.postprocess import sigmoid
 from sevensense.storage.atomic import atomic_write
 
 DetectionFormat = Literal["raven", "audacity", "csv", "kaleidoscope", "parquet"]
@@ -72,7 +82,25 @@ MEDIA_TYPES: dict[DetectionFormat, str] = {
     "parquet": "application/vnd.apache.parquet",
 }
 
+# birdnet_analyzer/config.py values the files state or the segment rule uses.
 SIG_FMAX = 15_000  # BirdNET's spectrogram ceiling and default band-pass maximum, Hz
+SIG_FMIN = 0
+SIG_MINLEN = 1.0  # a last segment shorter than this (s) is not analysed
+AUDIO_SPEED = 1.0
+MIN_SENSITIVITY, MAX_SENSITIVITY = 0.5, 1.5
+ANALYSIS_PARAMS_NAME = "BirdNET_analysis_params.csv"
+ANALYSIS_PARAMS_HEADER = (
+    "File splitting duration",
+    "Segment length",
+    "Sample rate",
+    "Segment overlap",
+    "Minimum Segment length",
+    "Bandpass filter minimum",
+    "Bandpass filter maximum",
+    "Merge consecutive detections",
+    "Audio speed",
+    "Custom classifier path",
+)
 
 
 def split_label(label: str) -> tuple[str, str]:
@@ -113,13 +141,91 @@ class RecordingDetections:
 
 @dataclass(frozen=True)
 class AnalysisParams:
-    """What Kaleidoscope rows repeat on every line (BirdNET's defaults when not given)."""
+    """A run's parameters as BirdNET-Analyzer's files state them (its defaults when not
+    given): Kaleidoscope rows repeat some, ``BirdNET_analysis_params.csv`` lists others."""
 
-    lat: float = -1.0
-    lon: float = -1.0
-    week: float = -1.0
+    lat: float = -1
+    lon: float = -1
+    week: int = -1
     overlap: float = 0.0
     sensitivity: float = 1.0
+    merge_consecutive: int = 1
+    sample_rate: int = 48_000
+    window_s: float = 3.0
+
+
+def analysis_params_csv(params: AnalysisParams) -> str:
+    """``BirdNET_analysis_params.csv`` as ``csv.writer`` writes it (CRLF rows)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(ANALYSIS_PARAMS_HEADER)
+    writer.writerow(
+        (
+            FILE_SPLITTING_S,
+            params.window_s,
+            params.sample_rate,
+            params.overlap,
+            SIG_MINLEN,
+            SIG_FMIN,
+            SIG_FMAX,
+            params.merge_consecutive,
+            AUDIO_SPEED,
+            None,
+        )
+    )
+    return out.getvalue()
+
+
+def flat_sigmoid(logits: np.ndarray, sensitivity: float = 1.0) -> np.ndarray:
+    """BirdNET's score, in float32 as ``model.flat_sigmoid(x, -1, sensitivity)`` computes it:
+    the sensitivity shifts the logits by ``(s - 1) * 10`` before a clipped sigmoid."""
+    x = np.asarray(logits, dtype=np.float32)
+    bias = (sensitivity - 1.0) * 10.0
+    return np.asarray(1 / (1.0 + np.exp(-1 * np.clip(x + bias, -20, 20))), dtype=np.float32)
+
+
+def merge_consecutive(detections: Sequence[Detection], max_consecutive: int) -> list[Detection]:
+    """BirdNET-Analyzer's ``merge_consecutive_detections``: per species, a detection whose
+    end reaches the next one's start absorbs it (at most ``max_consecutive`` in a run),
+    scored by the float32 mean of the run's best three; rows come back in its order
+    (by start time, then species in order of first detection)."""
+    if max_consecutive <= 1:
+        return list(detections)
+    species: dict[str, list[tuple[str, np.float32]]] = {}
+    for d in detections:
+        stamp = f"{time_text(d.start_s)}-{time_text(d.end_s)}"
+        species.setdefault(d.label, []).append((stamp, np.float32(d.confidence)))
+    merged: dict[str, list[tuple[str, np.float32]]] = {}
+    for label, found in species.items():
+        stamps = sorted(found, key=lambda t: float(t[0].split("-", 1)[0]))
+        i = 0
+        while i < len(stamps) - 1:
+            start, end = stamps[i][0].split("-", 1)
+            next_start, next_end = stamps[i + 1][0].split("-", 1)
+            if float(end) >= float(next_start):
+                scores = [stamps[i][1], stamps[i + 1][1]]
+                stamps.pop(i)
+                while i < len(stamps) - 1 and float(next_end) >= float(
+                    stamps[i + 1][0].split("-", 1)[0]
+                ):
+                    if len(scores) >= max_consecutive:
+                        break
+                    scores.append(stamps[i + 1][1])
+                    next_end = stamps[i + 1][0].split("-", 1)[1]
+                    stamps.pop(i + 1)
+                top = sorted(scores, reverse=True)[:3]
+                stamps[i] = (f"{start}-{next_end}", np.float32(sum(top) / len(top)))
+            i += 1
+        merged[label] = stamps
+    by_stamp: dict[str, list[tuple[str, np.float32]]] = {}
+    for label, stamps in merged.items():
+        for stamp, score in stamps:
+            by_stamp.setdefault(stamp, []).append((label, score))
+    out: list[Detection] = []
+    for stamp in sorted(by_stamp, key=lambda t: float(t.split("-", 1)[0])):
+        start, end = stamp.split("-", 1)
+        out.extend(Detection(float(start), float(end), lb, float(sc)) for lb, sc in by_stamp[stamp])
+    return out
 
 
 def select(
@@ -217,7 +323,7 @@ def kaleidoscope_rows(rec: RecordingDetections, params: AnalysisParams) -> str:
         rows.append(
             f"{parent.rstrip('/')},{folder},{filename},{start},{float(end) - float(start)},"
             f"{d.scientific},{d.common},{d.confidence:.4f},{params.lat:.4f},{params.lon:.4f},"
-            f"{params.week:.4f},{params.overlap},{params.sensitivity}\n"
+            f"{params.week},{params.overlap},{params.sensitivity}\n"
         )
     return "".join(rows)
 
@@ -297,11 +403,15 @@ class DetectionCollector:
         min_conf: float,
         top_k: int | None = None,
         allowed: np.ndarray | None = None,
+        sensitivity: float = 1.0,
+        merge_consecutive: int = 1,
     ) -> None:
         self.labels = labels
         self.min_conf = min_conf
         self.top_k = top_k
         self.allowed = allowed
+        self.sensitivity = sensitivity
+        self.merge_consecutive = merge_consecutive
         self.by_source: dict[str, list[Detection]] = {}
 
     def add(self, result: WindowResult) -> None:
@@ -309,7 +419,7 @@ class DetectionCollector:
         if result.logits is None:
             return
         chosen = select(
-            sigmoid(result.logits),
+            flat_sigmoid(result.logits, self.sensitivity),
             self.labels,
             min_conf=self.min_conf,
             top_k=self.top_k,
@@ -321,7 +431,7 @@ class DetectionCollector:
         self, source: str, duration_s: float, sample_rate: int, path: str | None = None
     ) -> RecordingDetections:
         """``path`` is what the files name the recording by (default: its source name)."""
-        found = self.by_source.get(source, [])
+        found = merge_consecutive(self.by_source.get(source, []), self.merge_consecutive)
         return RecordingDetections(path or source, duration_s, sample_rate, found)
 
 
@@ -353,12 +463,19 @@ def write_detections(
     recordings in the one file ``out``. Each file is written whole, then renamed into place,
     so a reader never sees half a table."""
     targets: list[tuple[Path, Sequence[RecordingDetections]]] = []
+    side: list[tuple[Path, str]] = []
     if single_file:
         targets.append((out, recordings))
     else:
         targets.extend((result_path(out, r.path, fmt, root), [r]) for r in recordings)
         if combined and fmt != "audacity":
             targets.append((out / COMBINED_NAMES[fmt], recordings))
+        if combined and fmt == "raven":
+            listed = COMBINED_NAMES["raven"].rsplit(".", 1)[0] + ".list.txt"
+            side.append((out / listed, "".join(f"{r.path}\n" for r in recordings)))
+        side.append((out / ANALYSIS_PARAMS_NAME, analysis_params_csv(params or AnalysisParams())))
+    for path, text in side:
+        atomic_write(path, text.encode("utf-8"), mode=0o644)
     for path, recs in targets:
         if fmt == "parquet":
             sink = pa.BufferOutputStream()
@@ -367,4 +484,4 @@ def write_detections(
         else:
             data = render(fmt, recs, codes=codes, params=params).encode("utf-8")
         atomic_write(path, data, mode=0o644)
-    return [path for path, _ in targets]
+    return [path for path, _ in targets] + [path for path, _ in side]

@@ -186,6 +186,7 @@ class EmbedOutcome:
     transform: VectorTransform = IDENTITY  # already applied to ``results``
     verification: RequestVerification | None = None
     window_verification: list[WindowVerification] | None = None
+    resampler: str = "high"  # the resample quality the windows were made with
 
     @property
     def degraded(self) -> list[str]:

@@ -40,6 +40,9 @@ class RequestOptions:
     max_norm: float = 0.999
     detect: bool = False  # detections: every class's score is needed
     min_conf: float = 0.25
+    sensitivity: float = 1.0  # BirdNET's sigmoid sensitivity, 0.5-1.5
+    merge_consecutive: int = 1  # BirdNET-Analyzer's merging of a species' consecutive windows
+    resampler: str | None = None  # None: BirdNET-Analyzer's for detections, else the profile's
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from sevensense.artifacts.labels import load_full_labels, load_labels
 from sevensense.artifacts.manifest import ModelManifest
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.audio.pipeline import PreprocessConfig
+from sevensense.audio.resample import BIRDNET_ANALYZER, QUALITIES
+from sevensense.audio.windowing import Padding
 from sevensense.embeddings.transform import VectorTransform, artifact_sha256, load_transform
 from sevensense.errors import ModelError, RequestError, SpeciesFilterError
 from sevensense.inference.engine import EmbedOptions, preprocess_config, species_mask
@@ -34,6 +36,9 @@ from sevensense.inference.species_range import (
     location_filter,
 )
 from sevensense.outputs.detections import (
+    MAX_SENSITIVITY,
+    MIN_SENSITIVITY,
+    SIG_MINLEN,
     AnalysisParams,
     DetectionCollector,
     load_species_codes,
@@ -52,10 +57,17 @@ class DetectionPlan:
     allowed: np.ndarray | None
     min_conf: float
     top_k: int | None
+    sensitivity: float = 1.0
+    merge_consecutive: int = 1
 
     def collector(self) -> DetectionCollector:
         return DetectionCollector(
-            self.labels, min_conf=self.min_conf, top_k=self.top_k, allowed=self.allowed
+            self.labels,
+            min_conf=self.min_conf,
+            top_k=self.top_k,
+            allowed=self.allowed,
+            sensitivity=self.sensitivity,
+            merge_consecutive=self.merge_consecutive,
         )
 
 
@@ -84,15 +96,24 @@ class RequestPlan:
     def out_dim(self) -> int:
         return self.transform.out_dim(self.manifest.embedding_dim)
 
+    @property
+    def resampler(self) -> str:
+        return self.config.resample_quality
+
     def analysis(self) -> AnalysisParams:
-        """BirdNET-Analyzer's run parameters as its Kaleidoscope file states them."""
+        """BirdNET-Analyzer's run parameters as its side files state them."""
         located = self.species is not None and self.species.kind == "location"
         species = self.species
+        det = self.detections
         return AnalysisParams(
-            lat=species.lat if located and species and species.lat is not None else -1.0,
-            lon=species.lon if located and species and species.lon is not None else -1.0,
-            week=species.week if located and species and species.week is not None else -1.0,
+            lat=species.lat if located and species and species.lat is not None else -1,
+            lon=species.lon if located and species and species.lon is not None else -1,
+            week=species.week if located and species and species.week is not None else -1,
             overlap=round(self.window_s - self.hop_s, 4),
+            sensitivity=det.sensitivity if det else 1.0,
+            merge_consecutive=det.merge_consecutive if det else 1,
+            sample_rate=self.manifest.sample_rate,
+            window_s=self.window_s,
         )
 
 
@@ -212,13 +233,31 @@ class Planner:
         full = self.full_labels(artifact)
         if full is None or not artifact.manifest.n_classes:
             raise ModelError(f"{artifact.manifest.identity} has no classifier: nothing to detect")
+        if not MIN_SENSITIVITY <= options.sensitivity <= MAX_SENSITIVITY:
+            raise RequestError(
+                f"sensitivity {options.sensitivity} must be in "
+                f"[{MIN_SENSITIVITY}, {MAX_SENSITIVITY}] (BirdNET's range)"
+            )
+        if options.merge_consecutive < 0:
+            raise RequestError("merge_consecutive must be 0 or more (0 and 1: no merging)")
         return DetectionPlan(
             labels=full,
             codes=self.species_codes(artifact),
             allowed=species_mask(self.labels(artifact), species),
             min_conf=options.min_conf,
             top_k=options.top_k or None,
+            sensitivity=options.sensitivity,
+            merge_consecutive=options.merge_consecutive,
         )
+
+    @staticmethod
+    def resampler(options: RequestOptions) -> str | None:
+        """Detections resample as BirdNET-Analyzer does unless the caller names another
+        resampler; embeddings keep the profile's (soxr)."""
+        chosen = options.resampler or (BIRDNET_ANALYZER if options.detect else None)
+        if chosen is not None and chosen not in QUALITIES:
+            raise RequestError(f"resampler {chosen!r} is not one of {', '.join(QUALITIES)}")
+        return chosen
 
     def plan(
         self, artifact: Artifact, options: RequestOptions, limits: PlanLimits = OFFLINE
@@ -231,9 +270,12 @@ class Planner:
         overlap = resolve_overlap(manifest, options, limits)
         allowed = species.species if species else None
         detections = self.detections(artifact, allowed, options) if options.detect else None
+        resampler = self.resampler(options)
         embed = EmbedOptions(
             overlap=overlap,
-            padding=options.padding,  # type: ignore[arg-type]
+            padding=options.padding or (Padding.ZERO_PAD if options.detect else None),  # type: ignore[arg-type]
+            resample_quality=resampler,
+            min_tail_s=SIG_MINLEN if options.detect else None,
             energy_threshold=options.energy_threshold,
             top_k=options.top_k,
             include_logits=options.include_logits or options.detect,

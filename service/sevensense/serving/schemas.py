@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
+from sevensense.outputs.detections import MAX_SENSITIVITY, MIN_SENSITIVITY
 from sevensense.outputs.response import EmbedResponse
 from sevensense.planning.options import MAX_OVERLAP, RequestOptions
 from sevensense.quality_gate.gate import GateOutcome
@@ -22,6 +23,7 @@ from sevensense.quality_gate.store import StoredCheck
 from sevensense.serving.model_service.rpc import PrepareResult
 
 Route = Literal["auto", "gpu", "cpu"]
+Resampler = Literal["kaiser_fast", "linear", "medium", "high", "audiophile"]
 OutputFormat = Literal["json", "arrow", "raven", "audacity", "csv", "kaleidoscope"]
 TEXT_FORMATS = ("raven", "audacity", "csv", "kaleidoscope")  # BirdNET-Analyzer's detections
 
@@ -60,6 +62,24 @@ class EmbedParams(BaseModel):
     min_conf: float = Field(
         0.25, ge=0.0, le=1.0, description="detections: lowest score reported (unless top_k)"
     )
+    sensitivity: float = Field(
+        1.0,
+        ge=MIN_SENSITIVITY,
+        le=MAX_SENSITIVITY,
+        description="detections: BirdNET's sigmoid sensitivity (higher finds more)",
+    )
+    merge_consecutive: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="detections: merge up to N consecutive detections of a species (0, 1: off)",
+    )
+    resampler: Resampler | None = Field(
+        None,
+        description="kaiser_fast: BirdNET-Analyzer's resampling (resampy; the default for "
+        "detections); high: soxr HQ (the default for embeddings)",
+    )
+    _detect: bool = PrivateAttr(False)  # set by /detect: BirdNET-Analyzer's rules apply
     lat: float | None = Field(None, ge=-90.0, le=90.0, description="species filter: latitude")
     lon: float | None = Field(None, ge=-180.0, le=180.0, description="species filter: longitude")
     week: int = Field(
@@ -139,7 +159,18 @@ class EmbedParams(BaseModel):
             curvature=self.curvature,
             max_norm=self.max_norm,
             min_conf=self.min_conf,
+            sensitivity=self.sensitivity,
+            merge_consecutive=self.merge_consecutive,
+            resampler=self.resampler,
+            detect=self._detect or self.format in TEXT_FORMATS,
         )
+
+    def for_detections(self) -> EmbedParams:
+        """These fields as ``/detect`` plans them: every class's score, BirdNET-Analyzer's
+        resampling and segment rule."""
+        copy = self.model_copy(update={"include_logits": True})
+        copy._detect = True
+        return copy
 
 
 class DetectionJSON(BaseModel):
@@ -158,6 +189,9 @@ class DetectResponse(BaseModel):
     windows: int
     min_conf: float
     top_k: int | None = Field(None, description="when set: the best k per window, any score")
+    sensitivity: float = 1.0
+    merge_consecutive: int = 1
+    resampler: str = Field(description="how the audio was resampled to the model's rate")
     species_filter: dict[str, object] | None = None
     detections: list[DetectionJSON]
 

@@ -39,6 +39,7 @@ from typing import Any, BinaryIO, cast
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.audio.decode import NamedSource
+from sevensense.audio.resample import describe_resampler
 from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
 from sevensense.index.ingest import parquet_batches, space_info
@@ -302,6 +303,7 @@ class S3BatchHandler:
                 record["species_filter"] = self.plan.species.summary()
             if not self.plan.transform.is_identity:
                 record["transform"] = self.plan.transform.describe()
+            record["resampler"] = describe_resampler(self.plan.resampler)
             writer.close(record)
             if self.index is not None:  # from the finished file: bounded memory, all or nothing
                 for batch in parquet_batches(
@@ -319,6 +321,7 @@ class S3BatchHandler:
                 "windows": str(summary.windows),
                 "audio-seconds": f"{summary.audio_s:.3f}",
                 "processing-seconds": f"{wall:.3f}",
+                "resampler": self.plan.resampler,
             }
             if collector is not None:  # before the Parquet file, whose key marks "done"
                 self._put_detections(collector, event, report, out_bucket, out_key, metadata)
@@ -359,7 +362,7 @@ class S3BatchHandler:
         rate = report.sample_rate or self.model.manifest.sample_rate
         rec = collector.recording(event.uri, report.duration_s, rate)
         codes = cast(DetectionPlan, self.plan.detections).codes
-        body = render(fmt, [rec], codes=codes).encode("utf-8")
+        body = render(fmt, [rec], codes=codes, params=self.plan.analysis()).encode("utf-8")
         key = parquet_key.removesuffix(".parquet") + SUFFIXES[fmt]
         try:
             self.s3.put_object(
@@ -413,4 +416,7 @@ def request_options(settings: WorkerSettings) -> RequestOptions:
         max_norm=settings.max_norm,
         detect=settings.detections_format is not None,
         min_conf=settings.detections_min_conf,
+        sensitivity=settings.detections_sensitivity,
+        merge_consecutive=settings.detections_merge_consecutive,
+        resampler=settings.detections_resampler if settings.detections_format else None,
     )

@@ -248,6 +248,7 @@ class Gateway:
             fallback=any(r.fallback for r in done),
             window_s=window_s,
             hop_s=window_s * (1.0 - config.overlap),
+            resampler=config.resample_quality,
             routing_key_hash=hashlib.sha256(routing_key.encode()).hexdigest()[:12],
             timing=Timing.of(
                 stats,

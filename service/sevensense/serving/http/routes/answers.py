@@ -5,6 +5,7 @@ from typing import cast
 
 from fastapi.responses import Response
 
+from sevensense.audio.resample import describe_resampler
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
     AnalysisParams,
@@ -43,10 +44,12 @@ def detections_response(
         fmt = cast(DetectionFormat, params.format)
         located = params.lat is not None and params.lon is not None
         analysis = AnalysisParams(
-            lat=params.lat if located and params.lat is not None else -1.0,
-            lon=params.lon if located and params.lon is not None else -1.0,
-            week=params.week if located else -1.0,
+            lat=params.lat if located and params.lat is not None else -1,
+            lon=params.lon if located and params.lon is not None else -1,
+            week=params.week if located else -1,
             overlap=round(outcome.window_s - outcome.hop_s, 4),
+            sensitivity=params.sensitivity,
+            merge_consecutive=params.merge_consecutive,
         )
         text = render(fmt, [rec], codes=detections.codes, params=analysis)
         return Response(text, 200, headers, MEDIA_TYPES[fmt])
@@ -56,6 +59,9 @@ def detections_response(
         duration_s=stats.duration_s,
         min_conf=params.min_conf,
         top_k=params.top_k or None,
+        sensitivity=params.sensitivity,
+        merge_consecutive=params.merge_consecutive,
+        resampler=describe_resampler(outcome.resampler),
         species_filter=outcome.species_filter,
         windows=len(outcome.results),
         detections=[

@@ -92,7 +92,7 @@ async def serve_upload(
         params.format is None and ARROW_MEDIA_TYPE in request.headers.get("accept", "")
     )
     if detect:  # every class's score, for the detections; not returned as logits
-        params = params.model_copy(update={"include_logits": True})
+        params = params.for_detections()
     with parts.inflight.slot():
         routing_key = params.recording_id or request.headers.get("x-routing-key") or key.id
         target = None
@@ -144,6 +144,7 @@ async def serve_upload(
         "X-Served-By": outcome.route,
         "X-Provider": ",".join(outcome.providers),
         "X-Fallback": "true" if outcome.fallback else "false",
+        "X-Resampler": outcome.resampler,
     }
     if outcome.degraded:
         headers["X-Degraded"] = ",".join(outcome.degraded)
