@@ -27,7 +27,7 @@ import numpy as np
 
 from bench.threads import CLI, SOUNDSCAPE, tiled_recording
 from sevensense.audio.resample import StreamResampler
-from tests.peers.birdnet_analyzer_env import ensure_venv
+from tests.peers.birdnet_analyzer_env import VENV, ensure_venv
 
 REPO = Path(__file__).resolve().parents[1]
 RTYPES = ("table", "audacity", "csv", "kaleidoscope")
@@ -111,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="the 120-s soundscape only")
     args = parser.parse_args()
-    analyzer = ensure_venv(REPO / ".venv-birdnet-analyzer", REPO / ".cache")
+    analyzer = ensure_venv(VENV, REPO / ".cache")
     report: dict[str, object] = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import AUDIO, CACHE, MODELS, REPO
-from tests.peers.birdnet_analyzer_env import ensure_venv
+from tests.conftest import AUDIO, CACHE, MODELS
+from tests.peers.birdnet_analyzer_env import VENV, ensure_venv
 
-VENV = REPO / ".venv-birdnet-analyzer"
 RTYPES = {"table": "raven", "audacity": "audacity", "csv": "csv", "kaleidoscope": "kaleidoscope"}
 
 # (BirdNET-Analyzer's flags, ours)

