@@ -71,12 +71,7 @@ def recordings(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The soundscape and the labelled clips, linked file by file (BirdNET-Analyzer's
     ``os.walk`` does not enter linked folders)."""
     root = tmp_path_factory.mktemp("in")
-    # MP3 is left out: libsndfile 1.2.2 decodes a mono MP3 read block by block (our
-    # streaming decode) with ~1,400 zeroed samples after block ends that fall inside an MP3
-    # frame, which a whole-file read (librosa's) does not; see docs/detections-birdnet-formats.md.
-    labelled = sorted(
-        p for p in (AUDIO / "labelled").rglob("*") if p.is_file() and p.suffix != ".mp3"
-    )
+    labelled = sorted(p for p in (AUDIO / "labelled").rglob("*") if p.is_file())
     sources = [AUDIO / "soundscape_birdnet_120s_48k.flac", *labelled]
     for src in sources:
         rel = src.relative_to(AUDIO)
