@@ -71,6 +71,13 @@ class InferenceSettings(_Section):
         "loses most of its speed when one core is shared (README, Threads)",
     )
     max_batch_size: int = Field(8, ge=1, le=1024)
+    prefetch_windows: int = Field(
+        16,
+        ge=0,
+        le=1024,
+        description="windows decoded ahead of inference by a background thread (bounded "
+        "queue); 0 = decode in the calling thread",
+    )
     model: str = "birdnet-v2.4"
     model_variant: str = "base"
 
