@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from sevensense.errors import ConfigError
 from sevensense.identity import ApiKeyRecord
+from sevensense.profiles import PROFILE_NAMES
 
 Provider = Literal["cuda", "coreml", "cpu"]
 Padding = Literal["zero_pad", "reflect", "discard", "overlap_fill"]
@@ -34,7 +35,6 @@ FallbackStrategy = Literal[
     "cpu", "quantized_model", "cached_embedding", "deferred_queue", "zero_vector"
 ]
 
-PROFILE_NAMES = ("default", "field", "edge", "server", "cloud")
 _DEFAULT_PROVIDERS: tuple[Provider, ...] = ("cuda", "coreml", "cpu")
 _DEFAULT_FALLBACK: tuple[FallbackStrategy, ...] = (
     "cpu",

@@ -19,8 +19,8 @@ from sevensense.audio.normalize import NormalizationSpec
 from sevensense.audio.pipeline import PreprocessConfig, StreamStats, prepare_windows
 from sevensense.audio.windowing import Padding, Window
 from sevensense.errors import InferenceError
-from sevensense.inference.prefetch import prefetched
 from sevensense.inference.postprocess import EmbeddingQuality, assess, l2_normalize, top_k
+from sevensense.inference.prefetch import prefetched
 from sevensense.inference.sessions import LoadedModel, SessionManager
 from sevensense.inference.species_range import allowed_mask
 from sevensense.settings import Settings, load_settings

@@ -26,7 +26,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -34,11 +33,8 @@ import pyarrow.parquet as pq
 
 from sevensense.inference.engine import WindowResult
 from sevensense.inference.postprocess import sigmoid
+from sevensense.outputs.formats import DetectionFormat
 from sevensense.storage.atomic import atomic_write
-
-DetectionFormat = Literal["raven", "audacity", "csv", "kaleidoscope", "parquet"]
-TEXT_FORMATS: tuple[DetectionFormat, ...] = ("raven", "audacity", "csv", "kaleidoscope")
-FORMATS: tuple[DetectionFormat, ...] = (*TEXT_FORMATS, "parquet")
 
 RAVEN_HEADER = (
     "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)"

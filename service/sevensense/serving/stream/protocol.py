@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from sevensense.artifacts.manifest import ModelIdentity
-from sevensense.audio.live import SampleEncoding
+from sevensense.audio.encoding import SampleEncoding
 from sevensense.errors import SevensenseError
 from sevensense.outputs.response import WindowJSON
 from sevensense.serving.schemas import EmbedParams

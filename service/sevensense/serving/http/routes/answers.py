@@ -8,9 +8,9 @@ from fastapi.responses import Response
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
     AnalysisParams,
-    DetectionFormat,
     render,
 )
+from sevensense.outputs.formats import DetectionFormat
 from sevensense.outputs.response import EmbedOutcome
 from sevensense.planning.plan import Planner
 from sevensense.serving.dispatch.gateway import DeferredOutcome
