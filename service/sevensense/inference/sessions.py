@@ -23,6 +23,7 @@ from sevensense.artifacts.labels import load_labels
 from sevensense.artifacts.manifest import ModelIdentity, ModelManifest, OutputRole
 from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
 from sevensense.errors import ModelError
+from sevensense.inference.spinning import spinning
 from sevensense.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -123,9 +124,12 @@ def create_session(
     opts.inter_op_num_threads = settings.inter_threads
     opts.graph_optimization_level = _GRAPH_OPT[settings.graph_optimization]
     opts.log_severity_level = 3
-    opts.add_session_config_entry(
-        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
-    )
+    spin = spinning(settings)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin and settings.spin_duration_us:
+        opts.add_session_config_entry(
+            "session.intra_op.spin_duration_us", str(settings.spin_duration_us)
+        )
     chain = provider_chain(settings)
     if any(name == PROVIDER_NAMES["cuda"] for name, _ in chain):
         preload_cuda_libraries()
