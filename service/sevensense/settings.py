@@ -82,6 +82,11 @@ class InferenceSettings(_Section):
         100, ge=1, le=2000, description="auto spinning: how long the CPUs are sampled"
     )
     max_batch_size: int = Field(8, ge=1, le=1024)
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime",
+        description="runtime for the ONNX models; openvino (the openvino extra) runs every "
+        "session on OpenVINO's CPU plugin, providers aside: for CPU hosts (docs/performance.md)",
+    )
     prefetch_windows: int = Field(
         16,
         ge=0,

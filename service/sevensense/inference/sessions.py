@@ -23,6 +23,7 @@ from sevensense.artifacts.labels import load_labels
 from sevensense.artifacts.manifest import ModelIdentity, ModelManifest, OutputRole
 from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
 from sevensense.errors import ModelError
+from sevensense.inference.openvino_runtime import OpenVinoSession
 from sevensense.inference.spinning import spinning
 from sevensense.settings import InferenceSettings
 
@@ -91,7 +92,7 @@ def provider_chain(settings: InferenceSettings) -> list[tuple[str, dict[str, str
 @dataclass
 class LoadedModel:
     artifact: Artifact
-    session: ort.InferenceSession
+    session: ort.InferenceSession | OpenVinoSession
     providers: list[str]
     requested: list[str]
     labels: list[str] | None
@@ -118,7 +119,10 @@ class LoadedModel:
 
 def create_session(
     model_path: Path, settings: InferenceSettings
-) -> tuple[ort.InferenceSession, list[str], list[str]]:
+) -> tuple[ort.InferenceSession | OpenVinoSession, list[str], list[str]]:
+    if settings.runtime == "openvino":  # every session on OpenVINO's CPU plugin
+        ov_session = OpenVinoSession(model_path, settings.resolved_intra_threads())
+        return ov_session, ov_session.get_providers(), ov_session.get_providers()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.resolved_intra_threads()
     opts.inter_op_num_threads = settings.inter_threads
