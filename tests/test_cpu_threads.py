@@ -99,13 +99,13 @@ def test_session_gets_the_chosen_options(birdnet_artifact) -> None:  # type: ign
     defaults = InferenceSettings(providers=["cpu"], allow_spinning=False)
     assert InferenceSettings().allow_spinning == "auto"
     session, used, _ = create_session(birdnet_artifact.model_path, defaults)
-    opts = session.get_session_options()
+    opts = session.get_session_options()  # type: ignore[union-attr]
     assert used == ["CPUExecutionProvider"]
     assert opts.intra_op_num_threads == min(process_cpus(), 4)
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     pinned = InferenceSettings(providers=["cpu"], intra_threads=1, allow_spinning=True)
     session, _, _ = create_session(birdnet_artifact.model_path, pinned)
-    opts = session.get_session_options()
+    opts = session.get_session_options()  # type: ignore[union-attr]
     assert opts.intra_op_num_threads == 1
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert opts.get_session_config_entry("session.intra_op.spin_duration_us") == "200"
@@ -124,7 +124,7 @@ def test_auto_spinning_stays_off_beside_busy_neighbours(birdnet_artifact) -> Non
         auto = InferenceSettings(providers=["cpu"], allow_spinning="auto")
         assert spinning(auto) is False
         session, _, _ = create_session(birdnet_artifact.model_path, auto)
-        opts = session.get_session_options()
+        opts = session.get_session_options()  # type: ignore[union-attr]
         assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     finally:
         for loop in loops:

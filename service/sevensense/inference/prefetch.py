@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -27,7 +27,9 @@ class _Done:
         self.error = error
 
 
-def prefetched(items: Iterable[T], depth: int, name: str = "sevensense-prefetch") -> Iterator[T]:
+def prefetched(
+    items: Iterable[T], depth: int, name: str = "sevensense-prefetch"
+) -> Generator[T, None, None]:
     """``items`` in order, produced by a daemon thread up to ``depth`` ahead of the caller.
 
     An exception raised by ``items`` reaches the caller at the point where it happened in
