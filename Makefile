@@ -109,3 +109,10 @@ bench-fuzz: setup
 .PHONY: bench-birdnet-analyzer
 bench-birdnet-analyzer: setup
 	.venv/bin/python -m bench.birdnet_analyzer
+
+# Speed against the peers (~15 min; issue 25): whole process on 20 minutes of audio, quiet and
+# with a busy neighbour (sevensense embed/detect vs the birdnet package vs BirdNET-Analyzer
+# where its venv exists), engine windows/s vs raw ORT/OpenVINO vs the fp32 GEMM limit (JSON).
+.PHONY: bench-e2e
+bench-e2e: setup
+	.venv/bin/python -m bench.e2e

@@ -72,6 +72,7 @@ def main() -> None:
                 "peak_rss_mb": peak_mb,
                 "after_model_load_rss_mb": baseline_mb,
                 "failed": [r.source for r in summary.failed],
+                "prefetch_windows": settings.inference.prefetch_windows,
             }
         )
     )

@@ -33,7 +33,7 @@ import soundfile as sf
 from load_tests.run import OUT
 from load_tests.server import REPO, Service, base_env, free_port
 from load_tests.stats import cpu_s, latency_stats
-from sevensense.audio.live import SampleEncoding
+from sevensense.audio.encoding import SampleEncoding
 from sevensense.client.stream import PcmSource, stream_audio
 from sevensense.serving.access.keys import generate_key, hash_key
 

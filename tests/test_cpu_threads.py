@@ -1,16 +1,19 @@
 """ORT threads are sized to the CPUs the process may really use (affinity, cgroup quota), and
-the sessions created get the chosen options."""
+the sessions created get the chosen options; ``auto`` spinning stays off beside busy
+neighbours."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sevensense.inference.sessions import create_session
+from sevensense.inference.spinning import busy_cpus, spinning
 from sevensense.settings import (
     InferenceSettings,
     cgroup_cpu_quota,
@@ -93,15 +96,38 @@ def test_auto_threads_follow_the_affinity_mask() -> None:
 
 
 def test_session_gets_the_chosen_options(birdnet_artifact) -> None:  # type: ignore[no-untyped-def]
-    defaults = InferenceSettings(providers=["cpu"])
-    assert defaults.allow_spinning is False
+    defaults = InferenceSettings(providers=["cpu"], allow_spinning=False)
+    assert InferenceSettings().allow_spinning == "auto"
     session, used, _ = create_session(birdnet_artifact.model_path, defaults)
-    opts = session.get_session_options()
+    opts = session.get_session_options()  # type: ignore[union-attr]
     assert used == ["CPUExecutionProvider"]
     assert opts.intra_op_num_threads == min(process_cpus(), 4)
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     pinned = InferenceSettings(providers=["cpu"], intra_threads=1, allow_spinning=True)
     session, _, _ = create_session(birdnet_artifact.model_path, pinned)
-    opts = session.get_session_options()
+    opts = session.get_session_options()  # type: ignore[union-attr]
     assert opts.intra_op_num_threads == 1
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert opts.get_session_config_entry("session.intra_op.spin_duration_us") == "200"
+
+
+def test_auto_spinning_stays_off_beside_busy_neighbours(birdnet_artifact) -> None:  # type: ignore[no-untyped-def]
+    cpus = sorted(os.sched_getaffinity(0))
+    loops = [
+        subprocess.Popen(["taskset", "-c", str(c), sys.executable, "-c", "while True: pass"])
+        for c in cpus
+    ]
+    try:
+        time.sleep(0.3)
+        busy = busy_cpus(0.2)
+        assert busy is not None and busy > 0.8 * len(cpus), busy
+        auto = InferenceSettings(providers=["cpu"], allow_spinning="auto")
+        assert spinning(auto) is False
+        session, _, _ = create_session(birdnet_artifact.model_path, auto)
+        opts = session.get_session_options()  # type: ignore[union-attr]
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert spinning(InferenceSettings(allow_spinning=True)) is True

@@ -13,40 +13,20 @@ import json
 import os
 import subprocess
 import sys
-import venv
 from pathlib import Path
 
 import pytest
 
+from bench import peers
 from sevensense.builders.birdnet import cached_birdnet_files
-from tests.conftest import CACHE, REPO, audio
+from tests.conftest import CACHE, audio
 
-BIRDNET_REQUIREMENT = "birdnet==1.3.1"
-VENV = REPO / ".venv-birdnet"
 RUNNER = Path(__file__).parent / "peers" / "birdnet_detect.py"
 
 
 @pytest.fixture(scope="session")
 def birdnet_python() -> Path:
-    python = VENV / "bin" / "python"
-    stamp = VENV / ".requirement"
-    if not (python.exists() and stamp.exists() and stamp.read_text() == BIRDNET_REQUIREMENT):
-        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
-        subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                BIRDNET_REQUIREMENT,
-            ],
-            check=True,
-            timeout=900,
-        )
-        stamp.write_text(BIRDNET_REQUIREMENT)
-    return python
+    return peers.birdnet_python()
 
 
 def theirs(python: Path, recording: Path, threshold: float, out: Path) -> list[dict[str, object]]:

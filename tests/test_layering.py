@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1] / "service" / PACKAGE
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__init__"}),
     frozenset({"errors"}),
-    frozenset({"identity"}),
+    frozenset({"identity", "profiles"}),
     frozenset({"settings"}),
     frozenset({"aws"}),
     frozenset({"storage", "queues"}),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat, SampleEncoding
+from sevensense.audio.encoding import SampleEncoding
+from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat
 from sevensense.audio.normalize import NormalizationSpec
 from sevensense.audio.pipeline import PreprocessConfig, prepare_windows
 from sevensense.audio.windowing import Padding, Window

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from sevensense.errors import ConfigError
-from sevensense.settings import PROFILE_NAMES, load_settings
+from sevensense.profiles import PROFILE_NAMES
+from sevensense.settings import load_settings
 
 
 def test_every_profile_loads_with_the_adr_figures() -> None:

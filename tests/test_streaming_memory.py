@@ -1,4 +1,5 @@
-"""A 2-hour recording streams: peak memory must not grow with the recording's length."""
+"""A 2-hour recording streams: peak memory must not grow with the recording's length,
+with windows decoded ahead of inference by the prefetch thread (its queue is bounded)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def test_peak_rss_is_independent_of_length(tmp_path: Path, perch_artifact) -> No
     short = _probe(write_long_recording(tmp_path / "ten_minutes.wav", 600))
     long = _probe(write_long_recording(tmp_path / "two_hours.wav", 7200))
     assert long["windows"] == 1440 and short["windows"] == 120
+    assert long["prefetch_windows"] > 0  # decoded ahead of inference, and still bounded
     assert long["audio_s"] == pytest.approx(7200)
     growth = long["peak_rss_mb"] - short["peak_rss_mb"]
     assert growth < GROWTH_BOUND_MB, f"peak grew {growth:.1f} MB from 10 min to 2 h: {short} {long}"

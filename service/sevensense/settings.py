@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from sevensense.errors import ConfigError
 from sevensense.identity import ApiKeyRecord
+from sevensense.profiles import PROFILE_NAMES
 
 Provider = Literal["cuda", "coreml", "cpu"]
 Padding = Literal["zero_pad", "reflect", "discard", "overlap_fill"]
@@ -34,7 +35,6 @@ FallbackStrategy = Literal[
     "cpu", "quantized_model", "cached_embedding", "deferred_queue", "zero_vector"
 ]
 
-PROFILE_NAMES = ("default", "field", "edge", "server", "cloud")
 _DEFAULT_PROVIDERS: tuple[Provider, ...] = ("cuda", "coreml", "cpu")
 _DEFAULT_FALLBACK: tuple[FallbackStrategy, ...] = (
     "cpu",
@@ -65,12 +65,35 @@ class InferenceSettings(_Section):
     )
     inter_threads: int = Field(1, ge=1)
     graph_optimization: GraphOptimization = "all"
-    allow_spinning: bool = Field(
-        False,
-        description="ORT worker threads busy-wait between ops: off, because a spinning pool "
-        "loses most of its speed when one core is shared (README, Threads)",
+    allow_spinning: bool | Literal["auto"] = Field(
+        "auto",
+        description="ORT pool threads busy-wait between ops. auto: only when the process's "
+        "CPUs are idle as the session is created (sampled for spin_probe_ms), since a "
+        "spinning pool loses most of its speed when a core is shared (docs/performance.md)",
+    )
+    spin_duration_us: int = Field(
+        200,
+        ge=0,
+        le=1_000_000,
+        description="when spinning, how long a pool thread spins before it sleeps; bounds "
+        "what a neighbour arriving mid-run costs; 0 = ONNX Runtime's own default",
+    )
+    spin_probe_ms: int = Field(
+        100, ge=1, le=2000, description="auto spinning: how long the CPUs are sampled"
     )
     max_batch_size: int = Field(8, ge=1, le=1024)
+    runtime: Literal["onnxruntime", "openvino"] = Field(
+        "onnxruntime",
+        description="runtime for the ONNX models; openvino (the openvino extra) runs every "
+        "session on OpenVINO's CPU plugin, providers aside: for CPU hosts (docs/performance.md)",
+    )
+    prefetch_windows: int = Field(
+        16,
+        ge=0,
+        le=1024,
+        description="windows decoded ahead of inference by a background thread (bounded "
+        "queue); 0 = decode in the calling thread",
+    )
     model: str = "birdnet-v2.4"
     model_variant: str = "base"
 

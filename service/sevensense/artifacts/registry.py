@@ -11,8 +11,8 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
 from packaging.version import InvalidVersion, Version
 
 from sevensense.artifacts.checksum import matches_hint, sha256_file
@@ -31,6 +31,9 @@ from sevensense.errors import (
     ManifestError,
     ModelNotFoundError,
 )
+
+if TYPE_CHECKING:
+    import onnx
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ def _shape_ok(expected: list[int | str], actual: list[int | str]) -> bool:
 
 def check_contract(model_path: Path, manifest: ModelManifest) -> None:
     """Compare the graph's declared I/O with the manifest, without loading the weights."""
+    import onnx  # only when models are registered: every command would pay ~0.1 s for it
+
     try:
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception as exc:

@@ -10,21 +10,15 @@ therefore gives the same windows as the same recording sent as a file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
 from sevensense.audio.bounds import check_source_rate
+from sevensense.audio.encoding import SampleEncoding
 from sevensense.audio.pipeline import PreprocessConfig, model_window
 from sevensense.audio.resample import StreamResampler
 from sevensense.audio.windowing import SkippedWindow, Window, Windower
 from sevensense.errors import InvalidSamplesError
-
-
-class SampleEncoding(StrEnum):
-    S16LE = "s16le"
-    F32LE = "f32le"
-
 
 _DTYPES: dict[SampleEncoding, np.dtype[np.generic]] = {
     SampleEncoding.S16LE: np.dtype("<i2"),

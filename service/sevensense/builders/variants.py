@@ -233,8 +233,10 @@ def quantize_static_model(
     calibration: FloatArray,
     *,
     keep_front_end: bool = True,
+    keep_float: Sequence[str] = (),
 ) -> list[str]:
-    """QDQ int8 model at ``dst``; returns the nodes left in float.
+    """QDQ int8 model at ``dst``; returns the nodes left in float: the front end (unless
+    ``keep_front_end`` is off) and the nodes named in ``keep_float`` (mixed precision).
 
     Weights are per channel unless the model has batched (3-D) MatMul weights, where ORT
     rejects per-channel zero points at run time: then per tensor throughout.
@@ -243,7 +245,7 @@ def quantize_static_model(
 
     model = onnx.load(str(src))
     _name_nodes(model)
-    kept = front_end_node_set(model) if keep_front_end else []
+    kept = (front_end_node_set(model) if keep_front_end else []) + list(keep_float)
     with _quiet_quantizer():
         quantize_static(
             model,

@@ -29,11 +29,11 @@ from sevensense.cli.common import (
 )
 from sevensense.cli.options import species_options
 from sevensense.errors import ModelError, SevensenseError
-from sevensense.inference.species_range import ALL_YEAR, DEFAULT_THRESHOLD
-from sevensense.outputs.detections import FORMATS, MAX_SENSITIVITY, MIN_SENSITIVITY
+from sevensense.inference.range_defaults import ALL_YEAR, DEFAULT_THRESHOLD
+from sevensense.outputs.formats import FORMATS, MAX_SENSITIVITY, MIN_SENSITIVITY
 
 if TYPE_CHECKING:
-    from sevensense.outputs.detections import DetectionFormat
+    from sevensense.outputs.formats import DetectionFormat
 
 
 @click.command("detect")

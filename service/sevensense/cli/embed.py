@@ -103,8 +103,6 @@ def embed(
 ) -> None:
     """Embed recordings (files or directories, recursively) into Parquet or .npz."""
     from sevensense.embeddings.quality import QualityMonitors
-    from sevensense.index.ingest import Indexer, space_info
-    from sevensense.index.store import open_index
     from sevensense.inference.engine import EmbeddingEngine, WindowResult
     from sevensense.inference.recordings import embed_recordings
     from sevensense.outputs.writers import open_writer
@@ -141,6 +139,9 @@ def embed(
         species, options, transform, dim = plan.species, plan.options, plan.transform, plan.out_dim
         indexer = None
         if index_name is not None:
+            from sevensense.index.ingest import Indexer, space_info
+            from sevensense.index.store import open_index
+
             when = parse_time(recorded_at) if recorded_at else None
             hop_s = (1 - (options.overlap or 0.0)) * plan.window_s
             info = space_info(model.manifest, transform, hop_s)

@@ -16,7 +16,7 @@ import click
 
 from sevensense.cli.common import EXIT_OK, EXIT_PARTIAL, fail, settings_of
 from sevensense.errors import SevensenseError
-from sevensense.verification.offline import DEFAULT_VERIFIER
+from sevensense.verification.defaults import DEFAULT_VERIFIER
 
 if TYPE_CHECKING:
     from tqdm import tqdm

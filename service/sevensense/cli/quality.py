@@ -21,7 +21,7 @@ from sevensense.cli.common import (
     settings_of,
 )
 from sevensense.errors import SevensenseError
-from sevensense.verification.offline import DEFAULT_VERIFIER
+from sevensense.verification.defaults import DEFAULT_VERIFIER
 
 if TYPE_CHECKING:
     from sevensense.verification.offline import WindowRow

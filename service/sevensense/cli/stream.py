@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sevensense.audio.live import SampleEncoding
+from sevensense.audio.encoding import SampleEncoding
 from sevensense.cli.common import fail
 from sevensense.errors import SevensenseError
 

@@ -19,9 +19,9 @@ import click
 
 from sevensense.cli.common import fail
 from sevensense.errors import SevensenseError
-from sevensense.settings import Settings, process_cpus
 
 if TYPE_CHECKING:
+    from sevensense.settings import Settings
     from sevensense.worker.base import Handler
     from sevensense.worker.runner import RunnerOptions, Worker
 
@@ -34,6 +34,8 @@ def intra_threads_per_message(concurrency: int, cores: int | None = None) -> int
     0.93-0.95x the CLI's throughput vs 0.64-0.87x), because one message's S3 calls, decode
     and Parquet writing overlap the other's model time, as the CPU model service's layout
     does for requests (``settings.cpu_layout``)."""
+    from sevensense.settings import process_cpus
+
     cores = cores or process_cpus()
     return max(1, min(cores, 4) // concurrency)
 

@@ -27,7 +27,7 @@ import soundfile as sf
 from httpx_ws import AsyncWebSocketSession, HTTPXWSException, WebSocketDisconnect, aconnect_ws
 from pydantic import ValidationError
 
-from sevensense.audio.live import SampleEncoding
+from sevensense.audio.encoding import SampleEncoding
 from sevensense.errors import SevensenseError
 from sevensense.serving.stream.protocol import StreamReady, StreamSummary
 

@@ -16,9 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from sevensense.embeddings.choices import DEFAULT_MAX_NORM
 from sevensense.errors import RequestError
-
-DEFAULT_MAX_NORM = 0.999
 
 
 def _float(x: np.ndarray) -> np.ndarray:

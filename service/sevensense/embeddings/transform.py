@@ -13,13 +13,12 @@ import numpy as np
 
 from sevensense.artifacts.checksum import sha256_file
 from sevensense.artifacts.registry import Artifact
-from sevensense.embeddings.poincare import DEFAULT_MAX_NORM, Projection
+from sevensense.embeddings.choices import DEFAULT_MAX_NORM, PROJECTIONS
+from sevensense.embeddings.poincare import Projection
 from sevensense.embeddings.reducers import Reducer, ReducerStore, check_reducer_for
 from sevensense.errors import ReducerMismatchError, RequestError
 from sevensense.inference.engine import WindowResult
 from sevensense.settings import Settings
-
-PROJECTIONS = ("poincare",)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,7 @@
 (``hoplite``: perch-hoplite directories, ``pgvector``: PostgreSQL), one space per model
 version and transform.
 
-onnxruntime is imported before anything loads usearch: with usearch 2.26.6 loaded first,
-importing onnxruntime 1.31.1 in the same process crashes (SIGSEGV, measured here); in this
-order both work.
+The package imports nothing itself, so that light modules here (``tenants``) load
+without ONNX Runtime; :mod:`~sevensense.index.hoplite` keeps the import order that
+usearch needs.
 """
-
-import onnxruntime  # noqa: F401  (import order, see above)

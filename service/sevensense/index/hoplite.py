@@ -33,6 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+# onnxruntime is imported before usearch: with usearch 2.26.6 loaded first, importing
+# onnxruntime 1.31.1 in the same process crashes (SIGSEGV, measured here); in this order
+# both work.
+import onnxruntime  # noqa: F401
 from usearch.compiled import MetricKind, ScalarKind
 from usearch.index import Index
 

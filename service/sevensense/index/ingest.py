@@ -34,7 +34,6 @@ from sevensense.inference.engine import WindowResult
 from sevensense.settings import Settings
 
 BATCH = 256
-OPERATOR_TENANT = "local"  # entries added from the command line without --tenant
 
 
 def space_info(

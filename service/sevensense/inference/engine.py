@@ -20,6 +20,7 @@ from sevensense.audio.pipeline import PreprocessConfig, StreamStats, prepare_win
 from sevensense.audio.windowing import Padding, Window
 from sevensense.errors import InferenceError
 from sevensense.inference.postprocess import EmbeddingQuality, assess, l2_normalize, top_k
+from sevensense.inference.prefetch import prefetched
 from sevensense.inference.sessions import LoadedModel, SessionManager
 from sevensense.inference.species_range import allowed_mask
 from sevensense.settings import Settings, load_settings
@@ -273,4 +274,5 @@ class EmbeddingEngine:
         config = self.preprocess_config(loaded, options)
         label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
         windows = ((label, w) for w in prepare_windows(source, config, stats))
-        yield from self.embed_windows(loaded, windows, options)
+        ahead = prefetched(windows, self.settings.inference.prefetch_windows)
+        yield from self.embed_windows(loaded, ahead, options)

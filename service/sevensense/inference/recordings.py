@@ -1,9 +1,10 @@
 """Embedding many recordings in one run, isolating failures per recording.
 
 Windows from consecutive recordings share batches (short clips would otherwise run at
-batch 1). A recording that fails to decode is reported and the run goes on; if it failed
-part-way (a truncated field recording, say), the windows before the damage are kept and
-the recording is marked ``partial``.
+batch 1); they are decoded ahead of inference by a background thread
+(:mod:`~sevensense.inference.prefetch`). A recording that fails to decode is reported and
+the run goes on; if it failed part-way (a truncated field recording, say), the windows
+before the damage are kept and the recording is marked ``partial``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sevensense.audio.pipeline import StreamStats, prepare_windows
 from sevensense.audio.windowing import Window
 from sevensense.errors import SevensenseError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions, WindowResult
+from sevensense.inference.prefetch import prefetched
 from sevensense.inference.sessions import LoadedModel
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff"})
@@ -127,7 +129,8 @@ def embed_recordings(
                     for s in stats.skipped
                 ]
 
-    for result in engine.embed_windows(loaded, windows(), options):
+    ahead = prefetched(windows(), engine.settings.inference.prefetch_windows)
+    for result in engine.embed_windows(loaded, ahead, options):
         reports[result.source].windows += 1
         sink(result)
         if on_window is not None:

@@ -23,6 +23,8 @@ from sevensense.artifacts.labels import load_labels
 from sevensense.artifacts.manifest import ModelIdentity, ModelManifest, OutputRole
 from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
 from sevensense.errors import ModelError
+from sevensense.inference.openvino_runtime import OpenVinoSession
+from sevensense.inference.spinning import spinning
 from sevensense.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def provider_chain(settings: InferenceSettings) -> list[tuple[str, dict[str, str
 @dataclass
 class LoadedModel:
     artifact: Artifact
-    session: ort.InferenceSession
+    session: ort.InferenceSession | OpenVinoSession
     providers: list[str]
     requested: list[str]
     labels: list[str] | None
@@ -117,15 +119,21 @@ class LoadedModel:
 
 def create_session(
     model_path: Path, settings: InferenceSettings
-) -> tuple[ort.InferenceSession, list[str], list[str]]:
+) -> tuple[ort.InferenceSession | OpenVinoSession, list[str], list[str]]:
+    if settings.runtime == "openvino":  # every session on OpenVINO's CPU plugin
+        ov_session = OpenVinoSession(model_path, settings.resolved_intra_threads())
+        return ov_session, ov_session.get_providers(), ov_session.get_providers()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = settings.resolved_intra_threads()
     opts.inter_op_num_threads = settings.inter_threads
     opts.graph_optimization_level = _GRAPH_OPT[settings.graph_optimization]
     opts.log_severity_level = 3
-    opts.add_session_config_entry(
-        "session.intra_op.allow_spinning", "1" if settings.allow_spinning else "0"
-    )
+    spin = spinning(settings)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin and settings.spin_duration_us:
+        opts.add_session_config_entry(
+            "session.intra_op.spin_duration_us", str(settings.spin_duration_us)
+        )
     chain = provider_chain(settings)
     if any(name == PROVIDER_NAMES["cuda"] for name, _ in chain):
         preload_cuda_libraries()

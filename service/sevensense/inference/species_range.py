@@ -24,6 +24,7 @@ from sevensense.artifacts.labels import load_label_pairs
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.errors import ManifestError, SpeciesFilterError
+from sevensense.inference.range_defaults import ALL_YEAR, DEFAULT_THRESHOLD
 
 __all__ = [
     "ALL_YEAR",
@@ -39,8 +40,6 @@ __all__ = [
     "validate_threshold",
 ]
 
-ALL_YEAR: Final = -1
-DEFAULT_THRESHOLD: Final = 0.03
 WEEKS: Final = 48
 _UNKNOWN_SHOWN: Final = 20
 

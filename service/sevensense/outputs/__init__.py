@@ -1,7 +1,4 @@
-"""Writers for per-window results: Parquet (streamed) and NumPy .npz."""
+"""Results to files: per-window embeddings (``writers``: Parquet streamed, NumPy .npz) and
+species detections (``detections``, in BirdNET-Analyzer's formats).
 
-from __future__ import annotations
-
-from sevensense.outputs.writers import NpzWriter, ParquetWriter, ResultWriter, open_writer
-
-__all__ = ["NpzWriter", "ParquetWriter", "ResultWriter", "open_writer"]
+The package imports nothing itself, so the light ``formats`` loads without pyarrow."""

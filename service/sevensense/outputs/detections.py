@@ -36,7 +36,6 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -44,11 +43,8 @@ import pyarrow.parquet as pq
 
 from sevensense.audio.kaiser_fast import FILE_SPLITTING_S
 from sevensense.inference.engine import WindowResult
+from sevensense.outputs.formats import DetectionFormat
 from sevensense.storage.atomic import atomic_write
-
-DetectionFormat = Literal["raven", "audacity", "csv", "kaleidoscope", "parquet"]
-TEXT_FORMATS: tuple[DetectionFormat, ...] = ("raven", "audacity", "csv", "kaleidoscope")
-FORMATS: tuple[DetectionFormat, ...] = (*TEXT_FORMATS, "parquet")
 
 RAVEN_HEADER = (
     "Selection\tView\tChannel\tBegin Time (s)\tEnd Time (s)\tLow Freq (Hz)\tHigh Freq (Hz)"
@@ -87,7 +83,6 @@ SIG_FMAX = 15_000  # BirdNET's spectrogram ceiling and default band-pass maximum
 SIG_FMIN = 0
 SIG_MINLEN = 1.0  # a last segment shorter than this (s) is not analysed
 AUDIO_SPEED = 1.0
-MIN_SENSITIVITY, MAX_SENSITIVITY = 0.5, 1.5
 ANALYSIS_PARAMS_NAME = "BirdNET_analysis_params.csv"
 ANALYSIS_PARAMS_HEADER = (
     "File splitting duration",

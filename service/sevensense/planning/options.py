@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sevensense.inference.species_range import ALL_YEAR, DEFAULT_THRESHOLD
+from sevensense.inference.range_defaults import ALL_YEAR, DEFAULT_THRESHOLD
 
 # A hop under a tenth of the window multiplies the work per second of audio without
 # adding information.

@@ -36,13 +36,12 @@ from sevensense.inference.species_range import (
     location_filter,
 )
 from sevensense.outputs.detections import (
-    MAX_SENSITIVITY,
-    MIN_SENSITIVITY,
     SIG_MINLEN,
     AnalysisParams,
     DetectionCollector,
     load_species_codes,
 )
+from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY
 from sevensense.planning.options import OFFLINE, PlanLimits, RequestOptions
 from sevensense.settings import Settings
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
-from sevensense.outputs.detections import MAX_SENSITIVITY, MIN_SENSITIVITY
+from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY, TEXT_FORMATS
 from sevensense.outputs.response import EmbedResponse
 from sevensense.planning.options import MAX_OVERLAP, RequestOptions
 from sevensense.quality_gate.gate import GateOutcome
@@ -25,7 +25,6 @@ from sevensense.serving.model_service.rpc import PrepareResult
 Route = Literal["auto", "gpu", "cpu"]
 Resampler = Literal["kaiser_fast", "linear", "medium", "high", "audiophile"]
 OutputFormat = Literal["json", "arrow", "raven", "audacity", "csv", "kaleidoscope"]
-TEXT_FORMATS = ("raven", "audacity", "csv", "kaleidoscope")  # BirdNET-Analyzer's detections
 
 
 class EmbedParams(BaseModel):

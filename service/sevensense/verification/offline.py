@@ -36,10 +36,9 @@ from sevensense.verification.agreement import (
     summary_of,
 )
 from sevensense.verification.alignment import Aligner
+from sevensense.verification.defaults import DEFAULT_VERIFIER
 from sevensense.verification.species_map import SpeciesMap, species_map_for
 from sevensense.verification.streams import paired_windows
-
-DEFAULT_VERIFIER = "birdnet-v2.4"
 
 
 class WindowRow(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any
 
 from sevensense.audio.decode import NamedSource
 from sevensense.audio.pipeline import StreamStats
-from sevensense.embeddings.poincare import DEFAULT_MAX_NORM
+from sevensense.embeddings.choices import DEFAULT_MAX_NORM
 from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import AudioError, SevensenseError
 from sevensense.index.base import VectorIndex

@@ -51,9 +51,9 @@ from sevensense.outputs.detections import (
     MEDIA_TYPES,
     SUFFIXES,
     DetectionCollector,
-    DetectionFormat,
     render,
 )
+from sevensense.outputs.formats import DetectionFormat
 from sevensense.outputs.writers import ParquetWriter
 from sevensense.planning.options import RequestOptions
 from sevensense.planning.plan import DetectionPlan, Planner

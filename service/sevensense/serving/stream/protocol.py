@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.audio.bounds import MIN_SAMPLE_RATE_HZ
-from sevensense.audio.live import SampleEncoding
+from sevensense.audio.encoding import SampleEncoding
 from sevensense.errors import SevensenseError
 from sevensense.outputs.response import WindowJSON
 from sevensense.serving.schemas import EmbedParams

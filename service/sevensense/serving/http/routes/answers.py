@@ -9,14 +9,13 @@ from sevensense.audio.resample import describe_resampler
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
     AnalysisParams,
-    DetectionFormat,
     render,
 )
+from sevensense.outputs.formats import TEXT_FORMATS, DetectionFormat
 from sevensense.outputs.response import EmbedOutcome
 from sevensense.planning.plan import Planner
 from sevensense.serving.dispatch.gateway import DeferredOutcome
 from sevensense.serving.schemas import (
-    TEXT_FORMATS,
     DeferredResponse,
     DetectionJSON,
     DetectResponse,
