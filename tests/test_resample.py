@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from sevensense.audio.kaiser_fast import FILE_SPLITTING_S, KaiserFastStream
+from sevensense.audio.quality_levels import BIRDNET_ANALYZER, QUALITY_PRESETS
 from sevensense.audio.resample import (
-    BIRDNET_ANALYZER,
-    QUALITY_PRESETS,
     StreamResampler,
     output_length,
     resample,

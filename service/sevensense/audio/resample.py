@@ -17,38 +17,13 @@ where a caller asks for BirdNET-Analyzer's results.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Final
 
 import numpy as np
 import soxr
 
 from sevensense.audio.bounds import check_ratio
 from sevensense.audio.kaiser_fast import KaiserFastStream
-
-QUALITY_PRESETS: dict[str, str] = {
-    "linear": "QQ",
-    "medium": "MQ",
-    "high": "HQ",
-    "audiophile": "VHQ",
-}
-BIRDNET_ANALYZER: Final = "kaiser_fast"
-QUALITIES: tuple[str, ...] = (*QUALITY_PRESETS, BIRDNET_ANALYZER)
-
-
-def describe_resampler(quality: str) -> str:
-    """What an answer's metadata says about its resampling."""
-    if quality == BIRDNET_ANALYZER:
-        return "resampy kaiser_fast (BirdNET-Analyzer's)"
-    return f"soxr {_preset(quality)}"
-
-
-def _preset(quality: str) -> str:
-    try:
-        return QUALITY_PRESETS[quality]
-    except KeyError:
-        raise ValueError(
-            f"unknown resample quality {quality!r}; one of {', '.join(QUALITIES)}"
-        ) from None
+from sevensense.audio.quality_levels import BIRDNET_ANALYZER, soxr_preset
 
 
 def output_length(input_frames: int, in_rate: int, out_rate: int) -> int:
@@ -70,10 +45,10 @@ class StreamResampler:
             self._kaiser = None if self._passthrough else KaiserFastStream(in_rate, out_rate)
         elif not self._passthrough:
             self._stream = soxr.ResampleStream(
-                in_rate, out_rate, 1, dtype="float32", quality=_preset(quality)
+                in_rate, out_rate, 1, dtype="float32", quality=soxr_preset(quality)
             )
         else:
-            _preset(quality)
+            soxr_preset(quality)
 
     def process(self, block: np.ndarray) -> np.ndarray:
         if self._kaiser is not None:
@@ -114,6 +89,8 @@ def resample(audio: np.ndarray, in_rate: int, out_rate: int, quality: str = "hig
         stream = KaiserFastStream(in_rate, out_rate)
         return np.concatenate((stream.process(audio), stream.flush()))
     return np.asarray(
-        soxr.resample(audio.astype(np.float32, copy=False), in_rate, out_rate, _preset(quality)),
+        soxr.resample(
+            audio.astype(np.float32, copy=False), in_rate, out_rate, soxr_preset(quality)
+        ),
         dtype=np.float32,
     )

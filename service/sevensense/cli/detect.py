@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from sevensense.audio.resample import BIRDNET_ANALYZER, QUALITIES, describe_resampler
+from sevensense.audio.quality_levels import BIRDNET_ANALYZER, QUALITIES, describe_resampler
 from sevensense.cli.common import (
     EXIT_FAILED,
     EXIT_OK,

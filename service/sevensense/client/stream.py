@@ -160,6 +160,7 @@ async def stream_audio(
     run = StreamRun(stream_id=options.get("stream_id"))
     headers = {"X-API-Key": api_key} if api_key else {}
     failures = 0
+    opened = False  # the server has answered ``ready`` once: the stream exists there
     while True:
         opening: dict[str, Any] = {
             **options,
@@ -170,8 +171,9 @@ async def stream_audio(
         }
         if run.stream_id is not None:
             opening["stream_id"] = run.stream_id
-        if run.windows:
-            opening["last_window"] = max(run.windows)
+        if opened:  # a resume: -1 when no result arrived, so the server resends all it
+            # holds (a result sent into the dropped socket would otherwise be lost)
+            opening["last_window"] = max(run.windows) if run.windows else -1
         ws: AsyncWebSocketSession
         try:
             async with (
@@ -181,6 +183,7 @@ async def stream_audio(
                 await ws.send_text(json.dumps(opening))
                 ready = StreamReady.model_validate_json(_first(await ws.receive_text()))
                 run.stream_id = ready.stream_id
+                opened = True
                 frames = source.frames_from(ready.received_frames, frame_samples)
                 sender = asyncio.create_task(_send(ws, frames, rate, speed, frame_samples))
                 try:

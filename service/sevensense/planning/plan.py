@@ -23,7 +23,7 @@ from sevensense.artifacts.labels import load_full_labels, load_labels
 from sevensense.artifacts.manifest import ModelManifest
 from sevensense.artifacts.registry import Artifact, ModelRegistry
 from sevensense.audio.pipeline import PreprocessConfig
-from sevensense.audio.resample import BIRDNET_ANALYZER, QUALITIES
+from sevensense.audio.quality_levels import BIRDNET_ANALYZER, QUALITIES
 from sevensense.audio.windowing import Padding
 from sevensense.embeddings.transform import VectorTransform, artifact_sha256, load_transform
 from sevensense.errors import ModelError, RequestError, SpeciesFilterError

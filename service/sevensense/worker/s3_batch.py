@@ -39,7 +39,7 @@ from typing import Any, BinaryIO, cast
 
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.audio.decode import NamedSource
-from sevensense.audio.resample import describe_resampler
+from sevensense.audio.quality_levels import describe_resampler
 from sevensense.embeddings.quality import process_monitors
 from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageError
 from sevensense.index.ingest import parquet_batches, space_info

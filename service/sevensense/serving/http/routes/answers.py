@@ -5,7 +5,7 @@ from typing import cast
 
 from fastapi.responses import Response
 
-from sevensense.audio.resample import describe_resampler
+from sevensense.audio.quality_levels import describe_resampler
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
     AnalysisParams,
