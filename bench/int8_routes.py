@@ -15,8 +15,6 @@ interleaved with the fp32 base). The issue-25 bar: >= 1.8x with cosine >= 0.99 a
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from bench.report import quick_json_main
 from sevensense.artifacts.registry import ModelRegistry
 from sevensense.builders import variants as v
 from sevensense.builders.quantize import _name_nodes, run_outputs
@@ -146,14 +145,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="fewer windows and routes")
-    parser.add_argument("--json", type=Path, help="also write the result here")
-    args = parser.parse_args()
-    text = json.dumps(run(args.quick), indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    quick_json_main(run, __doc__, "fewer windows and routes")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,11 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from bench import threads, variants
+from bench.report import quick_json_main
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -24,14 +22,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--quick", action="store_true", help="fewer windows, rounds, minutes")
-    parser.add_argument("--json", type=Path, help="also write the result here")
-    args = parser.parse_args()
-    text = json.dumps(run(args.quick), indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    quick_json_main(run, __doc__, "fewer windows, rounds, minutes")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ a shared machine hits every configuration alike. ``--quick``: a 4-minute recordi
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -30,6 +28,7 @@ from typing import Any
 
 import soundfile as sf
 
+from bench.report import quick_json_main
 from sevensense.settings import InferenceSettings, process_cpus, repo_root
 
 REPO = repo_root()
@@ -126,15 +125,7 @@ def run(quick: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="4-minute recording, 1 round")
-    parser.add_argument("--json", type=Path, help="also write the result here")
-    args = parser.parse_args()
-    result = run(args.quick)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        args.json.write_text(text + "\n")
+    quick_json_main(run, __doc__, "4-minute recording, 1 round")
 
 
 if __name__ == "__main__":
