@@ -132,3 +132,29 @@ def test_failure_reasons() -> None:
     assert failure_reason(ConnectionRefusedError()) == "unavailable"
     assert failure_reason(TimeoutError()) == "unavailable"
     assert failure_reason(ValueError("bad")) == "error"
+
+
+def test_a_slow_probe_keeps_a_ready_path_and_never_readies_a_new_one() -> None:
+    """Busy is not broken: a model service deep in a long batch answers its probe late, and
+    that alone must not send requests to the next path (CI once saw /detect served by the
+    int8 fallback that way)."""
+    slow = {"on": False}
+    gpu, gpu_calls = path("gpu", [])
+    answer = gpu.probe
+
+    async def probe() -> ModelServiceStatus:
+        if slow["on"]:
+            await asyncio.sleep(1.0)
+        return await answer()
+
+    gpu.probe = probe
+    cpu, _ = path("cpu", [])
+    router = PathRouter([gpu, cpu], probe_every_s=0.0, probe_timeout_s=0.05)
+    assert run(router)[1:] == ("gpu", False)
+    slow["on"] = True
+    assert run(router)[1:] == ("gpu", False)
+    assert gpu_calls == [3, 3]
+    cold = PathRouter([path("gpu", [])[0], cpu], probe_every_s=0.0, probe_timeout_s=0.05)
+    cold.paths[0].probe = probe
+    assert run(cold)[1:] == ("cpu", True)
+    assert "probe timed out" in str(cold.paths[0].describe()["reason"])

@@ -33,6 +33,9 @@ def post(
 def test_detect_json_matches_the_cli(server: Service, tmp_path: Path) -> None:
     response = post(server, "/detect", SOUNDSCAPE)
     assert response.status_code == 200, response.text
+    # The CLI runs the full-precision model; the int8 fallback would differ by ~1e-2.
+    headers = {k: v for k, v in response.headers.items() if k.startswith("x-")}
+    assert headers["x-model-variant"] == "base" and "x-degraded" not in headers, headers
     body = response.json()
     assert body["windows"] == 40 and body["min_conf"] == 0.25
     served = [

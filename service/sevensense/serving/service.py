@@ -102,7 +102,8 @@ def _model_service(path: PathName, name: str) -> Any:
                 )
 
         @bentoml.api
-        def status(self) -> ModelServiceStatus:
+        async def status(self) -> ModelServiceStatus:
+            # async: on the event loop, not queued behind a long batch in the thread pool
             return self.host.status()
 
         def __is_ready__(self) -> bool:
@@ -159,7 +160,7 @@ class Verifier:
         return self.host.prepare(ref)
 
     @bentoml.api
-    def status(self) -> ModelServiceStatus:
+    async def status(self) -> ModelServiceStatus:
         return self.host.status()
 
     def __is_ready__(self) -> bool:

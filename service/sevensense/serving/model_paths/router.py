@@ -108,6 +108,7 @@ class ModelPath:
 class PathRouter:
     paths: Sequence[ModelPath]
     probe_every_s: float = 5.0
+    probe_timeout_s: float = 5.0
     _probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def refresh(self, force: bool = False) -> None:
@@ -120,7 +121,16 @@ class PathRouter:
 
     async def _probe(self, path: ModelPath) -> None:
         try:
-            path.status = await asyncio.wait_for(path.probe(), timeout=5.0)
+            path.status = await asyncio.wait_for(path.probe(), timeout=self.probe_timeout_s)
+        except TimeoutError:
+            if path.status is None or not path.status.ready:
+                path.status = ModelServiceStatus(
+                    path=path.name, ready=False, reason="unavailable: readiness probe timed out"
+                )
+            else:
+                # A slow answer from a path that was ready means busy, not broken; its
+                # calls (and the breaker) tell which.
+                log.info("%s path: readiness probe slow; kept ready", path.name)
         except Exception as exc:
             path.status = ModelServiceStatus(
                 path=path.name, ready=False, reason=f"{failure_reason(exc)}: {exc}"[:300]
