@@ -158,3 +158,32 @@ def test_a_slow_probe_keeps_a_ready_path_and_never_readies_a_new_one() -> None:
     cold.paths[0].probe = probe
     assert run(cold)[1:] == ("cpu", True)
     assert "probe timed out" in str(cold.paths[0].describe()["reason"])
+
+
+def test_one_dropped_probe_of_a_ready_path_is_retried() -> None:
+    gpu, _ = path("gpu", [])
+    answer = gpu.probe
+    drops = [ConnectionResetError("idle connection closed")]
+
+    async def probe() -> ModelServiceStatus:
+        if drops:
+            raise drops.pop()
+        return await answer()
+
+    router = PathRouter([gpu, path("cpu", [])[0]], probe_every_s=0.0)
+    assert run(router)[1] == "gpu"
+    gpu.probe = probe
+    assert run(router)[1:] == ("gpu", False) and not drops
+    drops.extend([ConnectionResetError("down"), ConnectionResetError("still down")])
+    assert run(router)[1:] == ("cpu", True)
+
+
+def test_a_dropped_connection_is_tried_once_more_on_the_same_path() -> None:
+    class ServerDisconnectedError(Exception):
+        pass
+
+    gpu, gpu_calls = path("gpu", [ServerDisconnectedError("closed while idle")])
+    cpu, cpu_calls = path("cpu", [])
+    assert run(PathRouter([gpu, cpu]))[1:] == ("gpu", False)
+    assert gpu_calls == [3, 3] and cpu_calls == []
+    assert gpu.breaker.snapshot()["state"] == "closed"

@@ -121,7 +121,7 @@ class PathRouter:
 
     async def _probe(self, path: ModelPath) -> None:
         try:
-            path.status = await asyncio.wait_for(path.probe(), timeout=self.probe_timeout_s)
+            path.status = await self._ask(path)
         except TimeoutError:
             if path.status is None or not path.status.ready:
                 path.status = ModelServiceStatus(
@@ -137,6 +137,35 @@ class PathRouter:
             )
         path.probed_at = time.monotonic()
         metrics().path_ready.labels(path.name).set(1 if path.usable() else 0)
+
+    @staticmethod
+    async def _call(path: ModelPath, items: list[WindowItem]) -> list[WindowOutput]:
+        """Windows are idempotent: a pooled connection dropped under the call (not a
+        refusal, a timeout or overload) is tried once more before it counts against the
+        breaker."""
+        try:
+            return await path.call(items)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            dropped: Exception = exc
+        except Exception as exc:
+            if "disconnect" not in type(exc).__name__.lower():
+                raise
+            dropped = exc
+        log.info("%s path: connection dropped (%s); tried once more", path.name, dropped)
+        return await path.call(items)
+
+    async def _ask(self, path: ModelPath) -> ModelServiceStatus:
+        """One retry for a path that was ready: a pooled connection the service closed while
+        idle fails once, and must not send the next requests down the fallback chain."""
+        was_ready = path.status is not None and path.status.ready
+        try:
+            return await asyncio.wait_for(path.probe(), timeout=self.probe_timeout_s)
+        except TimeoutError:
+            raise
+        except Exception:
+            if not was_ready:
+                raise
+            return await asyncio.wait_for(path.probe(), timeout=self.probe_timeout_s)
 
     def any_ready(self) -> bool:
         return any(p.usable() for p in self.paths)
@@ -166,7 +195,7 @@ class PathRouter:
                 metrics().fallbacks.labels(path.name, nxt, "circuit_open").inc()
                 continue
             try:
-                outputs = await path.call(items)
+                outputs = await self._call(path, items)
                 failed = [o.error for o in outputs if o.error]
                 if failed:
                     raise PathFailedError(f"{len(failed)} windows failed: {failed[0]}")
