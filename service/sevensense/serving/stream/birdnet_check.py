@@ -6,7 +6,8 @@ The rule is the one uploads use (:mod:`sevensense.verification.alignment`): a pr
 audio up to e + half a BirdNET window, so a window's verification follows its result by
 about 1.5 s of audio, as its own message. The state lives in the stream's session and
 survives a dropped connection like the rest: BirdNET windows cut but not answered are sent
-again after a resume.
+again after a resume, and the last verifications sent are kept to send again like window
+results (``last_verified``).
 """
 
 from __future__ import annotations
@@ -161,10 +162,12 @@ class CrossChecks:
         verifier: GatewayVerifier,
         send: Callable[[str], Awaitable[None]],
         on_answer: Callable[[], None],
+        keep: Callable[[int, str], None],
     ) -> None:
         self.verifier = verifier
         self.send = send
         self.on_answer = on_answer  # wakes whoever waits for pending windows to drain
+        self.keep = keep  # held for a resume before it is sent, as window results are
         self.tasks: set[asyncio.Task[None]] = set()
         self.lock = asyncio.Lock()
 
@@ -201,7 +204,9 @@ class CrossChecks:
                     start_sample=p.start_sample,
                     verification=v,
                 )
-                await self.send(message.model_dump_json(exclude_none=True))
+                text = message.model_dump_json(exclude_none=True)
+                self.keep(p.start_sample, text)
+                await self.send(text)
 
     async def drain(self, stream_id: str, check: StreamVerifier | None) -> None:
         """After ``end``: every call answered, every verification sent."""
