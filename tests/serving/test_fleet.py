@@ -227,6 +227,7 @@ def test_a_killed_and_a_drained_entry_lose_no_window_and_no_upload(fleet: Fleet)
     runs: list[StreamRun | BaseException] = []
     events: dict[str, float] = {}
     uploads: list[int] = []
+    refused: list[tuple[int, str | None, Any]] = []
 
     async def streams() -> None:
         async def one(i: int) -> StreamRun:
@@ -260,8 +261,20 @@ def test_a_killed_and_a_drained_entry_lose_no_window_and_no_upload(fleet: Fleet)
         inflight = [threading.Thread(target=upload, args=(1,)) for _ in range(2)]
         for t in inflight:
             t.start()
-        time.sleep(0.5)
-        events["drain_s"] = fleet.terminate(1)
+        with httpx.Client(headers={"X-API-Key": fleet.keys["partner"]}, timeout=30) as idle:
+            idle.get(f"{fleet.entries[1].url}/livez")  # a keep-alive connection, as an LB's
+            time.sleep(0.5)
+            stopping = threading.Thread(
+                target=lambda: events.__setitem__("drain_s", fleet.terminate(1))
+            )
+            stopping.start()
+            time.sleep(0.3)
+            late = idle.post(
+                f"{fleet.entries[1].url}/embed",
+                files={"audio": ("s.flac", SOUNDSCAPE.read_bytes(), "audio/flac")},
+            )
+            refused.append((late.status_code, late.headers.get("Retry-After"), late.json()))
+        stopping.join()
         for t in inflight:
             t.join()
         fleet.restart(1)
@@ -271,6 +284,8 @@ def test_a_killed_and_a_drained_entry_lose_no_window_and_no_upload(fleet: Fleet)
     asyncio.run(streams())
     worker.join()
     assert uploads == [200, 200]  # in flight when SIGTERM came: finished, not cut
+    [(status, retry, body)] = refused  # a new upload while draining: sent elsewhere
+    assert status == 503 and retry == "1" and body["error"]["code"] == "draining"
     assert events["drain_s"] < DRAIN_S + 5
     failed = [r for r in runs if isinstance(r, BaseException)]
     assert not failed, failed
