@@ -11,6 +11,7 @@ apt-get when it is missing and the process may (root on Debian, as CI runs).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from load_tests.server import REPO, Service, base_env, free_port
 from sevensense.serving.access.keys import generate_key, hash_key
@@ -158,10 +160,14 @@ class Fleet:
         raise RuntimeError("haproxy did not answer /readyz within 30 s")
 
     def kill(self, i: int) -> None:
-        """SIGKILL an entry's whole process group: a task that dies without a word."""
+        """SIGKILL every process of an entry, as a task dies without a word. BentoML's
+        workers run in process groups of their own, so the group alone is not enough."""
         proc = self.entries[i].proc
         assert proc is not None
-        os.killpg(proc.pid, signal.SIGKILL)
+        main = psutil.Process(proc.pid)
+        for p in [main, *main.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
         proc.wait()
 
     def terminate(self, i: int) -> float:

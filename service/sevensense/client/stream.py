@@ -170,6 +170,7 @@ async def stream_audio(
     headers = {"X-API-Key": api_key} if api_key else {}
     failures = 0
     opened = False  # the server has answered ``ready`` once: the stream exists there
+    origin = time.monotonic()  # when sample 0 was "recorded", for the pacing
     while True:
         opening: dict[str, Any] = {
             **options,
@@ -201,7 +202,9 @@ async def stream_audio(
                     run.token = ready.resume_token
                 opened = True
                 frames = source.frames_from(ready.received_frames, frame_samples)
-                sender = asyncio.create_task(_send(ws, frames, rate, speed, frame_samples))
+                sender = asyncio.create_task(
+                    _send(ws, frames, rate, speed, frame_samples, origin, ready.received_frames)
+                )
                 try:
                     if await _receive(ws, run, on_message):
                         return run
@@ -254,10 +257,18 @@ def _first(text: str) -> str:
 
 
 async def _send(
-    ws: Any, frames: Iterator[bytes], rate: int, speed: float | None, frame_samples: int
+    ws: Any,
+    frames: Iterator[bytes],
+    rate: int,
+    speed: float | None,
+    frame_samples: int,
+    origin: float,
+    offset: int,
 ) -> None:
-    started = time.monotonic()
-    sent_s = 0.0
+    """Paced on the stream's own clock: after a resume, the audio recorded meanwhile (the
+    backlog a sensor buffers) goes at once, then the pace of ``speed`` again."""
+    started = origin
+    sent_s = offset / rate
     for frame in frames:
         if speed is not None:
             delay = started + sent_s / speed - time.monotonic()

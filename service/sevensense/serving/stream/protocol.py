@@ -152,6 +152,7 @@ class StreamReady(BaseModel):
         "from the token and the audio sent from received_frames",
     )
     resume_token: str = Field(description="resume with this until a window brings a newer one")
+    task: str = Field(description="the entry task and worker answering (host:pid), for logs")
     model: ModelIdentity
     sample_rate: int = Field(description="the model's rate: start_sample counts in it")
     window_s: float

@@ -24,6 +24,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -87,6 +89,7 @@ from sevensense.settings import Settings
 log = logging.getLogger(__name__)
 
 Parts = Callable[[], tuple[Gateway, KeyStore, RateLimiter]]
+TASK = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _problems(exc: ValidationError) -> str:
@@ -309,6 +312,7 @@ class _Connection:
             resumed=found is not None or rebuilt,
             rebuilt=rebuilt,
             resume_token=self._token(session),
+            task=TASK,
             received_frames=session.decoder.frames,
             replayed=len(replay),
             model=manifest.identity,
