@@ -6,11 +6,13 @@ or a crashed task would.
 
 The fleet is load_tests/cluster.py's (two entries, one CPU model service by URL, HAProxy).
 Every stream is the reference client sending the 120-s soundscape from a random offset at
-real time in 100-ms frames; uploads are a 21-s clip, eight at a time, retried per the
+real time in 100-ms frames. Uploads are a 21-s clip, two at a time, retried per the
 documented client rule (503/502 or a refused connection: wait ``Retry-After``, at most 3
-tries). Reported: requests failed after retries, windows lost and duplicated per stream
-(expected: every hop of the audio sent, once), resumes and the task each landed on, the
-SIGTERM drain time, and latency p50/p99 before, during and after the faults.
+tries), and eight more sent straight to the second task just before its SIGTERM.
+Reported: requests failed after retries, windows lost and duplicated per stream (expected:
+every hop of the audio sent, once), resumes and the task each landed on, what a rebuilt
+resume cost, the SIGTERM drain time, and latency p50/p99 before, during and after the
+faults.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class Timeline:
         return "after"
 
 
-def upload(url: str, key: str, body: bytes) -> tuple[int, int, float]:
+def upload(url: str, key: str, body: bytes, retry: bool = True) -> tuple[int, int, float]:
     """(final status, retries, seconds): the documented rule, Retry-After honoured."""
     started = time.monotonic()
     retries = 0
@@ -84,7 +86,7 @@ def upload(url: str, key: str, body: bytes) -> tuple[int, int, float]:
             status, wait = r.status_code, float(r.headers.get("Retry-After", "1"))
         except httpx.TransportError:
             status, wait = 599, 1.0
-        if status not in (502, 503, 599) or retries >= RETRIES:
+        if not retry or status not in (502, 503, 599) or retries >= RETRIES:
             return status, retries, time.monotonic() - started
         retries += 1
         time.sleep(wait)
@@ -103,7 +105,7 @@ def tasks_of(fleet: Fleet) -> dict[int, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=16)
-    parser.add_argument("--uploaders", type=int, default=8, help="uploads kept in flight")
+    parser.add_argument("--uploaders", type=int, default=2, help="uploads kept in flight")
     parser.add_argument("--seconds", type=int, default=90, help="audio per stream (× 3 s)")
     parser.add_argument("--kill-at", type=float, default=20.0)
     parser.add_argument("--term-at", type=float, default=50.0)
@@ -141,6 +143,7 @@ def run(
     sources: dict[int, Counted] = {}
     events: dict[int, list[tuple[float, str, bool]]] = {}
     uploads: list[tuple[float, int, int, float]] = []
+    draining_uploads: list[int] = []
     stop = threading.Event()
 
     def uploader() -> None:
@@ -156,8 +159,22 @@ def run(
         fleet.restart(0)
         names.update(tasks_of(fleet))
         time.sleep(max(0.0, term_at - (time.monotonic() - t0)))
+        # Eight uploads in flight on the task when it is told to stop: they must finish.
+        inflight = [
+            threading.Thread(
+                target=lambda: draining_uploads.append(
+                    upload(fleet.entries[1].url, key, clip, retry=False)[0]
+                )
+            )
+            for _ in range(8)
+        ]
+        for t in inflight:
+            t.start()
+        time.sleep(1.0)
         line.marks["term"] = time.monotonic() - t0
         line.marks["drain_s"] = fleet.terminate(1)
+        for t in inflight:
+            t.join()
         fleet.restart(1)
         names.update(tasks_of(fleet))
         line.marks["settled"] = time.monotonic() - t0
@@ -237,6 +254,7 @@ def run(
         "uploads": len(uploads),
         "uploads_failed": sum(1 for u in uploads if u[1] != 200),
         "upload_retries": sum(u[2] for u in uploads),
+        "uploads_in_flight_at_sigterm": draining_uploads,
         "resume_cost": {
             "bytes_resent_per_resumed_stream_p50_max": _p50max(resent),
             "rebuilt_ready_to_first_window_ms_p50_max": _p50max(to_window),

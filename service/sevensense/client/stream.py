@@ -196,6 +196,8 @@ async def stream_audio(
             ):
                 await ws.send_text(json.dumps(opening))
                 ready = StreamReady.model_validate_json(_first(await ws.receive_text()))
+                if on_message is not None:
+                    on_message(json.loads(ready.model_dump_json()))
                 run.stream_id = ready.stream_id
                 run.readies.append(ready)
                 if ready.replayed == 0:  # else the replayed windows bring their tokens
