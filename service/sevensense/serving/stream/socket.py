@@ -603,12 +603,12 @@ class _Connection:
                 session.answered(window.start_sample, message)
                 if opened.index and served != "zero_vector":
                     session.to_index.append(result)
-                await self._send(message)
-                session.latencies_ms.append(latency_ms)
-                if session.verify is not None:
+                if session.verify is not None:  # before the send: a drop there loses none
                     session.verify.primary(
                         result.index, window.start_sample, result.start_s, result.end_s, logits
                     )
+                await self._send(message)
+                session.latencies_ms.append(latency_ms)
                 m = metrics()
                 m.stream_windows.labels(manifest.name).inc()
                 m.stream_latency.observe(latency_ms / 1e3)
@@ -710,4 +710,6 @@ class _Connection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.checks is not None:
+            await self.checks.settle()
         self.inflight.clear()
