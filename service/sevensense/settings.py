@@ -382,8 +382,7 @@ class StreamSettings(_Section):
         20.0,
         gt=0.0,
         description="SIGTERM: time to finish uploads in flight and hand every open stream a "
-        "resume point before the process exits (ECS stop timeout and the ALB's "
-        "deregistration delay must exceed it)",
+        "resume point before the process exits (the ECS stop timeout must exceed it)",
     )
 
 

@@ -8,8 +8,8 @@ listening sockets are closed, the task is *draining*: new uploads get 503 ``drai
 (the stream endpoint answers every window already cut, sends each stream a ``reconnect``
 with its resume token, and closes it with 1012); then uvicorn's shutdown finishes the
 uploads in flight. The whole stays within ``serving.stream.drain_s``: past it, what is left
-is cancelled and the process exits. The ECS stop timeout and the ALB's deregistration delay
-must be longer than that bound (docs/serving/streams.md gives the numbers).
+is cancelled and the process exits. The ECS stop timeout must be longer than that bound
+(docs/streams.md gives the numbers, with the ALB's deregistration delay).
 """
 
 from __future__ import annotations
