@@ -62,6 +62,17 @@ bench-index: setup
 load: setup
 	.venv/bin/python -m load_tests.run
 
+# A local fleet (Ctrl-C stops it): HAProxy → two entry processes → one CPU model service by URL.
+.PHONY: fleet
+fleet: setup
+	.venv/bin/python -m load_tests.cluster
+
+# The fleet under faults (~3 min): 16 real-time streams and uploads while one entry is SIGKILLed
+# and the other SIGTERMed: failures, windows lost/duplicated, resumes, drain time, latency.
+.PHONY: load-fleet
+load-fleet: setup
+	.venv/bin/python -m load_tests.fleet
+
 # The front door under abuse (~1 min): well-behaved latency with crawling and unauthenticated uploads.
 .PHONY: load-front-door
 load-front-door: setup

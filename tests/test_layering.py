@@ -46,7 +46,7 @@ LAYERS: tuple[frozenset[str], ...] = (
 # ``service`` (the BentoML wiring) sees both.
 SERVING_LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"__init__"}),
-    frozenset({"telemetry"}),
+    frozenset({"telemetry", "lifecycle"}),
     frozenset({"model_service"}),
     frozenset({"schemas"}),
     frozenset({"access"}),

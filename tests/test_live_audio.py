@@ -7,7 +7,13 @@ import pytest
 import soundfile as sf
 
 from sevensense.audio.encoding import SampleEncoding
-from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat
+from sevensense.audio.live import (
+    RESAMPLER_LOOKBACK_S,
+    LiveWindows,
+    PcmDecoder,
+    PcmFormat,
+    resume_point,
+)
 from sevensense.audio.normalize import NormalizationSpec
 from sevensense.audio.pipeline import PreprocessConfig, prepare_windows
 from sevensense.audio.windowing import Padding, Window
@@ -94,3 +100,46 @@ def test_memory_holds_one_window_whatever_the_length() -> None:
         count += len(kept)
         assert live._windower.buf.shape[0] <= config.window_samples + block.shape[0]
     assert count == 240 and live.model_samples == 20 * 60 * 32000
+
+
+@pytest.mark.parametrize(
+    ("quality", "overlap", "padding", "atol"),
+    [
+        ("high", 0.5, Padding.ZERO_PAD, 1e-6),  # soxr restarted: float32 rounding only
+        ("audiophile", 0.0, Padding.OVERLAP_FILL, 0.0),  # soxr VHQ computes in double
+        ("kaiser_fast", 0.5, Padding.ZERO_PAD, 1e-6),
+    ],
+)
+def test_a_stream_rebuilt_at_a_resume_point_gives_the_windows_after_it(
+    quality: str, overlap: float, padding: Padding, atol: float
+) -> None:
+    """What a resume on another entry task relies on: the audio from ``resume_point``
+    alone gives every window from that point as the uninterrupted stream does."""
+    mono, rate = sf.read(CLIP, dtype="float32")
+    config = PreprocessConfig(
+        sample_rate=32000,
+        window_samples=160000,
+        overlap=overlap,
+        padding=padding,
+        resample_quality=quality,
+        normalization=NormalizationSpec.perch(),
+    )
+    whole = LiveWindows(rate, config)
+    kept, _ = whole.push(mono)
+    tail, _ = whole.finish()
+    reference = kept + tail
+    for next_index in (1, 3):
+        point = resume_point(rate, config, next_index)
+        keep_in = point.keep_from * rate // config.sample_rate  # the client resends from
+        assert keep_in - RESAMPLER_LOOKBACK_S * rate - 1 <= point.input_offset <= keep_in
+        live = LiveWindows.resumed(rate, config, point)
+        got: list[Window] = []
+        for at in range(point.input_offset, len(mono), 7919):  # odd block sizes
+            got += live.push(mono[at : at + 7919])[0]
+        got += live.finish()[0]
+        want = [w for w in reference if w.index >= next_index]
+        assert [(w.index, w.start_sample, w.valid_samples) for w in got] == [
+            (w.index, w.start_sample, w.valid_samples) for w in want
+        ]
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a.samples, b.samples, rtol=0, atol=atol)

@@ -185,6 +185,13 @@ class NoModelPathError(OverloadedError):
     code = "no_model_path"
 
 
+class DrainingError(OverloadedError):
+    """This entry task is stopping (scale-in, deploy): send the request again, the load
+    balancer routes it to another task."""
+
+    code = "draining"
+
+
 # --- access control and rollouts ---------------------------------------------------------
 
 
@@ -245,6 +252,15 @@ class StreamResumeError(SevensenseError):
     """A resume that would leave a gap: the client offers audio the server never got."""
 
     code = "resume_gap"
+    http_status = 409
+
+
+class ResumeRefusedError(SevensenseError):
+    """A resume on a task that does not hold the stream, refused: a token that is forged,
+    expired or from another fleet, a ``last_window`` the token does not vouch for, a model
+    version this task does not serve, or a verify=true stream (its state is not rebuilt)."""
+
+    code = "resume_refused"
     http_status = 409
 
 

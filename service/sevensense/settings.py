@@ -368,6 +368,22 @@ class StreamSettings(_Section):
         256, ge=0, description="answered windows kept per stream, resent after a resume"
     )
     index_batch: int = Field(32, ge=1, description="index=true: windows per index write")
+    resume_secret: str | None = Field(
+        None,
+        repr=False,
+        description="HMAC key of resume tokens, the same on every entry task, so a resume "
+        "reaching another task is trusted; unset = a random key per process (resumes on "
+        "another task are refused)",
+    )
+    resume_token_ttl_s: float = Field(
+        3600.0, gt=0.0, description="a resume token older than this is refused"
+    )
+    drain_s: float = Field(
+        20.0,
+        gt=0.0,
+        description="SIGTERM: time to finish uploads in flight and hand every open stream a "
+        "resume point before the process exits (the ECS stop timeout must exceed it)",
+    )
 
 
 class ServingSettings(_Section):

@@ -319,6 +319,33 @@ def test_verify_on_a_stream_agrees_with_verify_on_the_upload(server: Service) ->
     assert sum(same) >= 0.9 * len(same)  # near-tied random-weight logits may swap a class
 
 
+def test_a_resumed_verify_stream_gets_every_verification_exactly_once(server: Service) -> None:
+    """Verifications sent into the dropped socket are sent again (``last_verified``), the
+    ones the client has are not."""
+    messages: list[dict[str, Any]] = []
+
+    async def go() -> Any:
+        proxy = DroppingProxy(server.port, cut_bytes=4_000_000)
+        listening = await proxy.start()
+        try:
+            return await stream_audio(
+                f"ws://127.0.0.1:{proxy.port}/stream",
+                FileSource(SOUNDSCAPE),
+                {"model": PERCH, "verify": True, "include_embedding": False, "stream_id": "v-r"},
+                api_key=server.keys["partner"],
+                speed=None,
+                frame_ms=250.0,
+                on_message=messages.append,
+            )
+        finally:
+            listening.close()
+
+    run = asyncio.run(go())
+    assert run.reconnects >= 1 and run.duplicates == 0
+    verified = [m["index"] for m in messages if m["type"] == "verification"]
+    assert sorted(verified) == sorted(w["index"] for w in run.windows.values())
+
+
 def test_verify_on_a_birdnet_stream_is_trivial(server: Service) -> None:
     received, _ = session(server, [opening(48000, verify=True)], until=1)
     assert received[0]["verification"]["trivial"] is True

@@ -9,6 +9,7 @@ therefore gives the same windows as the same recording sent as a file.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,7 +18,7 @@ from sevensense.audio.bounds import check_source_rate
 from sevensense.audio.encoding import SampleEncoding
 from sevensense.audio.pipeline import PreprocessConfig, model_window
 from sevensense.audio.resample import StreamResampler
-from sevensense.audio.windowing import SkippedWindow, Window, Windower
+from sevensense.audio.windowing import Padding, SkippedWindow, Window, Windower
 from sevensense.errors import InvalidSamplesError
 
 _DTYPES: dict[SampleEncoding, np.dtype[np.generic]] = {
@@ -86,6 +87,46 @@ class PcmDecoder:
         return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+# Input audio a restarted resampler needs before the first sample it must reproduce: soxr's
+# filters at every quality level and resampy's kaiser_fast reach at most ~260 input samples
+# (measured from 8 to 96 kHz); 50 ms is that with a margin at every supported rate.
+RESAMPLER_LOOKBACK_S = 0.05
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a stream rebuilt from the client's own audio restarts (a resume on another
+    task): the client sends from ``input_offset``; the resampler restarts there, on an
+    input sample whose model-rate time is whole (the filter phase of the uninterrupted
+    stream), early enough that its output from ``keep_from`` equals the uninterrupted one."""
+
+    input_offset: int  # per channel, at the stream's rate
+    model_offset: int  # model-rate sample of the restarted resampler's first output
+    keep_from: int  # model-rate sample the windower's buffer starts at
+    next_index: int  # the window cut next
+    covered_end: int  # model-rate end of the last window cut before (0: none)
+
+
+def resume_point(in_rate: int, config: PreprocessConfig, next_index: int) -> ResumePoint:
+    """The point to continue a stream whose windows before ``next_index`` are answered."""
+    spec = config.window_spec()
+    if next_index <= 0:
+        return ResumePoint(0, 0, 0, 0, 0)
+    start = next_index * spec.hop_samples
+    covered_end = (next_index - 1) * spec.hop_samples + spec.window_samples
+    keep = start
+    if spec.padding is Padding.OVERLAP_FILL:  # its last window may reach back a whole window
+        keep = max(0, start - spec.window_samples)
+    out_rate = config.sample_rate
+    if in_rate == out_rate:
+        return ResumePoint(keep, keep, keep, next_index, covered_end)
+    g = math.gcd(in_rate, out_rate)
+    period_in, period_out = in_rate // g, out_rate // g
+    wanted = keep * in_rate // out_rate - math.ceil(RESAMPLER_LOOKBACK_S * in_rate)
+    periods = max(0, wanted) // period_in
+    return ResumePoint(periods * period_in, periods * period_out, keep, next_index, covered_end)
+
+
 @dataclass
 class LiveWindows:
     """Mono blocks at the stream's rate → normalised model windows, as soon as each is whole.
@@ -98,6 +139,7 @@ class LiveWindows:
     _resampler: StreamResampler = field(init=False)
     _windower: Windower = field(init=False)
     finished: bool = field(default=False, init=False)
+    _discard: int = field(default=0, init=False)  # resampled samples before a resume point
 
     def __post_init__(self) -> None:
         check_source_rate(self.in_rate, "stream")  # as a file at this rate would be
@@ -105,6 +147,18 @@ class LiveWindows:
             self.in_rate, self.config.sample_rate, self.config.resample_quality
         )
         self._windower = Windower(self.config.window_spec())
+
+    @classmethod
+    def resumed(cls, in_rate: int, config: PreprocessConfig, point: ResumePoint) -> LiveWindows:
+        """Windows from ``point`` on, fed the stream's audio from ``point.input_offset``."""
+        live = cls(in_rate, config)
+        w = live._windower
+        w.buf_start = w.total = point.keep_from
+        w.next_start = point.next_index * w.spec.hop_samples
+        w.index = point.next_index
+        w.covered_end = point.covered_end
+        live._discard = point.keep_from - point.model_offset
+        return live
 
     @property
     def model_samples(self) -> int:
@@ -119,17 +173,24 @@ class LiveWindows:
     def push(self, mono: np.ndarray) -> tuple[list[Window], list[SkippedWindow]]:
         if self.finished:
             raise RuntimeError("the stream was finished")
-        out = self._resampler.process(mono) if mono.size else mono
+        out = self._trim(self._resampler.process(mono) if mono.size else mono)
         if not out.size:
             return [], []
         return self._split(list(self._windower.push(out)))
+
+    def _trim(self, out: np.ndarray) -> np.ndarray:
+        if self._discard and out.size:
+            cut = min(self._discard, out.size)
+            self._discard -= cut
+            return out[cut:]
+        return out
 
     def finish(self) -> tuple[list[Window], list[SkippedWindow]]:
         """The resampler's tail and the last, padded window, per the padding strategy."""
         if self.finished:
             return [], []
         self.finished = True
-        tail = self._resampler.flush()
+        tail = self._trim(self._resampler.flush())
         items = list(self._windower.push(tail)) if tail.size else []
         items.extend(self._windower.finish())
         return self._split(items)

@@ -2,11 +2,14 @@
 README shows: a file in real time (or ``speed`` × faster) or raw PCM from stdin, results as
 they arrive, and a resume after every dropped connection.
 
-Resumption: the client keeps the audio it sent and the start sample of the last window it
-received. On a reconnect it opens with the same ``stream_id`` and ``last_window``; the
-server answers with the samples it holds (``received_frames``), resends the windows the
-client missed, and the client sends audio again from that offset. A file is re-read from
-the offset; stdin audio comes from the client's resend buffer (``resend_s`` seconds).
+Resumption: the client keeps the audio it sent, the start sample of the last window it
+received and that window's ``resume_token`` (or ``ready``'s, while no window came after
+it). On a reconnect it opens with the same ``stream_id``, ``last_window``, ``last_verified``
+and the token; the entry task it reaches (any of them) answers with the sample to send from
+(``received_frames``), resends what it holds that the client missed, and the client sends
+audio again from that offset. A file is re-read from the offset; stdin audio comes from the
+client's resend buffer (``resend_s`` seconds). A ``reconnect`` message (the task is
+stopping) is a resume at once, without the back-off.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pydantic import ValidationError
 
 from sevensense.audio.encoding import SampleEncoding
 from sevensense.errors import SevensenseError
-from sevensense.serving.stream.protocol import StreamReady, StreamSummary
+from sevensense.serving.stream.protocol import RESTART_CLOSE, StreamReady, StreamSummary
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +141,12 @@ class StreamRun:
     reconnects: int = 0
     summary: StreamSummary | None = None
     stream_id: str | None = None
+    last_window: int = -1  # the latest start_sample received
+    token: str | None = None  # the resume token that came with it
+    last_verified: int = -1
+    verifications: int = 0
+    readies: list[StreamReady] = field(default_factory=list)  # one per connection
+    handed_off: int = 0  # reconnect messages (the task was stopping)
 
 
 async def stream_audio(
@@ -161,6 +170,7 @@ async def stream_audio(
     headers = {"X-API-Key": api_key} if api_key else {}
     failures = 0
     opened = False  # the server has answered ``ready`` once: the stream exists there
+    origin = time.monotonic()  # when sample 0 was "recorded", for the pacing
     while True:
         opening: dict[str, Any] = {
             **options,
@@ -173,8 +183,12 @@ async def stream_audio(
             opening["stream_id"] = run.stream_id
         if opened:  # a resume: -1 when no result arrived, so the server resends all it
             # holds (a result sent into the dropped socket would otherwise be lost)
-            opening["last_window"] = max(run.windows) if run.windows else -1
+            opening["last_window"] = run.last_window
+            opening["last_verified"] = run.last_verified
+            if run.token is not None:
+                opening["resume_token"] = run.token
         ws: AsyncWebSocketSession
+        windows_before = len(run.windows)
         try:
             async with (
                 httpx.AsyncClient(headers=headers, timeout=30.0) as client,
@@ -182,10 +196,17 @@ async def stream_audio(
             ):
                 await ws.send_text(json.dumps(opening))
                 ready = StreamReady.model_validate_json(_first(await ws.receive_text()))
+                if on_message is not None:
+                    on_message(json.loads(ready.model_dump_json()))
                 run.stream_id = ready.stream_id
+                run.readies.append(ready)
+                if ready.replayed == 0:  # else the replayed windows bring their tokens
+                    run.token = ready.resume_token
                 opened = True
                 frames = source.frames_from(ready.received_frames, frame_samples)
-                sender = asyncio.create_task(_send(ws, frames, rate, speed, frame_samples))
+                sender = asyncio.create_task(
+                    _send(ws, frames, rate, speed, frame_samples, origin, ready.received_frames)
+                )
                 try:
                     if await _receive(ws, run, on_message):
                         return run
@@ -206,12 +227,16 @@ async def stream_audio(
                 raise exc from None
             else:
                 raise
-        failures += 1
+        if len(run.windows) > windows_before:
+            failures = 0  # retries counts reconnects in a row without progress
+        handed_off = reason.startswith(f"{RESTART_CLOSE} ")
+        failures += 0 if handed_off else 1
         if failures > retries:
             raise StreamClientError(f"gave up after {retries} reconnects; last: {reason}")
         run.reconnects += 1
         log.warning("stream %s dropped (%s); resuming", run.stream_id, reason)
-        await asyncio.sleep(min(10.0, 0.2 * 2**failures))
+        if not handed_off:
+            await asyncio.sleep(min(10.0, 0.2 * 2**failures))
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -234,10 +259,18 @@ def _first(text: str) -> str:
 
 
 async def _send(
-    ws: Any, frames: Iterator[bytes], rate: int, speed: float | None, frame_samples: int
+    ws: Any,
+    frames: Iterator[bytes],
+    rate: int,
+    speed: float | None,
+    frame_samples: int,
+    origin: float,
+    offset: int,
 ) -> None:
-    started = time.monotonic()
-    sent_s = 0.0
+    """Paced on the stream's own clock: after a resume, the audio recorded meanwhile (the
+    backlog a sensor buffers) goes at once, then the pace of ``speed`` again."""
+    started = origin
+    sent_s = offset / rate
     for frame in frames:
         if speed is not None:
             delay = started + sent_s / speed - time.monotonic()
@@ -261,7 +294,17 @@ async def _receive(
             start = int(body["start_sample"])
             if start in run.windows:
                 run.duplicates += 1
+            if start >= run.last_window:
+                run.last_window = start
+                run.token = body.get("resume_token", run.token)
             run.windows[start] = body
+        elif kind == "verification":
+            run.verifications += 1
+            run.last_verified = max(run.last_verified, int(body["start_sample"]))
+        elif kind == "reconnect":
+            run.handed_off += 1
+            run.token = body["resume_token"]
+            raise WebSocketDisconnect(RESTART_CLOSE, body.get("reason", "draining"))
         elif kind == "throttle":
             run.throttles += 1
         elif kind == "summary":

@@ -23,6 +23,7 @@ from starlette.types import Receive, Scope, Send
 from sevensense.jobs.store import JobStore
 from sevensense.jobs.submit import Deferrer
 from sevensense.queues import open_deferred_queue
+from sevensense.serving import lifecycle
 from sevensense.serving.access.keys import KeyStore, ensure_dev_key
 from sevensense.serving.access.ratelimit import RateLimiter
 from sevensense.serving.dispatch.birdnet_check import GatewayVerifier
@@ -55,6 +56,7 @@ SETTINGS: Settings = load_settings()
 SERVING = SETTINGS.serving
 # Before BentoML builds uvicorn's config: slow request headers are cut (http_server.py).
 http_server.install(SERVING.front_door.header_timeout_s, SERVING.stream.send_buffer_bytes)
+lifecycle.install(SERVING.stream.drain_s)  # SIGTERM drains the entry (lifecycle.py)
 
 # Called services: without these, BentoML recycles the caller's connection pool every 100
 # requests and in-flight calls fail under load (FACTS.md, measured).

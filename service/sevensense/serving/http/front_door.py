@@ -9,7 +9,7 @@ of FastAPI and answers at once, from the headers:
 - 401/403 for a missing, unknown or under-scoped key, and 429 over the key's rate limit;
 - 413 when ``Content-Length`` is over ``max_upload_mb``;
 - 503 (``Retry-After``) when the key, or the worker as a whole, already has its limit of
-  uploads in progress.
+  uploads in progress, or when the task is stopping (``draining``, :mod:`..lifecycle`).
 
 Such a refusal carries ``Connection: close``: the server closes the connection without
 consuming the upload (a well-behaved client, curl or httpx, stops sending when the answer
@@ -36,6 +36,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sevensense.errors import (
+    DrainingError,
     OverloadedError,
     PayloadTooLargeError,
     SevensenseError,
@@ -46,6 +47,7 @@ from sevensense.identity import Scope as KeyScope
 from sevensense.serving.access.admission import admit
 from sevensense.serving.access.keys import API_KEY_HEADER, KeyStore, key_from_headers
 from sevensense.serving.access.ratelimit import RateLimiter, retry_after_header
+from sevensense.serving.lifecycle import draining
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.settings import FrontDoorSettings, ServingSettings
 
@@ -192,6 +194,9 @@ class FrontDoor:
         state["request_id"] = rid = request_id_of(headers)
         body = _has_body(headers)
         try:
+            if body and draining():
+                metrics().front_door_refusals.labels("draining").inc()
+                raise DrainingError("this server is stopping; send the upload again", 1.0)
             self._check_length(headers)
             record = self._admit(scope, headers)
         except SevensenseError as exc:

@@ -6,7 +6,8 @@ The rule is the one uploads use (:mod:`sevensense.verification.alignment`): a pr
 audio up to e + half a BirdNET window, so a window's verification follows its result by
 about 1.5 s of audio, as its own message. The state lives in the stream's session and
 survives a dropped connection like the rest: BirdNET windows cut but not answered are sent
-again after a resume.
+again after a resume, and the last verifications sent are kept to send again like window
+results (``last_verified``).
 """
 
 from __future__ import annotations
@@ -161,11 +162,14 @@ class CrossChecks:
         verifier: GatewayVerifier,
         send: Callable[[str], Awaitable[None]],
         on_answer: Callable[[], None],
+        keep: Callable[[int, str], None],
     ) -> None:
         self.verifier = verifier
         self.send = send
         self.on_answer = on_answer  # wakes whoever waits for pending windows to drain
+        self.keep = keep  # held for a resume before it is sent, as window results are
         self.tasks: set[asyncio.Task[None]] = set()
+        self.keeping: set[asyncio.Task[list[str]]] = set()  # shielded: see flush
         self.lock = asyncio.Lock()
 
     def dispatch(self, stream_id: str, check: StreamVerifier, windows: list[Window]) -> None:
@@ -193,15 +197,37 @@ class CrossChecks:
             done = check.ready()
             if not done:
                 return
-            results = await anyio.to_thread.run_sync(check.verify, done)
-            for p, v in zip(done, results, strict=True):
-                message = StreamVerification(
-                    stream_id=stream_id,
-                    index=p.index,
-                    start_sample=p.start_sample,
-                    verification=v,
-                )
-                await self.send(message.model_dump_json(exclude_none=True))
+            # Shielded: a connection cancelled meanwhile (a drop, a takeover) must not lose
+            # verifications taken from ``pending``; they are kept for the resume to resend.
+            task = asyncio.create_task(self._verify_and_keep(stream_id, check, done))
+            self.keeping.add(task)
+            task.add_done_callback(self.keeping.discard)
+            texts = await asyncio.shield(task)
+            for text in texts:
+                await self.send(text)
+
+    async def _verify_and_keep(
+        self, stream_id: str, check: StreamVerifier, done: list[_Primary]
+    ) -> list[str]:
+        results = await anyio.to_thread.run_sync(check.verify, done)
+        texts = []
+        for p, v in zip(done, results, strict=True):
+            message = StreamVerification(
+                stream_id=stream_id,
+                index=p.index,
+                start_sample=p.start_sample,
+                verification=v,
+            )
+            text = message.model_dump_json(exclude_none=True)
+            self.keep(p.start_sample, text)
+            texts.append(text)
+        return texts
+
+    async def settle(self) -> None:
+        """After a cancel: let the shielded verifications finish and be kept, so that a
+        resume computing what to resend sees them."""
+        if self.keeping:
+            await asyncio.gather(*list(self.keeping), return_exceptions=True)
 
     async def drain(self, stream_id: str, check: StreamVerifier | None) -> None:
         """After ``end``: every call answered, every verification sent."""

@@ -8,6 +8,13 @@ client runs ahead of the speed bound), and ``summary`` after ``end``; then it cl
 1000. A failure is an ``error`` message followed by a close whose code is 4000 + the HTTP
 status the same failure gets on ``POST /embed`` (4401, 4403, 4404, 4408, 4409, 4413, 4422,
 4429, 4503), or 1011 for an unexpected server error.
+
+Resumption: every ``ready`` and ``window`` message carries a ``resume_token``. A client
+whose connection drops opens again with the stream's ``stream_id``, the start_sample of the
+last window it received (``last_window``) and the token that came with it; the task it
+reaches continues the stream, from its memory if it holds it, else from the token and the
+client's audio (:mod:`.resume`). An entry task that is stopping sends ``reconnect`` to each
+open stream and closes it with 1012 (service restart): resume elsewhere at once.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from sevensense.verification.agreement import (
 
 PATH = "/stream"
 NORMAL_CLOSE = 1000
+RESTART_CLOSE = 1012  # the task is stopping: resume elsewhere (RFC 6455 "service restart")
 INTERNAL_CLOSE = 1011
 STREAM_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -80,14 +88,35 @@ class StreamOpen(EmbedParams):
         description="resume: start_sample of the last window result received; later ones "
         "the server still holds are sent again",
     )
+    last_verified: int | None = Field(
+        None,
+        ge=-1,
+        description="resume, verify=true: start_sample of the last verification received; "
+        "later ones the server still holds are sent again",
+    )
+    resume_token: str | None = Field(
+        None,
+        max_length=4096,
+        description="resume: the token of the last window (or ready) received; lets any "
+        "entry task continue the stream",
+    )
     include_embedding: bool = Field(True, description="false: windows carry species only")
+
+    @property
+    def resuming(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.resume_from, self.last_window, self.last_verified, self.resume_token)
+        )
 
     @model_validator(mode="after")
     def _stream_options(self) -> StreamOpen:
         if self.format not in (None, "json"):
             raise ValueError("a stream answers in JSON messages; format must be json")
-        if (self.resume_from is not None or self.last_window is not None) and not self.stream_id:
-            raise ValueError("resume_from and last_window need the stream_id to resume")
+        if self.resuming and not self.stream_id:
+            raise ValueError(
+                "resume_from, last_window, last_verified and resume_token need the stream_id"
+            )
         return self
 
 
@@ -117,6 +146,13 @@ class StreamReady(BaseModel):
         "start earlier; what the server already has is skipped)"
     )
     replayed: int = Field(0, description="window results sent again after a resume")
+    rebuilt: bool = Field(
+        False,
+        description="resumed on a task that did not hold the stream: its state was rebuilt "
+        "from the token and the audio sent from received_frames",
+    )
+    resume_token: str = Field(description="resume with this until a window brings a newer one")
+    task: str = Field(description="the entry task and worker answering (host:pid), for logs")
     model: ModelIdentity
     sample_rate: int = Field(description="the model's rate: start_sample counts in it")
     window_s: float
@@ -137,6 +173,7 @@ class StreamWindow(WindowJSON):
     start_at: datetime | None = Field(None, description="recorded_at + start_s, when given")
     end_at: datetime | None = None
     latency_ms: float = Field(description="window's last sample received → this message sent")
+    resume_token: str = Field(description="resume with this after a drop")
 
 
 class StreamSkipped(BaseModel):
@@ -183,6 +220,18 @@ class StreamVerification(BaseModel):
     index: int
     start_sample: int
     verification: WindowVerification
+
+
+class StreamReconnect(BaseModel):
+    """The task is stopping (scale-in, deploy): resume now, the load balancer sends the
+    reconnect to another task. Sent after every window cut so far is answered; the close
+    (1012) follows."""
+
+    type: Literal["reconnect"] = "reconnect"
+    stream_id: str
+    reason: str
+    last_window: int = Field(description="start_sample of the last window answered, -1: none")
+    resume_token: str
 
 
 class StreamError(BaseModel):

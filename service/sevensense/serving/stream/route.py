@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from sevensense.serving.lifecycle import on_drain
 from sevensense.serving.stream.protocol import PATH
 from sevensense.serving.stream.socket import Parts, StreamEndpoint
 from sevensense.serving.tenant_index import SimilarityService
@@ -20,4 +21,5 @@ def mount_stream(
     # The protocol (messages, close codes) is in protocol.py; OpenAPI cannot describe a
     # WebSocket, so README.md documents it with a plain client.
     app.add_api_websocket_route(PATH, endpoint, name="stream")
+    on_drain(endpoint.drain)  # SIGTERM: every open stream handed a resume point
     return endpoint

@@ -6,9 +6,9 @@ the resampler and windower state (at most one window of samples), the windows cu
 yet answered, the last ``replay_windows`` answers, and counters. A stream whose connection
 drops is *detached* and kept ``resume_ttl_s`` (and at most ``max_detached`` of them per
 gateway worker, oldest let go first); a reconnect with its ``stream_id`` under the same key
-attaches to it again. The state lives in the gateway worker's memory: a resume must reach
-the same worker, which one entry process (the default) or a sticky load balancer gives; a
-resume that reaches another worker is told ``stream_not_found`` and starts a new stream.
+attaches to it again. A resume that reaches a worker that does not hold the stream (another
+entry task, or this one after a restart) rebuilds it from the client's resume token and
+audio instead (:mod:`.resume`, :func:`rebuild`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat
+from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat, resume_point
 from sevensense.audio.windowing import Window
 from sevensense.errors import (
     RequestError,
@@ -31,6 +31,7 @@ from sevensense.inference.engine import WindowResult
 from sevensense.planning.plan import RequestPlan
 from sevensense.serving.stream.birdnet_check import StreamVerifier
 from sevensense.serving.stream.protocol import StreamOpen
+from sevensense.serving.stream.resume import ResumeState, options_digest
 from sevensense.settings import StreamSettings
 
 
@@ -53,6 +54,8 @@ class StreamSession:
     replay: deque[tuple[int, str]] = field(default_factory=deque)
     replay_evicted: int = -1  # highest start_sample no longer held for a resume
     last_sent: int = -1
+    next_index: int = 0  # the window after the last one answered, for a resume token
+    verified: deque[tuple[int, str]] = field(default_factory=deque)  # verify=true, as replay
     connection: int = 0
     attached: bool = False
     detached_at: float = 0.0
@@ -86,6 +89,38 @@ class StreamSession:
             evicted, _ = self.replay.popleft()
             self.replay_evicted = max(self.replay_evicted, evicted)
         self.last_sent = max(self.last_sent, start_sample)
+
+    def keep_verification(self, start_sample: int, message: str) -> None:
+        self.verified.append((start_sample, message))
+        while len(self.verified) > self.replay_size:
+            self.verified.popleft()
+
+    def verifications_after(self, last_verified: int | None) -> list[str]:
+        """verify=true: the verifications after the client's last one that are still held
+        (a client that names none gets none again, as before verifications were kept)."""
+        if last_verified is None:
+            return []
+        return [m for start, m in self.verified if start > last_verified]
+
+    def state(self, now: float) -> ResumeState:
+        """The resume token's content: what a task that never saw the stream needs."""
+        fmt = self.format
+        return ResumeState(
+            sid=self.stream_id,
+            key=self.owner,
+            rate=fmt.sample_rate,
+            ch=fmt.channels,
+            enc=str(fmt.encoding),
+            opts=options_digest(self.opened),
+            model=str(self.plan.manifest.identity),
+            asked=self.opened.model,
+            next=self.next_index,
+            last=self.last_sent,
+            n=self.windows,
+            sk=self.skipped,
+            r=self.resumes,
+            at=now,
+        )
 
     def replay_after(self, last_window: int | None) -> list[str]:
         """Results after the client's last one; refuses a resume that would miss some."""
@@ -197,6 +232,32 @@ class StreamRegistry:
         self._detached.pop(key, None)
         if self._streams.get(key) is session:
             del self._streams[key]
+
+
+def rebuild(
+    state: ResumeState, opened: StreamOpen, plan: RequestPlan, replay_size: int
+) -> StreamSession:
+    """A stream from its token, on a task that never held it: decoder, resampler and
+    windower restarted at the resume point; the client sends the audio from there."""
+    fmt = PcmFormat(opened.sample_rate, opened.channels, opened.encoding)
+    point = resume_point(opened.sample_rate, plan.config, state.next)
+    decoder = PcmDecoder(fmt)
+    decoder.frames = point.input_offset
+    return StreamSession(
+        stream_id=state.sid,
+        owner=state.key,
+        opened=opened.model_copy(update={"model": state.asked}),
+        plan=plan,
+        decoder=decoder,
+        live=LiveWindows.resumed(opened.sample_rate, plan.config, point),
+        replay_size=replay_size,
+        replay_evicted=state.last,
+        last_sent=state.last,
+        next_index=state.next,
+        windows=state.n,
+        skipped=state.sk,
+        resumes=state.r,
+    )
 
 
 def new_stream_id() -> str:

@@ -11,6 +11,10 @@ Flow control, both ways, so nothing grows without bound:
   message and the reader stops reading for the excess (TCP pushes back on the client);
 - at most ``max_pending_windows`` windows wait for an answer; the reader pauses beyond;
 - a result the client does not take within ``slow_reader_s`` ends the connection (4408).
+
+Stopping (SIGTERM, :meth:`StreamEndpoint.drain`): each connection stops reading, answers
+every window already cut, sends ``reconnect`` with its resume token and closes with 1012;
+new streams are refused with 4503 meanwhile.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -33,8 +39,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat
 from sevensense.audio.windowing import SkippedWindow, Window
 from sevensense.errors import (
+    DrainingError,
     PayloadTooLargeError,
     RequestError,
+    ResumeRefusedError,
     SevensenseError,
     SlowReaderError,
     StreamProtocolError,
@@ -50,23 +58,27 @@ from sevensense.serving.dispatch.gateway import Gateway
 from sevensense.serving.stream.birdnet_check import CrossChecks, StreamVerifier
 from sevensense.serving.stream.protocol import (
     NORMAL_CLOSE,
+    RESTART_CLOSE,
     ClientMessage,
     StreamEnd,
     StreamError,
     StreamLimits,
     StreamOpen,
     StreamReady,
+    StreamReconnect,
     StreamSkipped,
     StreamSummary,
     StreamThrottle,
     StreamWindow,
     close_code,
 )
+from sevensense.serving.stream.resume import ResumeTokens, check_same_request
 from sevensense.serving.stream.sessions import (
     StreamRegistry,
     StreamSession,
     check_resume,
     new_stream_id,
+    rebuild,
     speed_wait,
     unknown_stream,
 )
@@ -77,6 +89,7 @@ from sevensense.settings import Settings
 log = logging.getLogger(__name__)
 
 Parts = Callable[[], tuple[Gateway, KeyStore, RateLimiter]]
+TASK = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _problems(exc: ValidationError) -> str:
@@ -103,6 +116,21 @@ class StreamEndpoint:
         self.parts = parts
         self.similarity = similarity
         self.registry = StreamRegistry(self.limits)
+        self.tokens = ResumeTokens(self.limits.resume_secret, self.limits.resume_token_ttl_s)
+        self.connections: set[_Connection] = set()
+        self.draining = False
+
+    async def drain(self, timeout_s: float) -> int:
+        """Hand every open stream a resume point and close it (1012); refuse new ones.
+        Returns the streams handed off."""
+        self.draining = True
+        live = [c for c in self.connections if c.session is not None]
+        for c in live:
+            c.hand_off.set()
+        tasks = [c.task for c in live if c.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        return len(live)
 
     def publish(self) -> None:
         gauge = metrics().streams_open
@@ -130,17 +158,22 @@ class _Connection:
         self.drained.set()
         self.last_throttle = 0.0
         self.checks: CrossChecks | None = None  # with verify=true, once attached
+        self.hand_off = asyncio.Event()  # the task is stopping: see StreamEndpoint.drain
+        self.task: asyncio.Task[Any] | None = None
 
     # --- life cycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
         reason = "dropped"
+        self.task = asyncio.current_task()
+        self.endpoint.connections.add(self)
         try:
+            if self.endpoint.draining:
+                raise DrainingError("this server is stopping; open the stream again", 1.0)
             opened = await self._opening()
             self.key = self._authenticate(opened)
             await self._attach(opened, self.key)
-            await self._pump()
-            reason = "end"
+            reason = "end" if await self._pump() else "drained"
         except WebSocketDisconnect:
             reason = "dropped"
         except asyncio.CancelledError:
@@ -159,6 +192,7 @@ class _Connection:
             log.exception("stream %s: unexpected error", self._sid())
             await self._fail("internal_error", "unexpected error; the server log has it", 1011)
         finally:
+            self.endpoint.connections.discard(self)
             await self._cancel_inflight()
             await self._release(reason)
             metrics().stream_closes.labels(reason).inc()
@@ -205,13 +239,24 @@ class _Connection:
         endpoint = self.endpoint
         registry = endpoint.registry
         gateway, _, _ = endpoint.parts()
-        resuming = opened.resume_from is not None or opened.last_window is not None
         found = registry.find(key.id, opened.stream_id) if opened.stream_id else None
-        if found is None and resuming:
-            raise unknown_stream(opened.stream_id or "")
+        claimed = -1 if opened.last_window is None else opened.last_window
+        if found is not None and claimed > found.last_sent:
+            # The client has results this worker never sent: another task continued the
+            # stream since it was dropped here, so the copy held here is stale.
+            if found.task is not None and not found.task.done():
+                found.taken_over = True
+                found.task.cancel()
+                await asyncio.wait({found.task}, timeout=5.0)
+            registry.close(found)
+            found = None
         replay: list[str] = []
         verification = None
-        if found is not None:
+        rebuilt = False
+        if found is None and opened.resuming:
+            session = await self._rebuild(opened, key, gateway)
+            rebuilt = True
+        elif found is not None:
             check_resume(opened, found)
             if found.attached and found.task is not None and not found.task.done():
                 # The field's usual case: the old connection died and the server has not
@@ -222,8 +267,10 @@ class _Connection:
             if not found.attached:
                 registry.check_capacity(key.id)
             replay = found.replay_after(opened.last_window)
+            replay += found.verifications_after(opened.last_verified)
             found.resume_audio(opened.resume_from)
             found.resumes += 1
+            metrics().stream_resumes.labels("held").inc()
             session = found
         else:
             registry.check_capacity(key.id)
@@ -252,7 +299,9 @@ class _Connection:
                     verification = vplan.answer
         self.session = session
         if session.verify is not None:
-            self.checks = CrossChecks(gateway.verifier, self._send, self.drained.set)
+            self.checks = CrossChecks(
+                gateway.verifier, self._send, self.drained.set, session.keep_verification
+            )
         self.number = registry.attach(session)
         session.task = asyncio.current_task()
         session.taken_over = False
@@ -260,7 +309,10 @@ class _Connection:
         manifest = session.plan.manifest
         ready = StreamReady(
             stream_id=session.stream_id,
-            resumed=found is not None,
+            resumed=found is not None or rebuilt,
+            rebuilt=rebuilt,
+            resume_token=self._token(session),
+            task=TASK,
             received_frames=session.decoder.frames,
             replayed=len(replay),
             model=manifest.identity,
@@ -276,6 +328,41 @@ class _Connection:
         await self._send(ready.model_dump_json(exclude_none=True))
         for message in replay:
             await self._send(message)
+
+    async def _rebuild(
+        self, opened: StreamOpen, key: ApiKeyRecord, gateway: Gateway
+    ) -> StreamSession:
+        """A resume this worker does not hold: from the client's token and audio."""
+        stream_id = opened.stream_id or ""
+        if opened.resume_token is None:
+            raise unknown_stream(stream_id)
+        state = self.endpoint.tokens.check(opened.resume_token, key.id, stream_id)
+        check_same_request(opened, state)
+        if opened.verify:
+            raise ResumeRefusedError(
+                "a verify=true stream resumes only on the entry task that holds it (its "
+                "verifier state is not rebuilt from a token); open a new stream",
+                reason="verify",
+            )
+        self.endpoint.registry.check_capacity(key.id)
+        pinned = opened.model_copy(update={"model": state.model})
+        try:
+            plan = await gateway.prepare(pinned, stream_id)
+        except SevensenseError as exc:
+            raise ResumeRefusedError(
+                f"stream {stream_id} runs {state.model}, which this task cannot serve "
+                f"({exc.code}: {exc.message}); open a new stream",
+                reason="model_version",
+                model=state.model,
+            ) from None
+        session = rebuild(state, opened, plan, self.limits.replay_windows)
+        session.resume_audio(opened.resume_from)
+        session.resumes += 1
+        metrics().stream_resumes.labels("rebuilt").inc()
+        return session
+
+    def _token(self, session: StreamSession) -> str:
+        return self.endpoint.tokens.sign(session.state(time.time()))
 
     async def _release(self, reason: str) -> None:
         session = self.session
@@ -293,25 +380,47 @@ class _Connection:
 
     # --- the two loops ---------------------------------------------------------------------
 
-    async def _pump(self) -> None:
+    async def _pump(self) -> bool:
+        """True once the stream ended; False when it was handed off (the task stops)."""
         session = self.session
         assert session is not None
         sender = asyncio.create_task(self._sender(session))
         reader = asyncio.create_task(self._reader(session))
+        stopping = asyncio.create_task(self.hand_off.wait())
         try:
-            done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {sender, reader, stopping}, return_when=asyncio.FIRST_COMPLETED
+            )
             if reader in done:
                 reader.result()  # raises what stopped it
                 await self.outbox.put(None)
                 await sender
+            elif stopping in done:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                await self.outbox.put(None)
+                await sender  # every window cut so far is answered first
+                await self._handed_off(session)
+                return False
             else:
                 sender.result()
                 raise RuntimeError("the sender stopped before the reader")
         finally:
-            for task in (reader, sender):
+            for task in (reader, sender, stopping):
                 task.cancel()
-            await asyncio.gather(reader, sender, return_exceptions=True)
+            await asyncio.gather(reader, sender, stopping, return_exceptions=True)
         await self._finish(session)
+        return True
+
+    async def _handed_off(self, session: StreamSession) -> None:
+        notice = StreamReconnect(
+            stream_id=session.stream_id,
+            reason="draining",
+            last_window=session.last_sent,
+            resume_token=self._token(session),
+        )
+        await self._send(notice.model_dump_json())
+        await self.ws.close(RESTART_CLOSE, reason="draining: resume the stream")
 
     async def _reader(self, session: StreamSession) -> None:
         if session.unanswered:  # cut before a drop, never answered: first, in order
@@ -479,6 +588,9 @@ class _Connection:
                 if opened.recorded_at is not None:
                     start_at = opened.recorded_at + timedelta(seconds=result.start_s)
                     end_at = opened.recorded_at + timedelta(seconds=result.end_s)
+                session.windows += 1
+                session.next_index = window.index + 1
+                session.last_sent = max(session.last_sent, window.start_sample)
                 message = StreamWindow(
                     **body.model_dump(),
                     stream_id=session.stream_id,
@@ -486,17 +598,17 @@ class _Connection:
                     start_at=start_at,
                     end_at=end_at,
                     latency_ms=round(latency_ms, 2),
+                    resume_token=self._token(session),
                 ).model_dump_json(exclude_none=True)
                 session.answered(window.start_sample, message)
-                session.windows += 1
                 if opened.index and served != "zero_vector":
                     session.to_index.append(result)
-                await self._send(message)
-                session.latencies_ms.append(latency_ms)
-                if session.verify is not None:
+                if session.verify is not None:  # before the send: a drop there loses none
                     session.verify.primary(
                         result.index, window.start_sample, result.start_s, result.end_s, logits
                     )
+                await self._send(message)
+                session.latencies_ms.append(latency_ms)
                 m = metrics()
                 m.stream_windows.labels(manifest.name).inc()
                 m.stream_latency.observe(latency_ms / 1e3)
@@ -598,4 +710,6 @@ class _Connection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.checks is not None:
+            await self.checks.settle()
         self.inflight.clear()

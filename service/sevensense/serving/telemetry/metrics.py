@@ -71,6 +71,7 @@ class Metrics:
     stream_latency: Histogram
     stream_throttles: Counter
     stream_closes: Counter
+    stream_resumes: Counter
 
 
 @cache
@@ -226,8 +227,13 @@ def metrics() -> Metrics:
         ),
         stream_closes=Counter(
             "sevensense_stream_closes",
-            "Stream connections ended, by reason: end, dropped, or the error code",
+            "Stream connections ended, by reason: end, dropped, drained, or the error code",
             ("reason",),
+        ),
+        stream_resumes=Counter(
+            "sevensense_stream_resumes",
+            "Streams resumed: held (from this worker's memory) or rebuilt (from a token)",
+            ("how",),
         ),
     )
 
