@@ -310,6 +310,12 @@ class IndexSettings(_Section):
         description="a filtered or tenant-scoped search over at most this many entries is exact",
     )
     pg_pool_size: int = Field(4, ge=1, le=64, description="pgvector connections per process")
+    compact_after: int = Field(
+        20_000,
+        ge=1,
+        description="hoplite: fold the append log into usearch.index once it holds this many "
+        "vectors (the log is searched exactly, so this bounds its cost per query)",
+    )
 
 
 class FrontDoorSettings(_Section):

@@ -186,6 +186,27 @@ def index_delete(
     click.echo(f"{removed} windows of {recording_id} deleted from {index.name}")
 
 
+@index_group.command("compact")
+@click.option("--index", "index_name", default=None, help="index name (default: index.name)")
+@click.pass_context
+def index_compact(ctx: click.Context, index_name: str | None) -> None:
+    """Fold recent adds into each space's usearch.index and drop deleted vectors: run it
+    before handing a copy of a hoplite directory to perch-hoplite (which reads only that
+    file). Adds do it by themselves every index.compact_after vectors."""
+    settings = settings_of(ctx)
+    index = _open_index(settings, index_name)
+    try:
+        took = index.compact()
+    except SevensenseError as exc:
+        fail(exc)
+    finally:
+        index.close()
+    if not took:
+        click.echo(f"index {index.name} [{settings.index.backend}]: nothing to compact")
+    for slug, seconds in took.items():
+        click.echo(f"{index.name}/{slug}: compacted in {seconds:.2f} s")
+
+
 @index_group.command("reindex")
 @click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--index", "index_name", default=None, help="index name (default: index.name)")

@@ -316,6 +316,10 @@ class PgVectorIndex:
                 self._hnsw(cur, name)
         return added
 
+    def compact(self) -> dict[str, float]:
+        """PostgreSQL keeps its HNSW graph current on insert and vacuums it itself."""
+        return {}
+
     def _hnsw(self, cur: psycopg.Cursor[Any], table: str) -> None:
         cur.execute(
             sql.SQL(
