@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import sqlite3
 import threading
@@ -61,6 +62,7 @@ from sevensense.index.records import (
     check_index_name,
     escape_like,
 )
+from sevensense.index.vector_log import fsync_dir
 from sevensense.settings import IndexSettings
 from sevensense.storage.atomic import exclusive_lock
 
@@ -213,13 +215,15 @@ class HopliteIndex:
     def _create(self, info: SpaceInfo) -> None:
         directory = self.root / info.key.slug
         directory.mkdir(parents=True, exist_ok=True)
+        target = directory / HOPLITE_FILENAME
         with exclusive_lock(directory / UINDEX_FILENAME):
-            db = sqlite3.connect(directory / HOPLITE_FILENAME)
+            if target.is_file():
+                return
+            # built aside and moved into place: a crash never leaves a half-made database
+            temp = directory / f".{HOPLITE_FILENAME}.{os.getpid()}.tmp"
+            temp.unlink(missing_ok=True)
+            db = sqlite3.connect(temp)
             try:
-                if db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'windows' AND type = 'table'"
-                ).fetchone():
-                    return
                 db.execute("PRAGMA journal_mode = WAL")
                 for statement in (*_HOPLITE_SCHEMA, *_EXTRA_SCHEMA):
                     db.execute(statement)
@@ -243,6 +247,10 @@ class HopliteIndex:
                 db.commit()
             finally:
                 db.close()
+            with open(temp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(temp, target)
+            fsync_dir(directory)
 
     def _handle(self, key: SpaceKey) -> _Space:
         slug = key.slug

@@ -36,6 +36,7 @@ from sevensense.index.vector_log import (
     LogReader,
     append,
     create_log,
+    fsync_dir,
     log_path,
 )
 from sevensense.settings import IndexSettings
@@ -86,14 +87,6 @@ def file_mark(path: Path) -> FileMark:
             crc = zlib.crc32(chunk, crc)
             size += len(chunk)
     return FileMark(size=size, crc32=crc)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SpaceVectors:
@@ -289,7 +282,7 @@ class SpaceVectors:
         write_state(db, state.model_copy(update={"next_index": mark}))
         db.commit()
         os.replace(temp, self.index_path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         db.execute("BEGIN IMMEDIATE")
         nxt = state.generation + 1
         create_log(log_path(self.directory, nxt), self.info.dim, nxt)

@@ -46,7 +46,8 @@ def record_size(dim: int) -> int:
     return 8 + 2 * dim + 4
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Makes a file created or renamed in ``directory`` survive a power cut."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -61,7 +62,7 @@ def create_log(path: Path, dim: int, generation: int) -> None:
         out.write(_HEADER.pack(MAGIC, dim, generation))
         out.flush()
         os.fsync(out.fileno())
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def encode(keys: np.ndarray, vectors: np.ndarray) -> bytes:
