@@ -161,6 +161,27 @@ def test_errors_are_json(server: Service, indexed: dict[str, list[float]]) -> No
     )
     assert code(post(server, "/search", "partner", k=3)) == (422, "invalid_request")
     assert code(search_audio(server, "partner", SAMPLE, window=40)) == (422, "invalid_request")
+    # not a number, or not a float32: refused before any index is read
+    width = len(indexed["clip"])
+    for bad in ("NaN", "Infinity", "-Infinity", "1e39"):
+        vector = "[" + ", ".join([bad] + ["0.1"] * (width - 1)) + "]"
+        assert code(post(server, "/search", "partner", embedding=vector)) == (
+            422,
+            "invalid_request",
+        ), bad
+    vector = json.dumps(indexed["clip"])
+    for k in (0, 1001, -1):
+        r = post(server, "/search", "partner", embedding=vector, k=k)
+        assert r.status_code == 422 and r.json()["error"]["code"] in {"invalid_request"}, k
+    assert code(post(server, "/search", "partner", embedding=vector, metric="manhattan"))[0] == 422
+    # a filter that matches nothing is an answer (no neighbours), not an error
+    for flt in (
+        {"site": "nowhere"},
+        {"recording_prefix": "no/such/"},
+        {"time_from": "2030-01-01T00:00:00Z", "time_to": "2020-01-01T00:00:00Z"},
+    ):
+        r = post(server, "/search", "partner", embedding=vector, k=5, **flt)
+        assert r.status_code == 200 and r.json()["queries"][0]["neighbours"] == [], flt
 
 
 def test_delete_recording(server: Service, indexed: dict[str, list[float]]) -> None:
