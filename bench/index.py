@@ -122,7 +122,7 @@ def measure(
         settings.ef_search = ef
         if isinstance(index, HopliteIndex):
             for handle in index._open.values():
-                handle._vectors = None
+                handle.vectors._loaded = False  # reload: ef_search applies on load
         index.search(info.key, queries[0], k, Scope.everyone())  # warm
         lat, recalls = [], []
         for q, want in zip(queries, truth, strict=True):
