@@ -155,3 +155,64 @@ def test_password_rotation_while_searching(
     assert searches[0] > before + 10  # searches went on after the rotation
     assert index.pool.secret_reads >= 2 and "second-password" in index.pool.url
     index.close()
+
+
+def _db_url(pg_url: str, db: str, user: str | None = None) -> str:
+    url = pg_url.replace("/postgres?", f"/{db}?")
+    return url.replace("postgres:@", f"{user}:@", 1) if user else url
+
+
+def test_migration_makes_a_least_privilege_role(pg_url: str) -> None:
+    """The tasks' role owns the index schema and nothing else; a space made before the
+    migration (by the master user, in public) is handed over and still searched."""
+    from sevensense.index.pg_roles import APP_SCHEMA, migrate
+
+    db, role = "migration", "sevensense_app_test"
+    assert "postgres:@" in pg_url and "/postgres?" in pg_url  # the fixture's URL shape
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {db}")
+    admin = _db_url(pg_url, db)
+    try:
+        legacy = PgVectorIndex(admin, "legacy", IndexSettings())
+        batch = _batch(40, 16)
+        legacy.add(SpaceInfo(key=KEY, dim=16), batch)
+        legacy.close()
+
+        done = migrate(admin, role, "app-password")
+        assert done[0] == f"role {role} created" and "tables moved" in done[-1]
+        assert migrate(admin, role, "new-password")[0] == f"role {role} updated"
+
+        app = PgVectorIndex(_db_url(pg_url, db, role), "legacy", IndexSettings())
+        hit = app.search(KEY, batch.vectors[3], 1, Scope.everyone())[0][0]
+        assert (hit.recording_id, hit.start_s) == ("r0", 3.0)
+        other = SpaceKey(model_name="prod", model_version="2")
+        assert app.add(SpaceInfo(key=other, dim=16), batch) == 40  # DDL in its own schema
+        app.drop_space(other)
+        app.close()
+
+        with psycopg.connect(_db_url(pg_url, db, role), autocommit=True) as conn:
+            su, createrole, createdb = conn.execute(
+                "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles "
+                "WHERE rolname = current_user"
+            ).fetchone() or (True, True, True)
+            assert not (su or createrole or createdb)
+            schemas = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspowner = "
+                    "(SELECT oid FROM pg_roles WHERE rolname = current_user)"
+                )
+            }
+            assert schemas == {APP_SCHEMA}
+            for denied in (
+                "CREATE TABLE public.intruder (i int)",
+                "CREATE ROLE intruder",
+                "SELECT rolpassword FROM pg_authid",
+                "CREATE DATABASE intruder",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(denied)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
