@@ -184,6 +184,26 @@ def test_errors_are_json(server: Service, indexed: dict[str, list[float]]) -> No
         assert r.status_code == 200 and r.json()["queries"][0]["neighbours"] == [], flt
 
 
+def test_index_metrics(server: Service, indexed: dict[str, list[float]]) -> None:
+    """Entries per space, windows added (adds/s by rate()), search time, compaction time."""
+    assert post(server, "/search", "partner", embedding=json.dumps(indexed["clip"])).is_success
+    with server.client("admin") as c:
+        text = c.get("/metrics").text
+    slug = "birdnet-v2.4@2.4.0@full"
+
+    def value(name: str) -> float:
+        lines = [ln for ln in text.splitlines() if ln.startswith(name)]
+        assert lines, f"{name} not on /metrics"
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+    labels = f'backend="hoplite",index="default",space="{slug}"'
+    assert value(f"sevensense_index_adds_total{{{labels}}}") >= 40 + 4 + 4
+    assert value(f"sevensense_index_entries{{{labels}}}") >= 40
+    assert value('sevensense_index_search_seconds_count{backend="hoplite"') >= 1
+    # the soundscape's 40 windows crossed index.compact_after (30 in this server)
+    assert value(f'sevensense_index_compaction_seconds_count{{index="default",space="{slug}"') >= 1
+
+
 def test_delete_recording(server: Service, indexed: dict[str, list[float]]) -> None:
     with server.client("partner") as c:
         # the partner cannot delete the admin's recording, only its own

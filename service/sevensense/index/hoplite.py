@@ -46,6 +46,7 @@ from sevensense.errors import (
     IndexNotFoundError,
     VectorIndexError,
 )
+from sevensense.index.events import compacted
 from sevensense.index.hoplite_vectors import UINDEX_FILENAME, SpaceVectors
 from sevensense.index.ranking import candidates, rank
 from sevensense.index.records import (
@@ -184,14 +185,16 @@ class _Space:
     def lock_path(self) -> Path:
         return self.directory / UINDEX_FILENAME
 
-    def compact(self) -> float:
+    def compact(self, index_name: str) -> float:
         with self.lock, exclusive_lock(self.lock_path):
             try:
                 self.db.execute("BEGIN IMMEDIATE")
-                return self.vectors.compact(self.db)
+                seconds = self.vectors.compact(self.db)
             except BaseException:
                 self.db.rollback()
                 raise
+        compacted(index_name, self.info.key.slug, seconds)
+        return seconds
 
     def close(self) -> None:
         with self.lock:
@@ -366,7 +369,7 @@ class HopliteIndex:
                 db.rollback()
                 raise
         if logged >= self.settings.compact_after:
-            handle.compact()
+            handle.compact(self.name)
         return len(new_ids)
 
     def delete_recording(self, recording_id: str, scope: Scope) -> int:
@@ -403,7 +406,7 @@ class HopliteIndex:
     def compact(self) -> dict[str, float]:
         """Fold every space's log into its ``usearch.index`` (what perch-hoplite reads) and
         drop deleted vectors; seconds per space."""
-        return {info.key.slug: self._handle(info.key).compact() for info in self.spaces()}
+        return {info.key.slug: self._handle(info.key).compact(self.name) for info in self.spaces()}
 
     # --- reading ----------------------------------------------------------------------------
 
