@@ -122,3 +122,10 @@ bench-e2e: setup
 .PHONY: bench-index-adds
 bench-index-adds: setup
 	.venv/bin/python -m bench.index_adds
+
+# The index at scale (~20 min here; more with 1M): hoplite at 100k/300k/1M × 256-d and 1024-d,
+# pgvector at 100k × 256-d: build time, disk, RSS, recall@10, p50/p99 at 1 and 8 callers,
+# filtered and unfiltered (JSON in out/bench/). --sizes/--dims/--budget-s choose how far.
+.PHONY: bench-index-scale
+bench-index-scale: setup
+	.venv/bin/python -m bench.index_scale

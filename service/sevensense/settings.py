@@ -316,10 +316,11 @@ class IndexSettings(_Section):
         "existing spaces keep their type",
     )
     compact_after: int = Field(
-        20_000,
+        10_000,
         ge=1,
         description="hoplite: fold the append log into usearch.index once it holds this many "
-        "vectors (the log is searched exactly, so this bounds its cost per query)",
+        "vectors (every query scans the log exactly, so this bounds that scan; lower it for "
+        "wide spaces with a tight p99: docs/index-at-scale.md)",
     )
 
 

@@ -197,7 +197,8 @@ class SpaceVectors:
 
     def _scan(self, q: np.ndarray, pos: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """usearch's own distances on the float16-rounded vectors: 1 - dot (IP) or 1 - cos."""
-        vecs = self.log.vectors[pos]
+        everything = len(pos) == self.log.count  # no key logged twice: a view, no copy
+        vecs = self.log.vectors if everything else self.log.vectors[pos]
         query = np.asarray(q, dtype=np.float16).astype(np.float32).reshape(-1)
         dots = vecs @ query
         if self.metric == MetricKind.Cos:
