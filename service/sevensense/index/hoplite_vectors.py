@@ -212,24 +212,23 @@ class SpaceVectors:
     def get(self, keys: np.ndarray) -> np.ndarray:
         """float32 vectors of ``keys`` (the log's where it holds them); a key with a row and
         no vector is corruption."""
+        keys = np.asarray(keys, dtype=np.uint64)
         out = np.empty((len(keys), self.info.dim), dtype=np.float32)
-        rest = []
-        for i, key in enumerate(np.asarray(keys, dtype=np.uint64).tolist()):
-            at = self.log.rows.get(key)
-            if at is None:
-                rest.append(i)
-            else:
-                out[i] = self.log.vectors[at]
-        if rest:
-            wanted = np.asarray(keys, dtype=np.uint64)[rest]
+        at = self.log.positions(keys)
+        logged = at >= 0
+        out[logged] = self.log.vectors[at[logged]]
+        rest = np.flatnonzero(~logged)
+        if len(rest):
+            wanted = keys[rest]
             got = self.main.get(wanted, dtype=ScalarKind.F32) if self.main is not None else None
-            rows = [got] if isinstance(got, np.ndarray) and got.ndim == 1 else got
-            if rows is None or any(r is None for r in rows):
+            rows = (got,) if isinstance(got, np.ndarray) else got  # a tuple, one per key
+            if rows is not None and all(r is not None for r in rows):
+                out[rest] = np.stack(rows).reshape(len(rest), self.info.dim)  # type: ignore[arg-type]
+            else:
                 raise CorruptIndexError(
                     f"{self.directory}: windows without vectors (keys {wanted[:5].tolist()})",
                     path=str(self.directory),
                 )
-            out[rest] = np.asarray(rows, dtype=np.float32).reshape(len(rest), self.info.dim)
         return out
 
     # --- writing (the caller holds the space's flock and an IMMEDIATE transaction) -----

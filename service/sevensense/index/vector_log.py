@@ -110,6 +110,8 @@ class LogReader:
         self._keys = np.zeros(0, dtype=np.uint64)
         self._vectors = np.zeros((0, dim), dtype=np.float32)
         self.rows: dict[int, int] = {}
+        self._sorted = (np.zeros(0, np.uint64), np.zeros(0, np.int64))
+        self._sorted_at = -1
 
     @property
     def keys(self) -> np.ndarray:
@@ -175,6 +177,20 @@ class LogReader:
                 f"space (magic {magic!r}, {dim}-d, generation {generation})",
                 path=str(self.path),
             )
+
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's record (its last), or -1: a binary search over the live keys, sorted
+        once per load."""
+        if not self.rows:
+            return np.full(len(keys), -1, dtype=np.int64)
+        if self._sorted_at != self.count:
+            live = self.live()
+            order = np.argsort(self.keys[live], kind="stable")
+            self._sorted = (self.keys[live][order], live[order])
+            self._sorted_at = self.count
+        sorted_keys, sorted_pos = self._sorted
+        idx = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        return np.where(sorted_keys[idx] == keys, sorted_pos[idx], -1).astype(np.int64)
 
     def live(self) -> np.ndarray:
         """Positions of the records that count (a key's last)."""
