@@ -5,10 +5,11 @@ smaller size.
 Per size: build time (loaded 100k at a time and compacted, as a bulk load would be), size
 on disk, the process's RSS, recall@10 against exact brute force at ``index.ef_search``,
 and query latency p50/p99 at 1 and 8 concurrent callers, unfiltered and filtered (a
-tenant: 10 % of the entries; a site within a tenant: 2 %, searched exactly; a time range:
-5 %), and unfiltered with a full append log (``index.compact_after`` vectors searched
-exactly beside the HNSW file: the most a search pays for recent adds). Entries belong to 10 tenants and 5 sites, 1,000 windows per recording, one recording
-an hour. Stops growing once the next step would pass ``--budget-s`` and says where.
+tenant: 10 % of the entries; a site within a tenant: 2 %; a time range: 5 %; scopes of at
+most ``index.exact_below`` entries are searched exactly), and unfiltered with a full append
+log (``index.compact_after`` vectors scanned beside the HNSW file: the most a search pays for
+recent adds). Entries belong to 10 tenants and 5 sites, 1,000 windows per recording, one
+recording an hour. Stops growing once the next step would pass ``--budget-s`` and says where.
 """
 
 from __future__ import annotations
