@@ -127,3 +127,16 @@ bench-birdnet-analyzer: setup
 .PHONY: bench-e2e
 bench-e2e: setup
 	.venv/bin/python -m bench.e2e
+
+# Add latency vs index size on hoplite (~10 min): small adds at 10k → 1M 256-d vectors, ours
+# (append log) vs the old rewrite-on-every-add in the same run, compaction time (JSON).
+.PHONY: bench-index-adds
+bench-index-adds: setup
+	.venv/bin/python -m bench.index_adds
+
+# The index at scale (~20 min here; more with 1M): hoplite at 100k/300k/1M × 256-d and 1024-d,
+# pgvector at 100k × 256-d: build time, disk, RSS, recall@10, p50/p99 at 1 and 8 callers,
+# filtered and unfiltered (JSON in out/bench/). --sizes/--dims/--budget-s choose how far.
+.PHONY: bench-index-scale
+bench-index-scale: setup
+	.venv/bin/python -m bench.index_scale

@@ -349,3 +349,11 @@ class DimensionMismatchError(VectorIndexError):
 
     code = "dimension_mismatch"
     http_status = 422
+
+
+class CorruptIndexError(VectorIndexError):
+    """An index file is short, or fails its checksum: the space is not served (wrong
+    neighbours would be worse than none) until it is restored or rebuilt."""
+
+    code = "index_corrupt"
+    http_status = 503

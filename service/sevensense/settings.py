@@ -310,6 +310,18 @@ class IndexSettings(_Section):
         description="a filtered or tenant-scoped search over at most this many entries is exact",
     )
     pg_pool_size: int = Field(4, ge=1, le=64, description="pgvector connections per process")
+    pg_halfvec: bool = Field(
+        True,
+        description="pgvector: new spaces store float16 (halfvec), kept in the row; "
+        "existing spaces keep their type",
+    )
+    compact_after: int = Field(
+        10_000,
+        ge=1,
+        description="hoplite: fold the append log into usearch.index once it holds this many "
+        "vectors (every query scans the log exactly, so this bounds that scan; lower it for "
+        "wide spaces with a tight p99: docs/index-at-scale.md)",
+    )
 
 
 class FrontDoorSettings(_Section):

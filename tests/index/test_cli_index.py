@@ -112,3 +112,11 @@ def test_embed_add_search_delete_reindex(cli, tmp_path: Path) -> None:  # type: 
     assert int(r.output.split()[0]) == 6 + new["entries"] // 2  # local's, in both spaces
     r = cli("search", str(SAMPLE), "--index", "nosuch", code=2)
     assert "index_not_found" in r.output
+    # what an operator runs before handing a copy to perch-hoplite
+    r = cli("index", "compact", "--index", "field")
+    lines = sorted(r.output.splitlines())
+    assert len(lines) == 2 and all(" compacted in " in line for line in lines)
+    assert lines[0].startswith("field/birdnet-v2.4@2.4.0@full:")
+    [old, _] = json.loads(cli("index", "stats", "--index", "field", "--json").output)
+    assert old["entries"] == 6  # guest's windows remain, and only they
+    assert "nothing to compact" in cli("index", "compact", "--index", "empty").output

@@ -4,7 +4,8 @@ perch-hoplite runs from its own virtualenv (``.venv-hoplite``, made once by this
 pinned): its full dependency set is 174 packages, but its ``db`` package needs only these.
 The peer script opens the directory with ``SQLiteUSearchDB.create``, reads the
 ``model_config`` and ``audio_sources`` metadata its agile-modeling tools read, sees our
-columns as extra columns, and searches with hoplite's own code: the same neighbours as ours.
+columns as extra columns, and searches with hoplite's own code: the same neighbours as ours,
+after a compaction has folded the append log (half of the windows) into ``usearch.index``.
 """
 
 from __future__ import annotations
@@ -63,8 +64,14 @@ def test_hoplite_reads_and_searches_our_index(
         key=key, dim=real_windows.vectors.shape[1], sample_rate=48000, window_s=3.0, hop_s=1.5
     )
     index = HopliteIndex(tmp_path, "compat", IndexSettings())
-    index.add(info, EntryBatch(real_windows.vectors, metas(real_windows)))
+    half = len(real_windows.vectors) // 2
+    every = metas(real_windows)
+    index.add(info, EntryBatch(real_windows.vectors[:half], every[:half]))
+    index.compact()  # the first half in usearch.index, the rest in the append log
+    index.add(info, EntryBatch(real_windows.vectors[half:], every[half:]))
     index.delete_recording("other/sample", Scope.everyone())  # hoplite must not see it
+    assert list((tmp_path / "compat" / key.slug).glob("vectors.1.log"))
+    assert set(index.compact()) == {key.slug}  # what `sevensense index compact` runs
     queries = real_windows.vectors[::15]
     np.save(tmp_path / "queries.npy", queries)
     ours = index.search(key, queries, 10, Scope.everyone())

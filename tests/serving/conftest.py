@@ -167,6 +167,8 @@ def server(
         SEVENSENSE_SERVING__STREAM__MAX_FRAME_BYTES="262144",
         SEVENSENSE_SERVING__STREAM__SLOW_READER_S="3",
         SEVENSENSE_SERVING__STREAM__RESUME_TTL_S="120",
+        # test_service_search.py: a hoplite compaction inside the server (40 windows at once)
+        SEVENSENSE_INDEX__COMPACT_AFTER="30",
     )
     service = Service(free_port(), env, state / "server.log", keys)
     service.start()

@@ -161,6 +161,47 @@ def test_errors_are_json(server: Service, indexed: dict[str, list[float]]) -> No
     )
     assert code(post(server, "/search", "partner", k=3)) == (422, "invalid_request")
     assert code(search_audio(server, "partner", SAMPLE, window=40)) == (422, "invalid_request")
+    # not a number, or not a float32: refused before any index is read
+    width = len(indexed["clip"])
+    for bad in ("NaN", "Infinity", "-Infinity", "1e39"):
+        vector = "[" + ", ".join([bad] + ["0.1"] * (width - 1)) + "]"
+        assert code(post(server, "/search", "partner", embedding=vector)) == (
+            422,
+            "invalid_request",
+        ), bad
+    vector = json.dumps(indexed["clip"])
+    for k in (0, 1001, -1):
+        r = post(server, "/search", "partner", embedding=vector, k=k)
+        assert r.status_code == 422 and r.json()["error"]["code"] in {"invalid_request"}, k
+    assert code(post(server, "/search", "partner", embedding=vector, metric="manhattan"))[0] == 422
+    # a filter that matches nothing is an answer (no neighbours), not an error
+    for flt in (
+        {"site": "nowhere"},
+        {"recording_prefix": "no/such/"},
+        {"time_from": "2030-01-01T00:00:00Z", "time_to": "2020-01-01T00:00:00Z"},
+    ):
+        r = post(server, "/search", "partner", embedding=vector, k=5, **flt)
+        assert r.status_code == 200 and r.json()["queries"][0]["neighbours"] == [], flt
+
+
+def test_index_metrics(server: Service, indexed: dict[str, list[float]]) -> None:
+    """Entries per space, windows added (adds/s by rate()), search time, compaction time."""
+    assert post(server, "/search", "partner", embedding=json.dumps(indexed["clip"])).is_success
+    with server.client("admin") as c:
+        text = c.get("/metrics").text
+    slug = "birdnet-v2.4@2.4.0@full"
+
+    def value(name: str) -> float:
+        lines = [ln for ln in text.splitlines() if ln.startswith(name)]
+        assert lines, f"{name} not on /metrics"
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines)
+
+    labels = f'backend="hoplite",index="default",space="{slug}"'
+    assert value(f"sevensense_index_adds_total{{{labels}}}") >= 40 + 4 + 4
+    assert value(f"sevensense_index_entries{{{labels}}}") >= 40
+    assert value('sevensense_index_search_seconds_count{backend="hoplite"') >= 1
+    # the soundscape's 40 windows crossed index.compact_after (30 in this server)
+    assert value(f'sevensense_index_compaction_seconds_count{{index="default",space="{slug}"') >= 1
 
 
 def test_delete_recording(server: Service, indexed: dict[str, list[float]]) -> None:

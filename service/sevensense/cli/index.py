@@ -22,7 +22,12 @@ from sevensense.cli.common import (
     settings_of,
 )
 from sevensense.cli.options import index_options, transform_options
-from sevensense.errors import IndexNotFoundError, RequestError, SevensenseError
+from sevensense.errors import (
+    IndexNotFoundError,
+    RequestError,
+    SevensenseError,
+    VectorIndexError,
+)
 
 if TYPE_CHECKING:
     from sevensense.index.base import VectorIndex
@@ -184,6 +189,56 @@ def index_delete(
     finally:
         index.close()
     click.echo(f"{removed} windows of {recording_id} deleted from {index.name}")
+
+
+@index_group.command("compact")
+@click.option("--index", "index_name", default=None, help="index name (default: index.name)")
+@click.pass_context
+def index_compact(ctx: click.Context, index_name: str | None) -> None:
+    """Fold recent adds into each space's usearch.index and drop deleted vectors: run it
+    before handing a copy of a hoplite directory to perch-hoplite (which reads only that
+    file). Adds do it by themselves every index.compact_after vectors."""
+    settings = settings_of(ctx)
+    index = _open_index(settings, index_name)
+    try:
+        took = index.compact()
+    except SevensenseError as exc:
+        fail(exc)
+    finally:
+        index.close()
+    if not took:
+        click.echo(f"index {index.name} [{settings.index.backend}]: nothing to compact")
+    for slug, seconds in took.items():
+        click.echo(f"{index.name}/{slug}: compacted in {seconds:.2f} s")
+
+
+@index_group.command("migrate")
+@click.option(
+    "--app-secret",
+    required=True,
+    help="Secrets Manager id/ARN of the tasks' role: JSON with username and password",
+)
+@click.pass_context
+def index_migrate(ctx: click.Context, app_secret: str) -> None:
+    """pgvector, run once with the master user's secret (index.pg_secret): create the
+    extension and the least-privilege role the entry and worker tasks connect as (again:
+    set its password from the secret)."""
+    from sevensense.aws import client
+    from sevensense.index.pg_roles import migrate
+    from sevensense.index.store import pg_url
+
+    settings = settings_of(ctx)
+    try:
+        if settings.index.backend != "pgvector":
+            raise RequestError("index migrate is for the pgvector backend")
+        answer = client("secretsmanager", VectorIndexError).get_secret_value(SecretId=app_secret)
+        app = json.loads(answer["SecretString"])
+        for line in migrate(pg_url(settings), str(app["username"]), str(app["password"])):
+            click.echo(line)
+    except SevensenseError as exc:
+        fail(exc)
+    except (KeyError, ValueError):
+        fail(VectorIndexError(f"the app secret {app_secret!r} is not {{username, password}}"))
 
 
 @index_group.command("reindex")

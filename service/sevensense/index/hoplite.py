@@ -12,10 +12,12 @@ Mapping: a tenant is a hoplite *project*, a site a *deployment* (name, or "" whe
 recording id a recording's ``filename``, its start time the recording's ``datetime``;
 window ``offsets`` are [start_s, end_s].
 
-Writers serialise on ``flock`` over a sidecar of ``usearch.index``; the vector file is
-replaced atomically (readers keep their memory map of the old one) before the SQLite
-transaction commits, so a crash in between leaves vectors without rows, which searches
-ignore and the next add overwrites.
+Writers serialise on ``flock`` over a sidecar of ``usearch.index``. An add appends its
+vectors to a log committed with its rows (:mod:`sevensense.index.hoplite_vectors`), so it
+costs the batch, not the index; a compaction (every ``index.compact_after`` logged vectors,
+or ``sevensense index compact``) folds the log into ``usearch.index``, which is replaced
+atomically (readers keep their memory map of the old one). Deleting removes rows; their
+vectors are ignored by searches and dropped by the next compaction.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,6 @@ import numpy as np
 # onnxruntime 1.31.1 in the same process crashes (SIGSEGV, measured here); in this order
 # both work.
 import onnxruntime  # noqa: F401
-from usearch.compiled import MetricKind, ScalarKind
-from usearch.index import Index
 
 from sevensense.errors import (
     DimensionMismatchError,
@@ -47,6 +46,8 @@ from sevensense.errors import (
     IndexNotFoundError,
     VectorIndexError,
 )
+from sevensense.index.events import compacted
+from sevensense.index.hoplite_vectors import UINDEX_FILENAME, SpaceVectors
 from sevensense.index.ranking import candidates, rank
 from sevensense.index.records import (
     EntryBatch,
@@ -62,11 +63,11 @@ from sevensense.index.records import (
     check_index_name,
     escape_like,
 )
+from sevensense.index.vector_log import fsync_dir
 from sevensense.settings import IndexSettings
-from sevensense.storage.atomic import exclusive_lock, file_signature
+from sevensense.storage.atomic import exclusive_lock
 
 HOPLITE_FILENAME = "hoplite.sqlite"
-UINDEX_FILENAME = "usearch.index"
 SPACE_META_KEY = "sevensense_space"
 BLOCK = 4096
 
@@ -169,69 +170,35 @@ def audio_sources() -> dict[str, Any]:
     }
 
 
-@dataclass
-class _Vectors:
-    index: Index
-    signature: tuple[int, int, int] | None
-    mutable: bool
-
-
 class _Space:
-    """One open space: its SQLite connection and its vectors, reloaded when another process
-    replaced the vector file."""
+    """One open space: its SQLite connection and its vectors (HNSW file and append log)."""
 
-    def __init__(self, directory: Path, info: SpaceInfo) -> None:
+    def __init__(self, directory: Path, info: SpaceInfo, settings: IndexSettings) -> None:
         self.directory = directory
         self.info = info
         self.lock = threading.RLock()
         self.db = sqlite3.connect(directory / HOPLITE_FILENAME, check_same_thread=False)
         self.db.execute("PRAGMA busy_timeout = 30000")
-        self._vectors: _Vectors | None = None
+        self.vectors = SpaceVectors(directory, info, settings)
 
     @property
-    def vector_path(self) -> Path:
+    def lock_path(self) -> Path:
         return self.directory / UINDEX_FILENAME
 
-    def new_index(self, settings: IndexSettings) -> Index:
-        metric = MetricKind.IP if self.info.metric == "cosine" else MetricKind.Cos
-        return Index(
-            ndim=self.info.dim,
-            metric=metric,
-            dtype=ScalarKind.F16,
-            connectivity=settings.hnsw_m,
-            expansion_add=settings.ef_construction,
-            expansion_search=settings.ef_search,
-        )
-
-    def vectors(self, settings: IndexSettings, *, mutable: bool = False) -> Index | None:
-        sig = file_signature(self.vector_path)
-        cached = self._vectors
-        if cached is not None and cached.signature == sig and (cached.mutable or not mutable):
-            return cached.index
-        if sig is None:
-            if not mutable:
-                return None
-            index = self.new_index(settings)
-        else:
-            restored = Index.restore(str(self.vector_path), view=not mutable)
-            if restored is None:
-                raise VectorIndexError(f"unreadable vector file {self.vector_path}")
-            index = restored
-        index.expansion_search = settings.ef_search  # type: ignore[misc]
-        self._vectors = _Vectors(index, sig, mutable)
-        return index
-
-    def saved(self, index: Index) -> None:
-        """Write the vectors beside the file, then replace it (readers keep the old map)."""
-        temp = self.vector_path.with_name(f".{UINDEX_FILENAME}.{os.getpid()}.tmp")
-        index.save(str(temp))
-        os.replace(temp, self.vector_path)
-        self._vectors = _Vectors(index, file_signature(self.vector_path), True)
+    def compact(self, index_name: str) -> float:
+        with self.lock, exclusive_lock(self.lock_path):
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+                seconds = self.vectors.compact(self.db)
+            except BaseException:
+                self.db.rollback()
+                raise
+        compacted(index_name, self.info.key.slug, seconds)
+        return seconds
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
-            self._vectors = None
 
 
 class HopliteIndex:
@@ -251,13 +218,15 @@ class HopliteIndex:
     def _create(self, info: SpaceInfo) -> None:
         directory = self.root / info.key.slug
         directory.mkdir(parents=True, exist_ok=True)
+        target = directory / HOPLITE_FILENAME
         with exclusive_lock(directory / UINDEX_FILENAME):
-            db = sqlite3.connect(directory / HOPLITE_FILENAME)
+            if target.is_file():
+                return
+            # built aside and moved into place: a crash never leaves a half-made database
+            temp = directory / f".{HOPLITE_FILENAME}.{os.getpid()}.tmp"
+            temp.unlink(missing_ok=True)
+            db = sqlite3.connect(temp)
             try:
-                if db.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'windows' AND type = 'table'"
-                ).fetchone():
-                    return
                 db.execute("PRAGMA journal_mode = WAL")
                 for statement in (*_HOPLITE_SCHEMA, *_EXTRA_SCHEMA):
                     db.execute(statement)
@@ -281,6 +250,10 @@ class HopliteIndex:
                 db.commit()
             finally:
                 db.close()
+            with open(temp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(temp, target)
+            fsync_dir(directory)
 
     def _handle(self, key: SpaceKey) -> _Space:
         slug = key.slug
@@ -296,7 +269,7 @@ class HopliteIndex:
                     f"index {self.name!r} has no space for {key}", index=self.name, space=slug
                 )
             info = _read_info(directory)
-            handle = _Space(directory, info)
+            handle = _Space(directory, info, self.settings)
             self._open[slug] = handle
             return handle
 
@@ -362,7 +335,7 @@ class HopliteIndex:
         if not len(batch):
             return 0
         handle = self._handle(space.key)
-        with handle.lock, exclusive_lock(handle.vector_path):
+        with handle.lock, exclusive_lock(handle.lock_path):
             db = handle.db
             try:
                 db.execute("BEGIN IMMEDIATE")
@@ -384,15 +357,10 @@ class HopliteIndex:
                     if got is not None:
                         new_ids.append(int(got[0]))
                         rows.append(i)
+                logged = 0
                 if new_ids:
-                    index = handle.vectors(self.settings, mutable=True)
-                    assert index is not None
                     keys = np.asarray(new_ids, dtype=np.uint64)
-                    stale = keys[np.asarray(index.contains(keys), dtype=bool).reshape(-1)]
-                    if len(stale):
-                        index.remove(stale)
-                    index.add(keys, batch.vectors[rows])
-                    handle.saved(index)
+                    logged = handle.vectors.add(db, keys, batch.vectors[rows]).entries
                 db.commit()
             except sqlite3.Error as exc:
                 db.rollback()
@@ -400,13 +368,17 @@ class HopliteIndex:
             except BaseException:
                 db.rollback()
                 raise
+        if logged >= self.settings.compact_after:
+            handle.compact(self.name)
         return len(new_ids)
 
     def delete_recording(self, recording_id: str, scope: Scope) -> int:
+        """Rows only: the vectors left behind have no row, so searches skip them and the
+        next compaction drops them."""
         removed = 0
         for info in self.spaces():
             handle = self._handle(info.key)
-            with handle.lock, exclusive_lock(handle.vector_path):
+            with handle.lock, exclusive_lock(handle.lock_path):
                 db = handle.db
                 try:
                     db.execute("BEGIN IMMEDIATE")
@@ -418,11 +390,6 @@ class HopliteIndex:
                         params.append(scope.tenant)
                     ids = [int(r[0]) for r in db.execute(sql, params)]
                     if ids:
-                        index = handle.vectors(self.settings, mutable=True)
-                        assert index is not None
-                        keys = np.asarray(ids, dtype=np.uint64)
-                        index.remove(keys)
-                        handle.saved(index)
                         db.executemany("DELETE FROM windows WHERE id = ?", [(i,) for i in ids])
                         db.execute(
                             "DELETE FROM recordings WHERE filename = ? AND NOT EXISTS "
@@ -435,6 +402,11 @@ class HopliteIndex:
                     db.rollback()
                     raise
         return removed
+
+    def compact(self) -> dict[str, float]:
+        """Fold every space's log into its ``usearch.index`` (what perch-hoplite reads) and
+        drop deleted vectors; seconds per space."""
+        return {info.key.slug: self._handle(info.key).compact(self.name) for info in self.spaces()}
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -454,16 +426,13 @@ class HopliteIndex:
         flt = flt or SearchFilter()
         with handle.lock:
             db = handle.db
-            index = handle.vectors(self.settings)
-            nothing = index is None or len(index) == 0
-            if not nothing and scope.tenant is not None:
-                nothing = (
-                    db.execute(
-                        "SELECT 1 FROM windows WHERE tenant = ? LIMIT 1", (scope.tenant,)
-                    ).fetchone()
-                    is None
-                )
-            if nothing or index is None:
+            index = handle.vectors
+            index.refresh(db)
+            sql, args = "SELECT 1 FROM windows LIMIT 1", tuple[str, ...]()
+            if scope.tenant is not None:
+                sql, args = "SELECT 1 FROM windows WHERE tenant = ? LIMIT 1", (scope.tenant,)
+            nothing = len(index) == 0 or db.execute(sql, args).fetchone() is None
+            if nothing:
                 raise IndexEmptyError(
                     f"the space {key} of index {self.name!r} holds nothing this key may search",
                     index=self.name,
@@ -490,12 +459,18 @@ class HopliteIndex:
             return [self._neighbours(db, info, hits) for hits in found]
 
     def _exact(
-        self, index: Index, ids: np.ndarray, q: np.ndarray, k: int, metric: Metric, info: SpaceInfo
+        self,
+        index: SpaceVectors,
+        ids: np.ndarray,
+        q: np.ndarray,
+        k: int,
+        metric: Metric,
+        info: SpaceInfo,
     ) -> list[tuple[int, float, float]]:
         best: list[tuple[int, float, float]] = []
         for start in range(0, len(ids), BLOCK):
             block = ids[start : start + BLOCK]
-            vecs = np.asarray(index.get(block, dtype=ScalarKind.F32), dtype=np.float32)
+            vecs = index.get(block)
             pos, score, dist = rank(q, vecs, candidates(k, metric), "cosine")
             best.extend(
                 (int(block[p]), float(s), float(d))
@@ -506,7 +481,7 @@ class HopliteIndex:
     def _approximate(
         self,
         db: sqlite3.Connection,
-        index: Index,
+        index: SpaceVectors,
         q: np.ndarray,
         k: int,
         metric: Metric,
@@ -519,10 +494,10 @@ class HopliteIndex:
         exact = len(index) <= self.settings.exact_below
         count = want if not restricted else min(len(index), want * 4)
         while True:
-            matches = index.search(q, count=count, exact=exact)
-            keys = np.asarray(matches.keys, dtype=np.int64).reshape(-1)
-            dists = np.asarray(matches.distances, dtype=np.float64).reshape(-1)
-            live = _live(db, keys, where, params) if restricted else set(keys.tolist())
+            found, dists = index.search(q, count, exact)
+            keys = found.astype(np.int64)
+            # rows are checked even unfiltered: deleted windows keep vectors until compaction
+            live = _live(db, keys, where, params)
             hits = [
                 (int(kk), 1.0 - float(d), float(d))
                 for kk, d in zip(keys, dists, strict=True)
@@ -657,7 +632,7 @@ def _live(db: sqlite3.Connection, keys: np.ndarray, where: str, params: list[Any
 
 
 def _final(
-    index: Index,
+    index: SpaceVectors,
     hits: list[tuple[int, float, float]],
     q: np.ndarray,
     k: int,
@@ -669,7 +644,7 @@ def _final(
     if metric == "cosine" or not hits:
         return hits[:k]
     keys = np.asarray([h[0] for h in hits], dtype=np.uint64)
-    vecs = np.asarray(index.get(keys, dtype=ScalarKind.F32), dtype=np.float32)
+    vecs = index.get(keys)
     pos, score, dist = rank(q, vecs, k, "poincare", info.curvature)
     return [(int(keys[p]), float(s), float(d)) for p, s, d in zip(pos, score, dist, strict=True)]
 

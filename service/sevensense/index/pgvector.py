@@ -11,16 +11,12 @@ exactly, as the embedded backend does, so both return the same neighbours.
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import psycopg
-from pgvector.psycopg import register_vector
 from psycopg import sql
 
 from sevensense.errors import (
@@ -29,6 +25,8 @@ from sevensense.errors import (
     IndexNotFoundError,
     VectorIndexError,
 )
+from sevensense.index.pg_pool import LOCK_KEY as _LOCK_KEY
+from sevensense.index.pg_pool import Pool
 from sevensense.index.ranking import candidates, rank
 from sevensense.index.records import (
     EntryBatch,
@@ -47,76 +45,23 @@ from sevensense.index.records import (
 from sevensense.settings import IndexSettings
 
 REGISTRY = "sevensense_index_spaces"
-_LOCK_KEY = 0x7E55E  # pg_advisory_xact_lock: one DDL writer at a time
 BULK_ROWS = 5_000
-
-
-class _Pool:
-    """A few long-lived connections: connecting costs more than a search."""
-
-    def __init__(self, url: str, size: int) -> None:
-        self.url = url
-        self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
-        self._slots = threading.BoundedSemaphore(size)
-        self._ready = False
-        self._ready_lock = threading.Lock()
-
-    def _connect(self) -> psycopg.Connection[Any]:
-        try:
-            conn = psycopg.connect(self.url, autocommit=False, connect_timeout=10)
-        except psycopg.Error as exc:
-            raise VectorIndexError(f"cannot connect to the pgvector database: {exc}") from exc
-        with self._ready_lock:
-            if not self._ready:
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-                conn.commit()
-                self._ready = True
-        register_vector(conn)
-        return conn
-
-    @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        self._slots.acquire()
-        conn: psycopg.Connection[Any] | None = None
-        try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._connect()
-            try:
-                yield conn
-                conn.commit()
-            except psycopg.Error as exc:
-                conn.rollback()
-                raise VectorIndexError(f"pgvector: {exc}") from exc
-            except BaseException:
-                conn.rollback()
-                raise
-            if not conn.closed:
-                self._idle.put(conn)
-                conn = None
-        finally:
-            if conn is not None and not conn.closed:
-                conn.close()
-            self._slots.release()
-
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
+HALFVEC_MAX_DIM = 4_000  # pgvector's HNSW limit for halfvec
+SEARCH_RETRIES = 2
+IN_LINE_MAX_DIM = 2_000  # halfvec rows up to ~4 KB: at least two per 8-KB page
 
 
 class PgVectorIndex:
     backend = "pgvector"
 
-    def __init__(self, url: str, name: str, settings: IndexSettings) -> None:
+    def __init__(self, url: str | Callable[[], str], name: str, settings: IndexSettings) -> None:
+        """``url``: a URL, or a function that reads it (the secret), called again after an
+        authentication failure (a rotated password)."""
         self.name = check_index_name(name)
         self.settings = settings
-        self.pool = _Pool(url, settings.pg_pool_size)
+        self.pool = Pool(url, settings.pg_pool_size)
         self._spaces: dict[str, tuple[SpaceInfo, str]] = {}
+        self._types: dict[str, str] = {}
         with self.pool.connection() as conn:
             conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS {REGISTRY} (
@@ -169,6 +114,9 @@ class PgVectorIndex:
 
     def _create(self, info: SpaceInfo) -> None:
         table = f"sv_{info.key.table_suffix(self.name)}"
+        storage = (
+            "halfvec" if self.settings.pg_halfvec and info.dim <= HALFVEC_MAX_DIM else "vector"
+        )
         ident = sql.Identifier(table)
         with self.pool.connection() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -190,21 +138,18 @@ class PgVectorIndex:
                     site TEXT,
                     rec_time TIMESTAMPTZ,
                     model_version TEXT NOT NULL,
-                    embedding vector({}) NOT NULL,
+                    embedding {}({}) NOT NULL,
                     UNIQUE (tenant, recording_id, start_ms))"""
-                ).format(ident, sql.Literal(info.dim))
+                ).format(ident, sql.SQL(storage), sql.Literal(info.dim))
             )
-            conn.execute(
-                sql.SQL(
-                    "CREATE INDEX {} ON {} USING hnsw (embedding vector_cosine_ops) "
-                    "WITH (m = {}, ef_construction = {})"
-                ).format(
-                    sql.Identifier(f"{table}_hnsw"),
-                    ident,
-                    sql.Literal(self.settings.hnsw_m),
-                    sql.Literal(self.settings.ef_construction),
+            if storage == "halfvec" and info.dim <= IN_LINE_MAX_DIM:
+                # PLAIN keeps the vector in the row: a 1024-d halfvec is 2 KB, just over
+                # the TOAST threshold, and three rows fit a page (a 4-KB float32 vector
+                # would take a page to itself, so it stays out of line)
+                conn.execute(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN embedding SET STORAGE PLAIN").format(ident)
                 )
-            )
+            self._hnsw(conn.cursor(), table, storage)
             conn.execute(
                 sql.SQL("CREATE INDEX {} ON {} (tenant, recording_id text_pattern_ops)").format(
                     sql.Identifier(f"{table}_tenant"), ident
@@ -313,17 +258,34 @@ class PgVectorIndex:
                 added += max(cur.rowcount, 0)
             if bulk:
                 cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
-                self._hnsw(cur, name)
+                self._hnsw(cur, name, self._storage(conn, name))
         return added
 
-    def _hnsw(self, cur: psycopg.Cursor[Any], table: str) -> None:
+    def compact(self) -> dict[str, float]:
+        """PostgreSQL keeps its HNSW graph current on insert and vacuums it itself."""
+        return {}
+
+    def _storage(self, conn: psycopg.Connection[Any], table: str) -> str:
+        """``halfvec`` or ``vector``: spaces made before halfvec keep their type."""
+        found = self._types.get(table)
+        if found is None:
+            row = conn.execute(
+                "SELECT format_type(atttypid, NULL) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attname = 'embedding'",
+                (table,),
+            ).fetchone()
+            found = self._types[table] = str(row[0]) if row else "vector"
+        return found
+
+    def _hnsw(self, cur: psycopg.Cursor[Any], table: str, storage: str) -> None:
         cur.execute(
             sql.SQL(
-                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
+                "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding {}) "
                 "WITH (m = {}, ef_construction = {})"
             ).format(
                 sql.Identifier(f"{table}_hnsw"),
                 sql.Identifier(table),
+                sql.SQL(f"{storage}_cosine_ops"),
                 sql.Literal(self.settings.hnsw_m),
                 sql.Literal(self.settings.ef_construction),
             )
@@ -353,6 +315,27 @@ class PgVectorIndex:
         scope: Scope,
         flt: SearchFilter | None = None,
         metric: Metric = "cosine",
+    ) -> list[list[Neighbour]]:
+        """A read, so a session the server ended under it (failover, a rotation) is
+        retried once on a new connection rather than answered with 503."""
+        for attempt in range(SEARCH_RETRIES + 1):
+            try:
+                return self._search(key, queries, k, scope, flt, metric)
+            except VectorIndexError as exc:
+                lost = isinstance(exc.__cause__, psycopg.OperationalError)
+                if not lost or attempt == SEARCH_RETRIES:
+                    raise
+                self.pool.close()  # its other idle sessions went the same way
+        raise AssertionError("unreachable")
+
+    def _search(
+        self,
+        key: SpaceKey,
+        queries: np.ndarray,
+        k: int,
+        scope: Scope,
+        flt: SearchFilter | None,
+        metric: Metric,
     ) -> list[list[Neighbour]]:
         info, table_name = self._lookup(key)
         qs = np.atleast_2d(np.asarray(queries, dtype=np.float32))
@@ -388,11 +371,12 @@ class PgVectorIndex:
                 conn.execute("SET LOCAL enable_indexscan = off")
             else:
                 conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            cast = sql.SQL(self._storage(conn, table_name))
             query = sql.SQL(
                 "SELECT * FROM (SELECT recording_id, source, start_s, end_s, tenant, site, "
-                "rec_time, model_version, embedding, embedding <=> %s AS d FROM {} {} "
-                "ORDER BY embedding <=> %s LIMIT %s) c ORDER BY d, start_s"
-            ).format(table, where)
+                "rec_time, model_version, embedding, embedding <=> %s::{} AS d FROM {} {} "
+                "ORDER BY embedding <=> %s::{} LIMIT %s) c ORDER BY d, start_s"
+            ).format(cast, table, where, cast)
             for q in qs:
                 rows = conn.execute(query, [q, *params, q, want]).fetchall()
                 out.append(_neighbours(rows, q, k, metric, info))

@@ -54,7 +54,9 @@ def open_index(settings: Settings, name: str | None = None) -> VectorIndex:
     if settings.index.backend == "pgvector":
         from sevensense.index.pgvector import PgVectorIndex
 
-        return PgVectorIndex(pg_url(settings), chosen, settings.index)
+        # a secret is read again after a refused login (rotation); a fixed URL is not
+        url = settings.index.pg_url or (lambda: pg_url(settings))
+        return PgVectorIndex(url, chosen, settings.index)
     from sevensense.index.hoplite import HopliteIndex
 
     return HopliteIndex(settings.index_dir(), chosen, settings.index)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import datetime
 
 import numpy as np
@@ -16,6 +17,7 @@ from sevensense.embeddings.transform import VectorTransform
 from sevensense.errors import IndexNotFoundError, RequestError
 from sevensense.identity import ApiKeyRecord
 from sevensense.index.base import VectorIndex
+from sevensense.index.events import on_compaction
 from sevensense.index.ingest import add_results, space_info
 from sevensense.index.records import Metric, Neighbour, Scope, SearchFilter, SpaceInfo
 from sevensense.index.store import open_index
@@ -27,7 +29,14 @@ from sevensense.serving.schemas import (
     SearchQuery,
     SearchResponse,
 )
+from sevensense.serving.telemetry.metrics import metrics
 from sevensense.settings import Settings
+
+ENTRIES_EVERY_S = 30.0
+
+
+def _observe_compaction(index: str, space: str, seconds: float) -> None:
+    metrics().index_compaction.labels(index, space).observe(seconds)
 
 
 def key_scope(key: ApiKeyRecord) -> Scope:
@@ -51,6 +60,8 @@ class SimilarityService:
         self.settings = settings
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.Lock()
+        self._counted: dict[str, float] = {}
+        on_compaction(_observe_compaction)
 
     def index(self, name: str | None) -> VectorIndex:
         chosen = name or self.settings.index.name
@@ -95,8 +106,9 @@ class SimilarityService:
         time: datetime | None,
     ) -> int:
         """Windows of an upload or a live stream; idempotent per (tenant, recording, start)."""
-        return add_results(
-            self.index(None),
+        index = self.index(None)
+        added = add_results(
+            index,
             manifest,
             transform,
             hop_s,
@@ -106,6 +118,22 @@ class SimilarityService:
             site=site,
             time=time,
         )
+        slug = space_info(manifest, transform, hop_s).key.slug
+        metrics().index_adds.labels(index.backend, index.name, slug).inc(added)
+        self._count_entries(index)
+        return added
+
+    def _count_entries(self, index: VectorIndex) -> None:
+        """Entries per space into the gauge, at most every ENTRIES_EVERY_S (a count is a
+        scan on PostgreSQL)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._counted.get(index.name, -ENTRIES_EVERY_S) < ENTRIES_EVERY_S:
+                return
+            self._counted[index.name] = now
+        gauge = metrics().index_entries
+        for stats in index.stats():
+            gauge.labels(index.backend, index.name, stats.space.key.slug).set(stats.entries)
 
     def space_for_vector(self, params: SearchParams) -> SpaceInfo:
         index = self.index(params.index)
@@ -155,7 +183,12 @@ class SimilarityService:
             time_to=params.time_to,
         )
         metric: Metric = params.metric or info.metric
+        started = time.perf_counter()
         found = index.search(info.key, vectors, params.k, key_scope(key), flt, metric)
+        metrics().index_search.labels(index.backend, index.name).observe(
+            time.perf_counter() - started
+        )
+        self._count_entries(index)
         return SearchResponse(
             index=index.name,
             space=info.key.slug,

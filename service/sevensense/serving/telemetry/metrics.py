@@ -36,6 +36,8 @@ _AGREEMENT_BUCKETS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 _NORM_BUCKETS = (0.0, 1e-6, 0.01, 0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1000.0)
 
 MODEL_LABELS = ("path", "model", "version", "provider")
+INDEX_LABELS = ("backend", "index", "space")
+_INDEX_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,10 @@ class Metrics:
     stream_throttles: Counter
     stream_closes: Counter
     stream_resumes: Counter
+    index_adds: Counter
+    index_entries: Gauge
+    index_search: Histogram
+    index_compaction: Histogram
 
 
 @cache
@@ -234,6 +240,29 @@ def metrics() -> Metrics:
             "sevensense_stream_resumes",
             "Streams resumed: held (from this worker's memory) or rebuilt (from a token)",
             ("how",),
+        ),
+        index_adds=Counter(
+            "sevensense_index_adds",
+            "Windows added to the similarity index (new ones; rate() gives adds/s)",
+            INDEX_LABELS,
+        ),
+        index_entries=Gauge(
+            "sevensense_index_entries",
+            "Entries per index space, as last counted by this process (every 30 s at most)",
+            INDEX_LABELS,
+            multiprocess_mode="livemax",
+        ),
+        index_search=Histogram(
+            "sevensense_index_search_seconds",
+            "One /search call's index time (all its query windows), by backend",
+            ("backend", "index"),
+            buckets=_INDEX_BUCKETS,
+        ),
+        index_compaction=Histogram(
+            "sevensense_index_compaction_seconds",
+            "hoplite: folding the append log into usearch.index",
+            ("index", "space"),
+            buckets=_LATENCY_BUCKETS,
         ),
     )
 
