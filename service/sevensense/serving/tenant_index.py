@@ -13,11 +13,12 @@ import numpy as np
 
 from sevensense.artifacts.manifest import ModelManifest
 from sevensense.embeddings.transform import VectorTransform
-from sevensense.errors import IndexNotFoundError, RequestError
+from sevensense.errors import RequestError
 from sevensense.identity import ApiKeyRecord
 from sevensense.index.base import VectorIndex
 from sevensense.index.ingest import add_results, space_info
 from sevensense.index.records import Metric, Neighbour, Scope, SearchFilter, SpaceInfo
+from sevensense.index.spaces import pick_space
 from sevensense.index.store import open_index
 from sevensense.inference.engine import WindowResult
 from sevensense.outputs.response import EmbedOutcome
@@ -108,35 +109,7 @@ class SimilarityService:
         )
 
     def space_for_vector(self, params: SearchParams) -> SpaceInfo:
-        index = self.index(params.index)
-        spaces = index.spaces()
-        transform = params.transform or "full"
-        if params.model:
-            name, _, version = params.model.partition(":")
-            version = version.split(":")[0]
-            matches = [
-                s
-                for s in spaces
-                if s.key.model_name == name
-                and (not version or s.key.model_version == version)
-                and s.key.transform == transform
-            ]
-        else:
-            matches = [s for s in spaces if s.key.transform == transform]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            if not spaces:
-                raise IndexNotFoundError(f"no index named {index.name!r}", index=index.name)
-            raise IndexNotFoundError(
-                f"index {index.name!r} has no space for model {params.model or 'any'} "
-                f"and transform {transform}; it holds {', '.join(s.key.slug for s in spaces)}",
-                index=index.name,
-            )
-        listing = ", ".join(sorted(s.key.slug for s in matches))
-        raise RequestError(
-            f"the index holds several spaces ({listing}); name one with model=name:version"
-        )
+        return pick_space(self.index(params.index), params.model, params.transform)
 
     def search(
         self,
