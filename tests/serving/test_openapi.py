@@ -23,6 +23,12 @@ EXPECTED = {
     ("GET", "/jobs/{job_id}"),
     ("POST", "/search"),
     ("DELETE", "/index/recordings/{recording_id}"),
+    ("POST", "/annotations"),
+    ("GET", "/annotations"),
+    ("DELETE", "/annotations"),
+    ("POST", "/classifiers"),
+    ("GET", "/classifiers"),
+    ("GET", "/classifiers/{ref}/review"),
 }
 
 

@@ -27,7 +27,8 @@ class LinearHead:
     classes: tuple[str, ...]
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:
-        return np.asarray(embeddings, dtype=np.float32) @ self.beta + self.bias
+        out: np.ndarray = np.asarray(embeddings, dtype=np.float32) @ self.beta + self.bias
+        return out
 
     @property
     def dim(self) -> int:

@@ -275,7 +275,8 @@ def _hoplite_windows(
         "SELECT w.id, r.filename, r.source, r.tenant, w.offsets FROM windows w "
         "JOIN recordings r ON w.recording_id = r.id"
     )
-    conditions, params = [], []
+    conditions: list[str] = []
+    params: list[object] = []
     if scope.tenant is not None:
         conditions.append("r.tenant = ?")
         params.append(scope.tenant)
@@ -331,7 +332,7 @@ def _hoplite_annotations(
                 start_s=start,
                 end_s=end,
                 label=lab,
-                type=LabelType(int(kind)).name,  # type: ignore[arg-type]
+                type=LabelType(int(kind)).name,
                 provenance=prov,
                 tenant=tenant or "",
             )
@@ -469,7 +470,7 @@ class PgAnnotations:
                 start_s=float(r[3]),
                 end_s=float(r[4]),
                 label=r[5],
-                type=LabelType(int(r[6])).name,  # type: ignore[arg-type]
+                type=LabelType(int(r[6])).name,
                 provenance=r[7],
                 tenant=r[8],
             )

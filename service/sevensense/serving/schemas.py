@@ -13,8 +13,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from sevensense.agile.store import ClassifierManifest
+from sevensense.agile.train import TrainOptions
+from sevensense.agile.workflow import ReviewWindow
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
+from sevensense.index.annotations import Annotation, AnnotationIn
 from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY, TEXT_FORMATS
 from sevensense.outputs.response import EmbedResponse
 from sevensense.planning.options import MAX_OVERLAP, RequestOptions
@@ -378,3 +382,56 @@ class DeleteRecordingResponse(BaseModel):
     index: str
     recording_id: str
     deleted: int = Field(description="windows deleted, across all the index's spaces")
+
+
+# --- agile modeling: annotations and classifiers (issue 26) -------------------------------
+
+
+class SpaceRef(BaseModel):
+    """Which space of which index: as ``/search`` with a vector names it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    model: str | None = Field(None, max_length=128, description="name[:version] of the space")
+    transform: str | None = Field(None, max_length=200)
+
+
+class AnnotationsRequest(SpaceRef):
+    annotations: list[AnnotationIn] = Field(min_length=1, max_length=10_000)
+
+
+class AnnotationsResponse(BaseModel):
+    index: str
+    space: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    annotations: list[Annotation] = Field(default_factory=list)
+    request_id: str
+
+
+class ClassifierTrainRequest(SpaceRef):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    labels: list[str] | None = Field(None, max_length=1000, description="default: every label")
+    options: TrainOptions = Field(default_factory=TrainOptions)
+
+
+class ClassifierResponse(BaseModel):
+    classifier: str
+    manifest: ClassifierManifest
+    request_id: str
+
+
+class ClassifierListResponse(BaseModel):
+    classifiers: list[ClassifierManifest]
+
+
+class ReviewResponse(BaseModel):
+    classifier: str
+    space: str
+    label: str
+    mode: str
+    windows: list[ReviewWindow]
+    request_id: str

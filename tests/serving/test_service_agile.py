@@ -1,0 +1,130 @@
+"""Agile modeling over the real loopback server (its own state, so its own index): the
+partner indexes hand claps and a dawn chorus with ``/embed index=true``, labels windows
+with ``POST /annotations``, trains with ``POST /classifiers``, reviews candidates; every
+refusal has its status and JSON error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sevensense.serving.access.keys import generate_key
+from tests.conftest import audio
+from tests.serving.conftest import KEYS, Service, free_port, service_env
+
+CLAP = audio("perch_clap_21s_16k.wav")
+SOUNDSCAPE = audio("soundscape_birdnet_120s_48k.flac")
+SPACE = {"model": "birdnet-v2.4:2.4.0"}
+
+
+@pytest.fixture(scope="module")
+def agile_server(
+    tmp_path_factory: pytest.TempPathFactory, serving_models: Path
+) -> Iterator[Service]:
+    state = tmp_path_factory.mktemp("agile-state")
+    models = tmp_path_factory.mktemp("agile-models")
+    for entry in serving_models.iterdir():  # the same models; classifiers of its own
+        (models / entry.name).symlink_to(entry)
+    keys = {k: generate_key() for k in KEYS}
+    service = Service(free_port(), service_env(models, state, keys), state / "server.log", keys)
+    service.start()
+    for key, path, rid in (
+        ("partner", CLAP, "site9/clap"),
+        ("partner", SOUNDSCAPE, "site7/soundscape"),
+        ("admin", CLAP, "admin/clap"),
+    ):
+        with service.client(key) as c, path.open("rb") as f:
+            r = c.post(
+                "/embed",
+                files={"audio": (path.name, f.read(), "application/octet-stream")},
+                data={
+                    "index": "true",
+                    "recording_id": rid,
+                    "overlap": "0",
+                    "top_k": "0",
+                    "energy_threshold": "0",
+                },
+            )
+            assert r.status_code == 200, r.text
+            if rid == "site9/clap":
+                claps = [w["start_s"] for w in r.json()["windows"] if any(w["embedding"])]
+    yield service, claps
+    service.stop()
+
+
+def call(service: Service, key: str, method: str, path: str, **kw: Any) -> httpx.Response:
+    with service.client(key) as c:
+        return c.request(method, path, **kw)
+
+
+def spans(rid: str, starts: tuple[float, ...], label: str) -> list[dict[str, Any]]:
+    return [
+        {"recording_id": rid, "start_s": s, "end_s": s + 3.0, "label": label, "provenance": "t"}
+        for s in starts
+    ]
+
+
+def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> None:
+    s, claps = agile_server
+    assert len(claps) >= 3
+    items = spans("site9/clap", tuple(claps[:-1]), "clap") + spans(
+        "site7/soundscape", (0.0, 15.0, 30.0, 45.0, 60.0, 75.0), "chorus"
+    )
+    r = call(s, "partner", "POST", "/annotations", json={**SPACE, "annotations": items})
+    assert r.status_code == 200, r.text
+    n = len(claps) - 1 + 6
+    assert (r.json()["added"], r.json()["unchanged"]) == (n, 0)
+    again = call(s, "partner", "POST", "/annotations", json={**SPACE, "annotations": items})
+    assert (again.json()["added"], again.json()["unchanged"]) == (0, n)
+    listed = call(s, "partner", "GET", "/annotations", params={**SPACE, "label": "clap"})
+    assert [a["start_s"] for a in listed.json()["annotations"]] == claps[:-1]
+    # the admin's own window; the partner cannot label it (404, as if it did not exist)
+    mine = call(
+        s,
+        "admin",
+        "POST",
+        "/annotations",
+        json={**SPACE, "annotations": spans("admin/clap", (0.0,), "x")},
+    )
+    admin_window = mine.json()["annotations"][0]["window_id"]
+    stolen = {"window_id": admin_window, "label": "clap"}
+    r = call(s, "partner", "POST", "/annotations", json={**SPACE, "annotations": [stolen]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "window_not_found", r.text
+    r = call(s, "reader", "POST", "/annotations", json={**SPACE, "annotations": items})
+    assert r.status_code == 403
+
+    r = call(s, "partner", "POST", "/classifiers", json={**SPACE, "name": "claps"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["classifier"] == "claps:1"
+    report = body["manifest"]["report"]
+    assert report["classes"] == ["chorus", "clap"] and report["macro_roc_auc"] >= 0.99
+    assert body["manifest"]["space"]["model_version"] == "2.4.0"
+    review = call(
+        s, "partner", "GET", "/classifiers/claps/review", params={**SPACE, "label": "clap", "k": 1}
+    )
+    assert review.status_code == 200, review.text
+    assert {(w["recording_id"], w["start_s"]) for w in review.json()["windows"]} == {
+        ("site9/clap", start) for start in claps[-1:]
+    }
+    assert call(s, "admin", "GET", "/classifiers").json()["classifiers"][0]["owner"] == "partner"
+    # refusals
+    r = call(
+        s,
+        "partner",
+        "POST",
+        "/classifiers",
+        json={**SPACE, "name": "x", "options": {"min_positives": n - 5}},
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "too_few_examples"
+    assert r.json()["error"]["details"] == {"label": "clap", "positives": n - 6, "needed": n - 5}
+    r = call(s, "partner", "POST", "/classifiers", json={**SPACE, "name": "x", "labels": ["clap"]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "one_class_label_set"
+    r = call(s, "partner", "GET", "/classifiers/nope/review", params={**SPACE, "label": "clap"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "classifier_not_found"
+    r = call(s, "partner", "DELETE", "/annotations", params={**SPACE, "label": "chorus"})
+    assert r.status_code == 200 and r.json()["deleted"] == 6
