@@ -33,7 +33,7 @@ VectorSource = Callable[[np.ndarray], np.ndarray]
 class TrainOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    learning_rate: float = Field(1e-2, gt=0.0, le=1.0)
+    learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
     steps: int = Field(300, ge=1, le=100_000)
     weak_neg_weight: float = Field(0.05, ge=0.0, le=1.0)
     batch_size: int = Field(128, ge=1, description="labelled share of hoplite's batch")
