@@ -368,3 +368,10 @@ class ClassifierMismatchError(ModelError):
 
     code = "classifier_space_mismatch"
     http_status = 409
+
+
+class AudioUnreachableError(SevensenseError):
+    """A window's recording is not a file this service may read (uploads are not kept)."""
+
+    code = "audio_unreachable"
+    http_status = 404

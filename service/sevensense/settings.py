@@ -310,6 +310,10 @@ class IndexSettings(_Section):
         description="a filtered or tenant-scoped search over at most this many entries is exact",
     )
     pg_pool_size: int = Field(4, ge=1, le=64, description="pgvector connections per process")
+    audio_roots: list[Path] = Field(
+        default_factory=list,
+        description="directories whose recordings /windows/{id}/audio may read (none: off)",
+    )
 
 
 class FrontDoorSettings(_Section):

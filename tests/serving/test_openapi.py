@@ -29,6 +29,8 @@ EXPECTED = {
     ("POST", "/classifiers"),
     ("GET", "/classifiers"),
     ("GET", "/classifiers/{ref}/review"),
+    ("GET", "/windows/{window_id}/audio"),
+    ("GET", "/windows/{window_id}/spectrogram.png"),
 }
 
 

@@ -5,15 +5,17 @@ refusal has its status and JSON error."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import soundfile as sf
 
 from sevensense.serving.access.keys import generate_key
-from tests.conftest import audio
+from tests.conftest import AUDIO, audio
 from tests.serving.conftest import KEYS, Service, free_port, service_env
 
 CLAP = audio("perch_clap_21s_16k.wav")
@@ -30,10 +32,11 @@ def agile_server(
     for entry in serving_models.iterdir():  # the same models; classifiers of its own
         (models / entry.name).symlink_to(entry)
     keys = {k: generate_key() for k in KEYS}
-    service = Service(free_port(), service_env(models, state, keys), state / "server.log", keys)
+    env = service_env(models, state, keys, SEVENSENSE_INDEX__AUDIO_ROOTS=f'["{AUDIO}"]')
+    service = Service(free_port(), env, state / "server.log", keys)
     service.start()
     for key, path, rid in (
-        ("partner", CLAP, "site9/clap"),
+        ("partner", CLAP, str(CLAP)),
         ("partner", SOUNDSCAPE, "site7/soundscape"),
         ("admin", CLAP, "admin/clap"),
     ):
@@ -50,7 +53,7 @@ def agile_server(
                 },
             )
             assert r.status_code == 200, r.text
-            if rid == "site9/clap":
+            if rid == str(CLAP):
                 claps = [w["start_s"] for w in r.json()["windows"] if any(w["embedding"])]
     yield service, claps
     service.stop()
@@ -71,7 +74,7 @@ def spans(rid: str, starts: tuple[float, ...], label: str) -> list[dict[str, Any
 def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> None:
     s, claps = agile_server
     assert len(claps) >= 3
-    items = spans("site9/clap", tuple(claps[:-1]), "clap") + spans(
+    items = spans(str(CLAP), tuple(claps[:-1]), "clap") + spans(
         "site7/soundscape", (0.0, 15.0, 30.0, 45.0, 60.0, 75.0), "chorus"
     )
     r = call(s, "partner", "POST", "/annotations", json={**SPACE, "annotations": items})
@@ -109,8 +112,23 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
     )
     assert review.status_code == 200, review.text
     assert {(w["recording_id"], w["start_s"]) for w in review.json()["windows"]} == {
-        ("site9/clap", start) for start in claps[-1:]
+        (str(CLAP), start) for start in claps[-1:]
     }
+    # the candidate's links: its audio (a file under the roots) and its spectrogram
+    links = review.json()["windows"][0]["links"]
+    wav = call(s, "partner", "GET", links["audio"])
+    assert wav.status_code == 200 and wav.headers["content-type"] == "audio/wav"
+    samples, rate = sf.read(io.BytesIO(wav.content))
+    assert rate == 16000 and len(samples) == 3 * rate
+    png = call(s, "partner", "GET", links["spectrogram"])
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert call(s, "admin", "GET", links["audio"]).status_code == 200
+    r = call(s, "reader", "GET", links["audio"])  # another tenant: no such window
+    assert r.status_code == 404 and r.json()["error"]["code"] == "window_not_found"
+    listed_chorus = call(s, "partner", "GET", "/annotations", params={**SPACE, "label": "chorus"})
+    far = listed_chorus.json()["annotations"][0]["window_id"]
+    r = call(s, "partner", "GET", f"/windows/{far}/audio", params=SPACE)  # an upload: not kept
+    assert r.status_code == 404 and r.json()["error"]["code"] == "audio_unreachable", r.text
     assert call(s, "admin", "GET", "/classifiers").json()["classifiers"][0]["owner"] == "partner"
     # refusals
     r = call(

@@ -57,6 +57,7 @@ class ReviewWindow(BaseModel):
     label: str
     score: float
     labelled: bool
+    links: dict[str, str] = {}
 
 
 def review(

@@ -5,12 +5,17 @@ an admin key everyone's). Training runs in a worker thread and answers when done
 linear head over at most ``max_weak_negatives`` windows trains in about a second."""
 
 from typing import Annotated, Literal
+from urllib.parse import urlencode
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
 
+from sevensense.agile.snippets import audio_path, png_bytes, read_span, spectrogram, wav_bytes
 from sevensense.agile.store import ClassifierStore
 from sevensense.agile.workflow import review, train_classifier
+from sevensense.errors import WindowNotFoundError
 from sevensense.identity import ApiKeyRecord
 from sevensense.index.annotations import annotation_store
 from sevensense.index.spaces import pick_space
@@ -188,6 +193,16 @@ async def review_classifier(
         opened = parts.similarity.index(index)
         space = pick_space(opened, model, transform)
         rows = review(opened, space, scope, classifier, label, mode, k, exclude_labelled)
+        query = {"index": opened.name, "model": f"{space.key.model_name}:{space.key.model_version}"}
+        if space.key.transform != "full":
+            query["transform"] = space.key.transform
+        tail = urlencode(query)
+        for row in rows:
+            base = f"/windows/{row.window_id}"
+            row.links = {
+                "audio": f"{base}/audio?{tail}",
+                "spectrogram": f"{base}/spectrogram.png?{tail}",
+            }
         return ReviewResponse(
             classifier=classifier.ref,
             space=space.key.slug,
@@ -198,3 +213,65 @@ async def review_classifier(
         )
 
     return await anyio.to_thread.run_sync(work)
+
+
+def _window_snippet(
+    parts: Parts,
+    key: ApiKeyRecord,
+    window_id: int,
+    index: str | None,
+    model: str | None,
+    transform: str | None,
+) -> tuple[np.ndarray, int]:
+    opened = parts.similarity.index(index)
+    space = pick_space(opened, model, transform)
+    found = annotation_store(opened).windows(space.key, key_scope(key), [window_id])
+    if not found:
+        raise WindowNotFoundError(
+            f"no window {window_id} in this space for this key", window_id=window_id
+        )
+    window = found[0]
+    path = audio_path(window, parts.settings.index.audio_roots)
+    return read_span(path, window.start_s, window.end_s)
+
+
+@router.get(
+    "/windows/{window_id}/audio",
+    response_class=Response,
+    responses={200: {"content": {"audio/wav": {}}}},
+    summary="A window's audio (WAV), when its recording is on this host",
+)
+async def window_audio(
+    window_id: int,
+    key: Annotated[ApiKeyRecord, Depends(authorised("read"))],
+    parts: Parts,
+    index: str | None = None,
+    model: str | None = None,
+    transform: str | None = None,
+) -> Response:
+    samples, rate = await anyio.to_thread.run_sync(
+        _window_snippet, parts, key, window_id, index, model, transform
+    )
+    body = await anyio.to_thread.run_sync(wav_bytes, samples, rate)
+    return Response(body, media_type="audio/wav")
+
+
+@router.get(
+    "/windows/{window_id}/spectrogram.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+    summary="A window's spectrogram (PNG), when its recording is on this host",
+)
+async def window_spectrogram(
+    window_id: int,
+    key: Annotated[ApiKeyRecord, Depends(authorised("read"))],
+    parts: Parts,
+    index: str | None = None,
+    model: str | None = None,
+    transform: str | None = None,
+) -> Response:
+    samples, _ = await anyio.to_thread.run_sync(
+        _window_snippet, parts, key, window_id, index, model, transform
+    )
+    body = await anyio.to_thread.run_sync(lambda: png_bytes(spectrogram(samples)))
+    return Response(body, media_type="image/png")
