@@ -8,9 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
+from sevensense.agile.store import ClassifierStore
 from sevensense.cli import main
 from tests.conftest import MODELS, audio
 
@@ -94,6 +97,28 @@ def test_label_import_train_review(cli, tmp_path: Path) -> None:  # type: ignore
         ).output
     )
     assert all(w["recording_id"] == str(CLAP) and not w["labelled"] for w in top)
+    # applied: the head's scores per window in the Parquet file, equal to the JSON weights'
+    out = tmp_path / "scored.parquet"
+    cli("embed", str(CLAP), "--out", str(out), "--overlap", "0", "--classifier", "claps", "--quiet")
+    table = pq.read_table(out).to_pylist()
+    head = ClassifierStore(tmp_path / "models").resolve("claps").head
+    for row in table:
+        assert row["custom_labels"] == ["chorus", "clap"]
+        want = 1 / (1 + np.exp(-head(np.asarray([row["embedding"]], np.float32))[0]))
+        assert np.allclose(row["custom_scores"], want, atol=1e-5)
+    assert json.loads(pq.read_metadata(out).metadata[b"sevensense"])["classifier"] == "claps:1"
+    r = cli(
+        "embed",
+        str(CLAP),
+        "--out",
+        str(out),
+        "--model",
+        "perch-contract",
+        "--classifier",
+        "claps",
+        code=2,
+    )
+    assert "classifier_space_mismatch" in r.output and "perch-contract" in r.output
     r = cli("classifier", "train", "--index", "field", "--name", "x", "--labels", "chorus", code=2)
     assert "one_class_label_set" in r.output
     r = cli("classifier", "review", "nope", "--index", "field", "--label", "clap", code=2)

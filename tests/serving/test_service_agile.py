@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import soundfile as sf
 
+from sevensense.agile.store import ClassifierStore
 from sevensense.serving.access.keys import generate_key
 from tests.conftest import AUDIO, audio
 from tests.serving.conftest import KEYS, Service, free_port, service_env
@@ -130,6 +132,29 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
     r = call(s, "partner", "GET", f"/windows/{far}/audio", params=SPACE)  # an upload: not kept
     assert r.status_code == 404 and r.json()["error"]["code"] == "audio_unreachable", r.text
     assert call(s, "admin", "GET", "/classifiers").json()["classifiers"][0]["owner"] == "partner"
+    # applied: /embed with classifier= scores every window with the head
+    with CLAP.open("rb") as f:
+        audio_part = {"audio": (CLAP.name, f.read(), "audio/wav")}
+    r = call(
+        s, "partner", "POST", "/embed", files=audio_part, data={"classifier": "claps", "top_k": "0"}
+    )
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["classifier"] == "claps:1"
+    head = ClassifierStore(Path(s.env["SEVENSENSE_MODELS_DIR"])).resolve("claps").head
+    for w in answer["windows"]:
+        assert [c["label"] for c in w["custom"]] == ["chorus", "clap"]
+        want = 1 / (1 + np.exp(-head(np.asarray([w["embedding"]], np.float32))[0]))
+        assert np.allclose([c["score"] for c in w["custom"]], want, atol=1e-5)
+    r = call(
+        s,
+        "partner",
+        "POST",
+        "/embed",
+        files=audio_part,
+        data={"classifier": "claps", "model": "perch-contract:1.0.0"},
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "classifier_space_mismatch", r.text
     # refusals
     r = call(
         s,

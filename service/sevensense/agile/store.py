@@ -33,7 +33,6 @@ from sevensense.errors import (
     ManifestError,
     RequestError,
 )
-from sevensense.index.hoplite import model_config
 from sevensense.index.records import SpaceInfo, SpaceKey
 from sevensense.storage.atomic import atomic_write
 
@@ -192,6 +191,8 @@ class ClassifierStore:
         directory = self.root / name / version
         if (directory / MANIFEST_NAME).exists():
             raise RequestError(f"classifier {name}:{version} exists already")
+        from sevensense.index.hoplite import model_config  # usearch: only when saving
+
         payload = hoplite_json(head, model_config(space)).encode()
         graph = onnx_bytes(head, f"{name}:{version}")
         try:

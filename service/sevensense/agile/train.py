@@ -129,23 +129,23 @@ def fit(
     weak: np.ndarray,
     options: TrainOptions,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Full-batch Adam on hoplite's weighted BCE; returns (beta [D, C], bias [C])."""
-    x = np.asarray(x, dtype=np.float64)
-    weak = np.asarray(weak, dtype=np.float64).reshape(-1, x.shape[1])
-    y = np.asarray(targets, dtype=np.float64)
-    w = np.where(mask, 1.0, options.weak_neg_weight)
+    """Full-batch Adam (float32) on hoplite's weighted BCE; returns (beta [D, C], bias [C])."""
+    x = np.asarray(x, dtype=np.float32)
+    weak = np.asarray(weak, dtype=np.float32).reshape(-1, x.shape[1])
+    y = np.asarray(targets, dtype=np.float32)
+    w = np.where(mask, 1.0, options.weak_neg_weight).astype(np.float32)
     dim, n_cls = x.shape[1], y.shape[1]
     share_l = options.batch_size / (options.batch_size + options.weak_batch_size)
     share_w = 1.0 - share_l if len(weak) else 0.0
     share_l = share_l if len(weak) else 1.0
     scale_l = share_l / max(len(x) * n_cls, 1)
     scale_w = share_w * options.weak_neg_weight / max(len(weak) * n_cls, 1)
-    beta, bias = np.zeros((dim, n_cls)), np.zeros(n_cls)
+    beta, bias = np.zeros((dim, n_cls), np.float32), np.zeros(n_cls, np.float32)
     m_b, v_b, m_c, v_c = (
         np.zeros_like(beta),
         np.zeros_like(beta),
-        np.zeros(n_cls),
-        np.zeros(n_cls),
+        np.zeros_like(bias),
+        np.zeros_like(bias),
     )
     b1, b2, eps = 0.9, 0.999, 1e-7
     for step in range(1, options.steps + 1):
@@ -160,7 +160,7 @@ def fit(
         v_b = b2 * v_b + (1 - b2) * g_beta**2
         m_c = b1 * m_c + (1 - b1) * g_bias
         v_c = b2 * v_c + (1 - b2) * g_bias**2
-        lr = options.learning_rate * np.sqrt(1 - b2**step) / (1 - b1**step)
+        lr = np.float32(options.learning_rate * np.sqrt(1 - b2**step) / (1 - b1**step))
         beta -= lr * m_b / (np.sqrt(v_b) + eps)
         bias -= lr * m_c / (np.sqrt(v_c) + eps)
     return beta.astype(np.float32), bias.astype(np.float32)

@@ -9,7 +9,7 @@ embedding body (:class:`~sevensense.outputs.response.EmbedResponse`) lives below
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -82,7 +82,15 @@ class EmbedParams(BaseModel):
         description="kaiser_fast: BirdNET-Analyzer's resampling (resampy; the default for "
         "detections); high: soxr HQ (the default for embeddings)",
     )
+    classifier: str | None = Field(
+        None,
+        max_length=130,
+        pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9][a-z0-9._-]*)?$",
+        description="a custom classifier, name[:version], trained on this model's space: its "
+        "classes' scores per window (windows[].custom)",
+    )
     _detect: bool = PrivateAttr(False)  # set by /detect: BirdNET-Analyzer's rules apply
+    _tenant: str | None = PrivateAttr(None)  # whose classifiers it may name (the route sets it)
     lat: float | None = Field(None, ge=-90.0, le=90.0, description="species filter: latitude")
     lon: float | None = Field(None, ge=-180.0, le=180.0, description="species filter: longitude")
     week: int = Field(
@@ -166,7 +174,20 @@ class EmbedParams(BaseModel):
             merge_consecutive=self.merge_consecutive,
             resampler=self.resampler,
             detect=self._detect or self.format in TEXT_FORMATS,
+            classifier=self.classifier,
+            tenant=self._tenant,
         )
+
+    @property
+    def classifier_tenant(self) -> str | None:
+        return self._tenant
+
+    def for_tenant(self, tenant: str | None) -> Self:
+        """These fields for a caller who may use ``tenant``'s classifiers (None: any)."""
+        copy = self.model_copy()
+        copy._detect = self._detect
+        copy._tenant = tenant
+        return copy
 
     def for_detections(self) -> EmbedParams:
         """These fields as ``/detect`` plans them: every class's score, BirdNET-Analyzer's
