@@ -33,8 +33,8 @@ def _item(row: int, **fields: object) -> AnnotationIn:
     try:
         return AnnotationIn.model_validate(fields)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise RequestError(f"row {row}: {first['msg']}", row=row) from exc
+        message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise RequestError(f"row {row}: {message}", row=row) from exc
 
 
 def _float(value: str | None, row: int, column: str) -> float:

@@ -112,7 +112,7 @@ def label_add(
                 )
             ]
     except ValidationError as exc:
-        raise click.UsageError(str(exc.errors()[0]["msg"])) from exc
+        raise click.UsageError(str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from exc
     _annotate(ctx, index_name, model_ref, transform, tenant, items)
 
 

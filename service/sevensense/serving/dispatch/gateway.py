@@ -205,6 +205,12 @@ class Gateway:
             chunks = await asyncio.gather(*tasks)
         except DeferRequest as defer:
             await _cancel(tasks)
+            if prepared.classifier is not None:  # the deferred job does not carry it (yet)
+                raise NoModelPathError(
+                    f"no model path can answer now, and a request with classifier= is not "
+                    f"deferred: {defer.reason}",
+                    retry_after_s=5.0,
+                ) from None
             resolved = dataclasses.replace(
                 options,
                 top_k=k,
