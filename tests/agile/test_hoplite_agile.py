@@ -1,11 +1,12 @@
 """perch-hoplite's own code reads our labels and our classifier, and its own trainer agrees
 with ours. hoplite's ``agile.classifier`` imports TensorFlow, so this peer gets a virtualenv
-of its own (``.venv-hoplite-agile``, made once by the fixture, pinned, about 1.6 GB), apart
-from the index test's slim one."""
+of its own (``~/.cache/sevensense/peer-venvs/hoplite-agile``, made once by the fixture, pinned,
+about 1.6 GB), outside the checkout and apart from the index test's slim one."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import venv
 from pathlib import Path
@@ -22,7 +23,6 @@ from sevensense.index.hoplite import HopliteIndex
 from sevensense.index.records import Scope
 from sevensense.settings import IndexSettings
 from tests.agile.conftest import KEY, filled
-from tests.conftest import REPO
 from tests.index.conftest import RealWindows
 from tests.index.test_hoplite_compat import HOPLITE, HOPLITE_REQUIREMENTS
 
@@ -56,7 +56,17 @@ TF_REQUIREMENTS = (
     "urllib3==2.8.0",
     "wrapt==2.5.2",
 )
-VENV = REPO / ".venv-hoplite-agile"
+# Outside the checkout, as BirdNET-Analyzer's (tests/peers/birdnet_analyzer_env.py): a
+# fresh clone on the same machine reuses it (about 4 min and 1.6 GB to make); the stamp
+# rebuilds it whenever the pins change.
+VENV = (
+    Path(
+        os.environ.get(
+            "SEVENSENSE_PEER_VENVS", Path.home() / ".cache" / "sevensense" / "peer-venvs"
+        )
+    )
+    / "hoplite-agile"
+)
 RUNNER = Path(__file__).parents[1] / "peers" / "hoplite_agile.py"
 CLASSES = {"soundscape_birdnet_120s_48k": "chorus", "perch_clap_21s_16k": "clap"}
 
