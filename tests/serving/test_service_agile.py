@@ -5,6 +5,7 @@ refusal has its status and JSON error."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import soundfile as sf
 
 from sevensense.agile.store import ClassifierStore
+from sevensense.client.stream import FileSource, stream_audio
 from sevensense.serving.access.keys import generate_key
 from tests.conftest import AUDIO, audio
 from tests.serving.conftest import KEYS, Service, free_port, service_env
@@ -146,6 +148,24 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
         assert [c["label"] for c in w["custom"]] == ["chorus", "clap"]
         want = 1 / (1 + np.exp(-head(np.asarray([w["embedding"]], np.float32))[0]))
         assert np.allclose([c["score"] for c in w["custom"]], want, atol=1e-5)
+    # a live stream with the classifier: the same scores per window as /embed's
+    run = asyncio.run(
+        stream_audio(
+            s.url.replace("http://", "ws://") + "/stream",
+            FileSource(CLAP),
+            {"classifier": "claps", "top_k": 0},
+            api_key=s.keys["partner"],
+            speed=None,
+            frame_ms=250.0,
+        )
+    )
+    streamed = sorted(run.windows.values(), key=lambda w: w["start_s"])
+    assert len(streamed) == len(answer["windows"])
+    for live, whole in zip(streamed, answer["windows"], strict=True):
+        assert [c["label"] for c in live["custom"]] == ["chorus", "clap"]
+        assert np.allclose(
+            [c["score"] for c in live["custom"]], [c["score"] for c in whole["custom"]], atol=1e-4
+        )
     r = call(
         s,
         "partner",
