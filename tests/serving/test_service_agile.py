@@ -148,6 +148,29 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
         assert [c["label"] for c in w["custom"]] == ["chorus", "clap"]
         want = 1 / (1 + np.exp(-head(np.asarray([w["embedding"]], np.float32))[0]))
         assert np.allclose([c["score"] for c in w["custom"]], want, atol=1e-5)
+    # /detect: the classifier's classes over min_conf are detections beside BirdNET's
+    r = call(
+        s,
+        "partner",
+        "POST",
+        "/detect",
+        files=audio_part,
+        data={"classifier": "claps", "min_conf": "0.5"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["classifier"] == "claps:1"
+    claps_found = {d["start_s"] for d in r.json()["detections"] if d["label"] == "clap"}
+    want_claps = {w["start_s"] for w in answer["windows"] if w["custom"][1]["score"] >= 0.5}
+    assert claps_found == want_claps and claps_found
+    raven = call(
+        s,
+        "partner",
+        "POST",
+        "/detect",
+        files=audio_part,
+        data={"classifier": "claps", "min_conf": "0.5", "format": "raven"},
+    )
+    assert raven.status_code == 200 and "\tclap\tclap\t" in raven.text, raven.text[:400]
     # a live stream with the classifier: the same scores per window as /embed's
     run = asyncio.run(
         stream_audio(

@@ -218,6 +218,9 @@ class DetectResponse(BaseModel):
     resampler: str = Field(description="how the audio was resampled to the model's rate")
     species_filter: dict[str, object] | None = None
     detections: list[DetectionJSON]
+    classifier: str | None = Field(
+        None, description="classifier=…: its classes are detections too (label = the class)"
+    )
 
 
 class ErrorDetail(BaseModel):
