@@ -99,6 +99,10 @@ def test_annotations_idempotent_per_tenant(index: VectorIndex, real_windows: Rea
     assert store.delete(KEY, Scope.of("b"), label="clap") == 0
     assert store.delete(KEY, A, label="clap") == 2
     assert [a.label for a in store.annotations(KEY, A)] == ["chorus"]
+    # a space dropped and made again (its window ids start over) keeps none of the labels
+    index.drop_space(KEY)
+    filled(index, real_windows)
+    assert annotation_store(index).annotations(KEY, Scope.everyone()) == []
 
 
 def test_train_classifier_and_heads_agree(

@@ -196,15 +196,7 @@ class HopliteAnnotations:
             return _hoplite_windows(db, scope, ids)
 
     def vectors(self, key: SpaceKey, ids: np.ndarray) -> np.ndarray:
-        from usearch.compiled import ScalarKind
-        from usearch.index import Index
-
-        path = self.root / key.slug / "usearch.index"
-        index = Index.restore(str(path), view=True)
-        if index is None or not len(ids):
-            return np.zeros((0, self.index.space(key).dim), dtype=np.float32)
-        got = index.get(np.asarray(ids, dtype=np.uint64), dtype=ScalarKind.F32)
-        return np.asarray(got, dtype=np.float32)
+        return np.asarray(self.index.window_vectors(key, ids), dtype=np.float32)
 
     def annotate(self, key: SpaceKey, items: list[AnnotationIn], scope: Scope) -> AnnotateResult:
         added = updated = unchanged = 0
@@ -343,10 +335,15 @@ def _hoplite_annotations(
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
+_PG_READY: set[str] = set()  # databases (URLs) that have the table: DDL once per process
+
+
 class PgAnnotations:
     def __init__(self, index: Any) -> None:
         self.index = index
         self.pool = index.pool
+        if self.pool.url in _PG_READY:
+            return
         with self.pool.connection() as conn:
             conn.execute(
                 f"""CREATE TABLE IF NOT EXISTS {PG_TABLE} (
@@ -361,16 +358,23 @@ class PgAnnotations:
                     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
                     UNIQUE (index_name, space, window_id, label, provenance))"""
             )
+        _PG_READY.add(self.pool.url)
 
-    def _table(self, key: SpaceKey) -> str:
+    def _space(self, key: SpaceKey) -> tuple[str, str]:
+        """The space's table, and the tag its labels carry: the slug and the space's
+        creation time, so a space dropped and made again (its window ids start over) does
+        not inherit the old labels."""
         self.index.space(key)  # IndexNotFoundError when absent
         with self.pool.connection() as conn:
             row = conn.execute(
-                "SELECT table_name FROM sevensense_index_spaces "
+                "SELECT table_name, created_at FROM sevensense_index_spaces "
                 "WHERE index_name = %s AND space = %s",
                 (self.index.name, key.slug),
             ).fetchone()
-        return str(row[0])
+        return str(row[0]), f"{key.slug}@{row[1].isoformat()}"
+
+    def _table(self, key: SpaceKey) -> str:
+        return self._space(key)[0]
 
     def windows(
         self, key: SpaceKey, scope: Scope, ids: list[int] | None = None
@@ -411,6 +415,7 @@ class PgAnnotations:
 
     def annotate(self, key: SpaceKey, items: list[AnnotationIn], scope: Scope) -> AnnotateResult:
         plan = _plan(items, self.windows(key, scope))
+        tag = self._space(key)[1]
         added = updated = unchanged = 0
         with self.pool.connection() as conn:
             for w, item in plan:
@@ -424,7 +429,7 @@ class PgAnnotations:
                     "RETURNING (xmax = 0)",
                     (
                         self.index.name,
-                        key.slug,
+                        tag,
                         w.window_id,
                         w.tenant,
                         item.label,
@@ -447,13 +452,14 @@ class PgAnnotations:
     ) -> list[Annotation]:
         from psycopg import sql
 
-        table = sql.Identifier(self._table(key))
+        name, tag = self._space(key)
+        table = sql.Identifier(name)
         query = sql.SQL(
             "SELECT a.id, a.window_id, w.recording_id, w.start_s, w.end_s, a.label, a.label_type, "
             "a.provenance, a.tenant FROM {} a JOIN {} w ON w.id = a.window_id "
             "WHERE a.index_name = %s AND a.space = %s"
         ).format(sql.Identifier(PG_TABLE), table)
-        params: list[Any] = [self.index.name, key.slug]
+        params: list[Any] = [self.index.name, tag]
         if scope.tenant is not None:
             query += sql.SQL(" AND a.tenant = %s")
             params.append(scope.tenant)

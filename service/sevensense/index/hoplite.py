@@ -571,6 +571,16 @@ class HopliteIndex:
             )
         return out
 
+    def window_vectors(self, key: SpaceKey, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors by window id, float32 [n, dim] (labels train on them)."""
+        handle = self._handle(key)
+        with handle.lock:
+            index = handle.vectors(self.settings)
+            if index is None or not len(ids):
+                return np.zeros((0, handle.info.dim), dtype=np.float32)
+            found = index.get(np.asarray(ids, dtype=np.uint64), dtype=ScalarKind.F32)
+            return np.asarray(found, dtype=np.float32).reshape(len(ids), handle.info.dim)
+
     def stats(self) -> list[SpaceStats]:
         out = []
         for info in self.spaces():
