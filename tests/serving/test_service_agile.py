@@ -89,6 +89,14 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
     assert (again.json()["added"], again.json()["unchanged"]) == (0, n)
     listed = call(s, "partner", "GET", "/annotations", params={**SPACE, "label": "clap"})
     assert [a["start_s"] for a in listed.json()["annotations"]] == claps[:-1]
+    # search by an indexed window: its own window first
+    first = listed.json()["annotations"][0]
+    r = call(
+        s, "partner", "POST", "/search", data={**SPACE, "window_id": first["window_id"], "k": 3}
+    )
+    assert r.status_code == 200, r.text
+    top = r.json()["queries"][0]["neighbours"][0]
+    assert (top["recording_id"], top["start_s"]) == (first["recording_id"], first["start_s"])
     # the admin's own window; the partner cannot label it (404, as if it did not exist)
     mine = call(
         s,
@@ -100,6 +108,8 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
     admin_window = mine.json()["annotations"][0]["window_id"]
     stolen = {"window_id": admin_window, "label": "clap"}
     r = call(s, "partner", "POST", "/annotations", json={**SPACE, "annotations": [stolen]})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "window_not_found", r.text
+    r = call(s, "partner", "POST", "/search", data={**SPACE, "window_id": admin_window})
     assert r.status_code == 404 and r.json()["error"]["code"] == "window_not_found", r.text
     r = call(s, "reader", "POST", "/annotations", json={**SPACE, "annotations": items})
     assert r.status_code == 403

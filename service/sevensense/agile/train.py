@@ -34,14 +34,16 @@ class TrainOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     learning_rate: float = Field(1e-3, gt=0.0, le=1.0)
-    steps: int = Field(300, ge=1, le=100_000)
+    steps: int = Field(300, ge=1, le=2_000)
     weak_neg_weight: float = Field(0.05, ge=0.0, le=1.0)
     batch_size: int = Field(128, ge=1, description="labelled share of hoplite's batch")
     weak_batch_size: int = Field(128, ge=0, description="weak-negative share of its batch")
     train_ratio: float = Field(0.9, gt=0.0, lt=1.0)
     min_eval_examples: int = Field(1, ge=0)
     min_positives: int = Field(2, ge=1, description="per class, train and held out together")
-    max_weak_negatives: int = Field(20_000, ge=0, description="a random sample beyond this")
+    max_weak_negatives: int = Field(
+        20_000, ge=0, le=50_000, description="a random sample beyond this"
+    )
     seed: int = 0
 
 

@@ -32,6 +32,7 @@ from sevensense.index.records import Scope, SpaceKey
 LabelTypeName = Literal["positive", "negative", "uncertain"]
 PG_TABLE = "sevensense_annotations"
 MAX_LABEL = 128
+MAX_WINDOW_ID = 2**63 - 1  # window and annotation ids are SQL BIGINTs on both backends
 
 
 class LabelType(IntEnum):
@@ -47,7 +48,7 @@ class AnnotationIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    window_id: int | None = Field(None, ge=0)
+    window_id: int | None = Field(None, ge=0, le=MAX_WINDOW_ID)
     recording_id: str | None = Field(None, min_length=1, max_length=1024)
     start_s: float | None = Field(None, ge=0.0)
     end_s: float | None = Field(None, ge=0.0)

@@ -18,7 +18,7 @@ from sevensense.agile.train import TrainOptions
 from sevensense.agile.workflow import ReviewWindow
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
-from sevensense.index.annotations import Annotation, AnnotationIn
+from sevensense.index.annotations import MAX_WINDOW_ID, Annotation, AnnotationIn
 from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY, TEXT_FORMATS
 from sevensense.outputs.response import EmbedResponse
 from sevensense.planning.options import MAX_OVERLAP, RequestOptions
@@ -339,6 +339,12 @@ class SearchParams(BaseModel):
 
     embedding: str | None = Field(
         None, max_length=262_144, description="a query vector as a JSON array (instead of audio)"
+    )
+    window_id: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_WINDOW_ID,
+        description="an indexed window of the caller's as the query (its space's)",
     )
     index: str | None = Field(
         None,

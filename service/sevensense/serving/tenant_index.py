@@ -13,8 +13,9 @@ import numpy as np
 
 from sevensense.artifacts.manifest import ModelManifest
 from sevensense.embeddings.transform import VectorTransform
-from sevensense.errors import RequestError
+from sevensense.errors import RequestError, WindowNotFoundError
 from sevensense.identity import ApiKeyRecord
+from sevensense.index.annotations import annotation_store
 from sevensense.index.base import VectorIndex
 from sevensense.index.ingest import add_results, space_info
 from sevensense.index.records import Metric, Neighbour, Scope, SearchFilter, SpaceInfo
@@ -110,6 +111,17 @@ class SimilarityService:
 
     def space_for_vector(self, params: SearchParams) -> SpaceInfo:
         return pick_space(self.index(params.index), params.model, params.transform)
+
+    def window_vector(
+        self, params: SearchParams, info: SpaceInfo, window_id: int, key: ApiKeyRecord
+    ) -> np.ndarray:
+        """An indexed window's stored vector, [1, dim]: the caller's windows only (404)."""
+        store = annotation_store(self.index(params.index))
+        if not store.windows(info.key, key_scope(key), [window_id]):
+            raise WindowNotFoundError(
+                f"no window {window_id} in this space for this key", window_id=window_id
+            )
+        return store.vectors(info.key, np.asarray([window_id], dtype=np.int64))
 
     def search(
         self,

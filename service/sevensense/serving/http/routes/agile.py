@@ -9,15 +9,16 @@ from urllib.parse import urlencode
 
 import anyio
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import Field
 
 from sevensense.agile.snippets import audio_path, png_bytes, read_span, spectrogram, wav_bytes
 from sevensense.agile.store import ClassifierStore
 from sevensense.agile.workflow import review, train_classifier
 from sevensense.errors import WindowNotFoundError
 from sevensense.identity import ApiKeyRecord
-from sevensense.index.annotations import annotation_store
+from sevensense.index.annotations import MAX_WINDOW_ID, annotation_store
 from sevensense.index.spaces import pick_space
 from sevensense.serving.http.auth import authorised
 from sevensense.serving.http.context import Parts, request_id
@@ -110,7 +111,7 @@ async def delete_annotations(
     model: str | None = None,
     transform: str | None = None,
     label: str | None = None,
-    id: Annotated[list[int] | None, Query()] = None,
+    id: Annotated[list[Annotated[int, Field(ge=0, le=MAX_WINDOW_ID)]] | None, Query()] = None,
 ) -> AnnotationsResponse:
     def work() -> AnnotationsResponse:
         opened = parts.similarity.index(index)
@@ -242,7 +243,7 @@ def _window_snippet(
     summary="A window's audio (WAV), when its recording is on this host",
 )
 async def window_audio(
-    window_id: int,
+    window_id: Annotated[int, Path(ge=0, le=MAX_WINDOW_ID)],
     key: Annotated[ApiKeyRecord, Depends(authorised("read"))],
     parts: Parts,
     index: str | None = None,
@@ -263,7 +264,7 @@ async def window_audio(
     summary="A window's spectrogram (PNG), when its recording is on this host",
 )
 async def window_spectrogram(
-    window_id: int,
+    window_id: Annotated[int, Path(ge=0, le=MAX_WINDOW_ID)],
     key: Annotated[ApiKeyRecord, Depends(authorised("read"))],
     parts: Parts,
     index: str | None = None,
