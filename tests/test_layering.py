@@ -34,6 +34,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"inference"}),
     frozenset({"embeddings", "verification"}),
     frozenset({"outputs", "index"}),
+    frozenset({"agile"}),
     frozenset({"planning"}),
     frozenset({"builders", "jobs", "quality_gate"}),
     frozenset({"serving", "worker"}),

@@ -357,3 +357,45 @@ class CorruptIndexError(VectorIndexError):
 
     code = "index_corrupt"
     http_status = 503
+
+
+# --- agile modeling: annotations and custom classifiers ------------------------------------
+
+
+class WindowNotFoundError(SevensenseError):
+    """No indexed window with that id (or covering that span) for this caller: it does not
+    exist, or belongs to another tenant (the two are not told apart)."""
+
+    code = "window_not_found"
+    http_status = 404
+
+
+class TooFewExamplesError(RequestError):
+    """A class of the label set has fewer positive windows than training needs."""
+
+    code = "too_few_examples"
+
+
+class LabelSetError(RequestError):
+    """A label set with one class and no negatives: nothing to tell the class apart from."""
+
+    code = "one_class_label_set"
+
+
+class ClassifierNotFoundError(ModelError):
+    code = "classifier_not_found"
+    http_status = 404
+
+
+class ClassifierMismatchError(ModelError):
+    """A classifier trained on one index space applied to embeddings of another."""
+
+    code = "classifier_space_mismatch"
+    http_status = 409
+
+
+class AudioUnreachableError(SevensenseError):
+    """A window's recording is not a file this service may read (uploads are not kept)."""
+
+    code = "audio_unreachable"
+    http_status = 404

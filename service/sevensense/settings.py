@@ -322,6 +322,10 @@ class IndexSettings(_Section):
         "vectors (every query scans the log exactly, so this bounds that scan; lower it for "
         "wide spaces with a tight p99: docs/index-at-scale.md)",
     )
+    audio_roots: list[Path] = Field(
+        default_factory=list,
+        description="directories whose recordings /windows/{id}/audio may read (none: off)",
+    )
 
 
 class FrontDoorSettings(_Section):

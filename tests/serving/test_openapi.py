@@ -23,6 +23,14 @@ EXPECTED = {
     ("GET", "/jobs/{job_id}"),
     ("POST", "/search"),
     ("DELETE", "/index/recordings/{recording_id}"),
+    ("POST", "/annotations"),
+    ("GET", "/annotations"),
+    ("DELETE", "/annotations"),
+    ("POST", "/classifiers"),
+    ("GET", "/classifiers"),
+    ("GET", "/classifiers/{ref}/review"),
+    ("GET", "/windows/{window_id}/audio"),
+    ("GET", "/windows/{window_id}/spectrogram.png"),
 }
 
 

@@ -61,6 +61,12 @@ from sevensense.errors import SevensenseError
 )
 @click.option("--top-k", type=int, default=None, help="top-k species per window (default 5)")
 @click.option("--include-logits", is_flag=True, help="store raw logits too")
+@click.option(
+    "--classifier",
+    "classifier_ref",
+    default=None,
+    help="a custom classifier name[:version]: its classes' scores per window (custom_*)",
+)
 @click.option("--batch-size", type=int, default=None, help="override max batch size")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @species_options
@@ -85,6 +91,7 @@ def embed(
     energy_threshold: float | None,
     top_k: int | None,
     include_logits: bool,
+    classifier_ref: str | None,
     batch_size: int | None,
     quiet: bool,
     lat: float | None,
@@ -114,6 +121,12 @@ def embed(
     fmt = fmt or ("npz" if out_path.suffix == ".npz" else "parquet")
     try:
         engine = EmbeddingEngine(settings)
+        if classifier_ref and (model_ref is None or ":" not in model_ref):
+            from sevensense.agile.store import ClassifierStore
+
+            space = ClassifierStore(settings.models_dir).resolve(classifier_ref).manifest.space
+            if model_ref in (None, space.model_name):  # it belongs to one model version
+                model_ref = f"{space.model_name}:{space.model_version}"
         model = engine.model(model_ref)
         check_species_flags(lat, lon, species_list)
         plan = plan_request(
@@ -134,6 +147,7 @@ def embed(
                 project=project,
                 curvature=curvature,
                 max_norm=max_norm,
+                classifier=classifier_ref,
             ),
         )
         species, options, transform, dim = plan.species, plan.options, plan.transform, plan.out_dim
@@ -150,12 +164,18 @@ def embed(
         fail(exc)
     files = audio_files(paths)
     n_classes = model.manifest.n_classes if include_logits else None
-    writer = open_writer(out_path, fmt, dim, n_classes, transform.columns())
+    writer = open_writer(
+        out_path, fmt, dim, n_classes, transform.columns(), custom=plan.classifier is not None
+    )
     bar = audio_bar(files, quiet, "audio embedded")
     monitors = QualityMonitors(settings.quality)
 
     def write(result: WindowResult) -> None:
         out = transform.apply_result(monitors.observe_one(result))
+        if plan.classifier is not None:
+            from sevensense.agile.apply import with_custom
+
+            [out] = with_custom(plan.classifier, [out])
         writer.write(out)
         if indexer is not None:
             indexer.add(out)
@@ -181,6 +201,8 @@ def embed(
         )
     if not transform.is_identity:
         report["transform"] = transform.describe()
+    if plan.classifier is not None:
+        report["classifier"] = plan.classifier.ref
     report["quality"] = [q.model_dump(mode="json") for q in monitors.reports()]
     writer.close(report)
     report_failures(summary)

@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "check": "sevensense.cli.quality:check",
     "index": "sevensense.cli.index:index_group",
     "search": "sevensense.cli.index:search",
+    "label": "sevensense.cli.agile:label",
+    "classifier": "sevensense.cli.agile:classifier",
     "stream": "sevensense.cli.stream:stream",
     "worker": "sevensense.cli.worker:worker",
 }

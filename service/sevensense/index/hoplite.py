@@ -546,6 +546,15 @@ class HopliteIndex:
             )
         return out
 
+    def window_vectors(self, key: SpaceKey, ids: np.ndarray) -> np.ndarray:
+        """Stored vectors by window id, float32 [n, dim] (labels train on them)."""
+        handle = self._handle(key)
+        with handle.lock:
+            if not len(ids):
+                return np.zeros((0, handle.info.dim), dtype=np.float32)
+            handle.vectors.refresh(handle.db)
+            return handle.vectors.get(np.asarray(ids, dtype=np.uint64))
+
     def stats(self) -> list[SpaceStats]:
         out = []
         for info in self.spaces():

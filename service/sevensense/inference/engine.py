@@ -48,6 +48,7 @@ class WindowResult:
     top_k: list[tuple[str, float]] = field(default_factory=list)
     logits: np.ndarray | None = None
     spectrogram: np.ndarray | None = None
+    custom: list[tuple[str, float]] | None = None  # a custom classifier's (class, score)
 
 
 @dataclass(frozen=True)

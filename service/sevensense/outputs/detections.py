@@ -247,6 +247,20 @@ def window_detections(
     return [Detection(start_s, end_s, label, score) for label, score in chosen]
 
 
+def custom_detections(
+    detections: Sequence[Detection], results: Iterable[WindowResult], min_conf: float
+) -> list[Detection]:
+    """The model's detections with a custom classifier's classes at or over ``min_conf``
+    (its sigmoid score is the confidence), in window order, after the model's in a window."""
+    extra = [
+        Detection(r.start_s, r.end_s, label, score)
+        for r in results
+        for label, score in sorted(r.custom or [], key=lambda c: -c[1])
+        if score >= min_conf
+    ]
+    return sorted([*detections, *extra], key=lambda d: d.start_s)
+
+
 def _high_freq(sample_rate: int) -> int:
     return int(min(sample_rate / 2, SIG_FMAX))
 

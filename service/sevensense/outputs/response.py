@@ -66,6 +66,9 @@ class WindowJSON(BaseModel):
     )
     logits: list[float] | None = None
     spectrogram: list[list[float]] | None = None
+    custom: list[Species] | None = Field(
+        None, description="classifier=…: the custom classifier's classes and sigmoid scores"
+    )
     verification: WindowVerification | None = Field(
         None, description="verify=true: BirdNET's top 5, the agreement (or null and why)"
     )
@@ -163,6 +166,9 @@ class EmbedResponse(BaseModel):
         description="verify=true: the verifier, whether it answered, and the agreement "
         "summary (windows, counted, mean, share >= 0.8, discrepancies)",
     )
+    classifier: str | None = Field(
+        None, description="classifier=…: the custom classifier (name:version) of windows[].custom"
+    )
 
 
 @dataclass
@@ -184,6 +190,7 @@ class EmbedOutcome:
     species_filter: dict[str, object] | None = None
     species: tuple[str, ...] | None = None
     transform: VectorTransform = IDENTITY  # already applied to ``results``
+    classifier: str | None = None  # the custom classifier (name:version) that scored them
     verification: RequestVerification | None = None
     window_verification: list[WindowVerification] | None = None
     resampler: str = "high"  # the resample quality the windows were made with
@@ -264,6 +271,7 @@ def window_json(
         cache_similarity=similarity,
         logits=r.logits.tolist() if r.logits is not None else None,
         spectrogram=r.spectrogram.tolist() if r.spectrogram is not None else None,
+        custom=[Species(label=c, score=s) for c, s in r.custom] if r.custom is not None else None,
         verification=check,
     )
 
@@ -316,6 +324,7 @@ def to_response(outcome: EmbedOutcome, request_id: str) -> EmbedResponse:
         timing=outcome.timing,
         species_filter=outcome.species_filter,
         verification=outcome.verification,
+        classifier=outcome.classifier,
     )
 
 

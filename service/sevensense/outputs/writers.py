@@ -42,7 +42,9 @@ class ResultWriter(Protocol):
     def close(self, summary: dict[str, Any]) -> None: ...
 
 
-def results_schema(dim: int, n_classes: int | None, constants: tuple[str, ...] = ()) -> pa.Schema:
+def results_schema(
+    dim: int, n_classes: int | None, constants: tuple[str, ...] = (), custom: bool = False
+) -> pa.Schema:
     """``constants`` names string columns that hold one value for the whole file (the
     reducer and projection of a transformed output), placed after the model's identity."""
     fields = [
@@ -66,6 +68,9 @@ def results_schema(dim: int, n_classes: int | None, constants: tuple[str, ...] =
     ]
     if n_classes:
         fields.append(pa.field("logits", pa.list_(pa.float32(), n_classes)))
+    if custom:  # a custom classifier's classes and sigmoid scores (null: not scored)
+        fields.append(pa.field("custom_labels", pa.list_(pa.string())))
+        fields.append(pa.field("custom_scores", pa.list_(pa.float32())))
     return pa.schema(fields)
 
 
@@ -101,6 +106,9 @@ def results_table(
             [r.logits if r.logits is not None else np.full(n_classes, np.nan) for r in rows]
         ).astype(np.float32)
         columns["logits"] = pa.FixedSizeListArray.from_arrays(pa.array(logits.ravel()), n_classes)
+    if "custom_scores" in schema.names:
+        columns["custom_labels"] = [[c for c, _ in r.custom] if r.custom else None for r in rows]
+        columns["custom_scores"] = [[s for _, s in r.custom] if r.custom else None for r in rows]
     return pa.table(columns, schema=schema)
 
 
@@ -111,10 +119,11 @@ class ParquetWriter:
         embedding_dim: int,
         n_classes: int | None = None,
         constants: dict[str, str] | None = None,
+        custom: bool = False,
     ) -> None:
         self.path = path
         self.constants = constants or {}
-        self.schema = results_schema(embedding_dim, n_classes, tuple(self.constants))
+        self.schema = results_schema(embedding_dim, n_classes, tuple(self.constants), custom)
         self.dim = embedding_dim
         self.n_classes = n_classes
         self._rows: list[WindowResult] = []
@@ -180,12 +189,13 @@ def open_writer(
     embedding_dim: int,
     n_classes: int | None = None,
     constants: dict[str, str] | None = None,
+    custom: bool = False,
 ) -> ParquetWriter | NpzWriter:
     """``constants`` (Parquet only; ``.npz`` keeps them in its summary) as in
     :func:`results_schema`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "parquet":
-        return ParquetWriter(path, embedding_dim, n_classes, constants)
+        return ParquetWriter(path, embedding_dim, n_classes, constants, custom)
     if fmt == "npz":
         return NpzWriter(path, embedding_dim, n_classes)
     raise ValueError(f"unknown output format {fmt!r}; parquet or npz")

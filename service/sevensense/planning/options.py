@@ -43,6 +43,8 @@ class RequestOptions:
     sensitivity: float = 1.0  # BirdNET's sigmoid sensitivity, 0.5-1.5
     merge_consecutive: int = 1  # BirdNET-Analyzer's merging of a species' consecutive windows
     resampler: str | None = None  # None: BirdNET-Analyzer's for detections, else the profile's
+    classifier: str | None = None  # a custom classifier, name[:version], run on every window
+    tenant: str | None = None  # whose classifiers the request may name (None: any)
 
 
 @dataclass(frozen=True)

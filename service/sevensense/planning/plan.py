@@ -15,7 +15,7 @@ import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from sevensense.outputs.detections import (
 from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY
 from sevensense.planning.options import OFFLINE, PlanLimits, RequestOptions
 from sevensense.settings import Settings
+
+if TYPE_CHECKING:
+    from sevensense.agile.store import Classifier
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class RequestPlan:
     k: int
     window_s: float
     detections: DetectionPlan | None = None
+    classifier: Classifier | None = None
 
     @property
     def manifest(self) -> ModelManifest:
@@ -249,6 +253,29 @@ class Planner:
             merge_consecutive=options.merge_consecutive,
         )
 
+    def classifier(
+        self, artifact: Artifact, transform: VectorTransform, options: RequestOptions
+    ) -> Classifier | None:
+        """The named classifier, verified, and only for this request's space (409 naming
+        both spaces otherwise: its weights mean nothing for other axes)."""
+        if not options.classifier:
+            return None
+        from sevensense.agile.store import ClassifierStore
+        from sevensense.index.records import SpaceKey
+
+        found = ClassifierStore(self.settings.models_dir).resolve(
+            options.classifier, options.tenant
+        )
+        manifest = artifact.manifest
+        found.check_space(
+            SpaceKey(
+                model_name=manifest.name,
+                model_version=manifest.version,
+                transform=transform.space_key,
+            )
+        )
+        return found
+
     @staticmethod
     def resampler(options: RequestOptions) -> str | None:
         """Detections resample as BirdNET-Analyzer does unless the caller names another
@@ -285,7 +312,17 @@ class Planner:
         config = preprocess_config(self.settings, manifest, embed)
         k = self.settings.top_k if options.top_k is None else options.top_k
         window_s = manifest.window_samples / manifest.sample_rate
-        return RequestPlan(artifact, transform, species, embed, config, k, window_s, detections)
+        return RequestPlan(
+            artifact,
+            transform,
+            species,
+            embed,
+            config,
+            k,
+            window_s,
+            detections,
+            self.classifier(artifact, transform, options),
+        )
 
     def with_options(self, plan: RequestPlan, **changes: Any) -> RequestPlan:
         """The same plan with other engine options (e.g. a face that needs logits)."""

@@ -9,12 +9,16 @@ embedding body (:class:`~sevensense.outputs.response.EmbedResponse`) lives below
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from sevensense.agile.store import ClassifierManifest
+from sevensense.agile.train import TrainOptions
+from sevensense.agile.workflow import ReviewWindow
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
+from sevensense.index.annotations import MAX_WINDOW_ID, Annotation, AnnotationIn
 from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY, TEXT_FORMATS
 from sevensense.outputs.response import EmbedResponse
 from sevensense.planning.options import MAX_OVERLAP, RequestOptions
@@ -78,7 +82,15 @@ class EmbedParams(BaseModel):
         description="kaiser_fast: BirdNET-Analyzer's resampling (resampy; the default for "
         "detections); high: soxr HQ (the default for embeddings)",
     )
+    classifier: str | None = Field(
+        None,
+        max_length=130,
+        pattern=r"^[a-z0-9][a-z0-9._-]*(:[a-z0-9][a-z0-9._-]*)?$",
+        description="a custom classifier, name[:version], trained on this model's space: its "
+        "classes' scores per window (windows[].custom)",
+    )
     _detect: bool = PrivateAttr(False)  # set by /detect: BirdNET-Analyzer's rules apply
+    _tenant: str | None = PrivateAttr(None)  # whose classifiers it may name (the route sets it)
     lat: float | None = Field(None, ge=-90.0, le=90.0, description="species filter: latitude")
     lon: float | None = Field(None, ge=-180.0, le=180.0, description="species filter: longitude")
     week: int = Field(
@@ -162,7 +174,20 @@ class EmbedParams(BaseModel):
             merge_consecutive=self.merge_consecutive,
             resampler=self.resampler,
             detect=self._detect or self.format in TEXT_FORMATS,
+            classifier=self.classifier,
+            tenant=self._tenant,
         )
+
+    @property
+    def classifier_tenant(self) -> str | None:
+        return self._tenant
+
+    def for_tenant(self, tenant: str | None) -> Self:
+        """These fields for a caller who may use ``tenant``'s classifiers (None: any)."""
+        copy = self.model_copy()
+        copy._detect = self._detect
+        copy._tenant = tenant
+        return copy
 
     def for_detections(self) -> EmbedParams:
         """These fields as ``/detect`` plans them: every class's score, BirdNET-Analyzer's
@@ -193,6 +218,9 @@ class DetectResponse(BaseModel):
     resampler: str = Field(description="how the audio was resampled to the model's rate")
     species_filter: dict[str, object] | None = None
     detections: list[DetectionJSON]
+    classifier: str | None = Field(
+        None, description="classifier=…: its classes are detections too (label = the class)"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -312,6 +340,12 @@ class SearchParams(BaseModel):
     embedding: str | None = Field(
         None, max_length=262_144, description="a query vector as a JSON array (instead of audio)"
     )
+    window_id: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_WINDOW_ID,
+        description="an indexed window of the caller's as the query (its space's)",
+    )
     index: str | None = Field(
         None,
         pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
@@ -378,3 +412,56 @@ class DeleteRecordingResponse(BaseModel):
     index: str
     recording_id: str
     deleted: int = Field(description="windows deleted, across all the index's spaces")
+
+
+# --- agile modeling: annotations and classifiers (issue 26) -------------------------------
+
+
+class SpaceRef(BaseModel):
+    """Which space of which index: as ``/search`` with a vector names it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    model: str | None = Field(None, max_length=128, description="name[:version] of the space")
+    transform: str | None = Field(None, max_length=200)
+
+
+class AnnotationsRequest(SpaceRef):
+    annotations: list[AnnotationIn] = Field(min_length=1, max_length=10_000)
+
+
+class AnnotationsResponse(BaseModel):
+    index: str
+    space: str
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    annotations: list[Annotation] = Field(default_factory=list)
+    request_id: str
+
+
+class ClassifierTrainRequest(SpaceRef):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    labels: list[str] | None = Field(None, max_length=1000, description="default: every label")
+    options: TrainOptions = Field(default_factory=TrainOptions)
+
+
+class ClassifierResponse(BaseModel):
+    classifier: str
+    manifest: ClassifierManifest
+    request_id: str
+
+
+class ClassifierListResponse(BaseModel):
+    classifiers: list[ClassifierManifest]
+
+
+class ReviewResponse(BaseModel):
+    classifier: str
+    space: str
+    label: str
+    mode: str
+    windows: list[ReviewWindow]
+    request_id: str

@@ -14,12 +14,14 @@ import numpy as np
 
 from sevensense.artifacts.manifest import ModelManifest
 from sevensense.embeddings.transform import VectorTransform
-from sevensense.errors import IndexNotFoundError, RequestError
+from sevensense.errors import RequestError, WindowNotFoundError
 from sevensense.identity import ApiKeyRecord
+from sevensense.index.annotations import annotation_store
 from sevensense.index.base import VectorIndex
 from sevensense.index.events import on_compaction
 from sevensense.index.ingest import add_results, space_info
 from sevensense.index.records import Metric, Neighbour, Scope, SearchFilter, SpaceInfo
+from sevensense.index.spaces import pick_space
 from sevensense.index.store import open_index
 from sevensense.inference.engine import WindowResult
 from sevensense.outputs.response import EmbedOutcome
@@ -136,35 +138,18 @@ class SimilarityService:
             gauge.labels(index.backend, index.name, stats.space.key.slug).set(stats.entries)
 
     def space_for_vector(self, params: SearchParams) -> SpaceInfo:
-        index = self.index(params.index)
-        spaces = index.spaces()
-        transform = params.transform or "full"
-        if params.model:
-            name, _, version = params.model.partition(":")
-            version = version.split(":")[0]
-            matches = [
-                s
-                for s in spaces
-                if s.key.model_name == name
-                and (not version or s.key.model_version == version)
-                and s.key.transform == transform
-            ]
-        else:
-            matches = [s for s in spaces if s.key.transform == transform]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            if not spaces:
-                raise IndexNotFoundError(f"no index named {index.name!r}", index=index.name)
-            raise IndexNotFoundError(
-                f"index {index.name!r} has no space for model {params.model or 'any'} "
-                f"and transform {transform}; it holds {', '.join(s.key.slug for s in spaces)}",
-                index=index.name,
+        return pick_space(self.index(params.index), params.model, params.transform)
+
+    def window_vector(
+        self, params: SearchParams, info: SpaceInfo, window_id: int, key: ApiKeyRecord
+    ) -> np.ndarray:
+        """An indexed window's stored vector, [1, dim]: the caller's windows only (404)."""
+        store = annotation_store(self.index(params.index))
+        if not store.windows(info.key, key_scope(key), [window_id]):
+            raise WindowNotFoundError(
+                f"no window {window_id} in this space for this key", window_id=window_id
             )
-        listing = ", ".join(sorted(s.key.slug for s in matches))
-        raise RequestError(
-            f"the index holds several spaces ({listing}); name one with model=name:version"
-        )
+        return store.vectors(info.key, np.asarray([window_id], dtype=np.int64))
 
     def search(
         self,

@@ -24,6 +24,8 @@ from typing import Any, BinaryIO
 import anyio
 import numpy as np
 
+from sevensense.agile.apply import with_custom
+from sevensense.agile.store import ClassifierStore
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact
 from sevensense.audio.decode import NamedSource
@@ -110,7 +112,17 @@ class Gateway:
         """Version, reducer, species filter and windowing of a request, before any audio is
         read: an upload and a live stream are planned by this one method."""
         # In a thread: with the SSM rollout store a poll is a blocking network call.
-        artifact = await anyio.to_thread.run_sync(self.resolver.resolve, params.model, routing_key)
+        model = params.model
+        if params.classifier and (model is None or ":" not in model):
+            # a classifier belongs to one model version: unpinned, the request runs on it
+            store = ClassifierStore(self.settings.models_dir)
+            found = await anyio.to_thread.run_sync(
+                store.resolve, params.classifier, params.classifier_tenant
+            )
+            space = found.manifest.space
+            if model is None or model == space.model_name:
+                model = f"{space.model_name}:{space.model_version}"
+        artifact = await anyio.to_thread.run_sync(self.resolver.resolve, model, routing_key)
         if not artifact.present:
             self.resolver.registry.verify(artifact)  # raises ArtifactMissingError with the fix
         # In a thread: the first filter at a place runs the range model, and a reducer's
@@ -193,6 +205,12 @@ class Gateway:
             chunks = await asyncio.gather(*tasks)
         except DeferRequest as defer:
             await _cancel(tasks)
+            if prepared.classifier is not None:  # the deferred job does not carry it (yet)
+                raise NoModelPathError(
+                    f"no model path can answer now, and a request with classifier= is not "
+                    f"deferred: {defer.reason}",
+                    retry_after_s=5.0,
+                ) from None
             resolved = dataclasses.replace(
                 options,
                 top_k=k,
@@ -221,7 +239,7 @@ class Gateway:
             results = self._postprocess(
                 chunks, manifest.identity.name, artifact, k, params, options.species
             )
-            results = transform.apply_results(results)
+            results = with_custom(prepared.classifier, transform.apply_results(results))
         post_ms = (time.perf_counter() - post) * 1e3
         done = [c.result for c in chunks if c.result is not None]
         verification, window_checks = await self.verifier.finish(
@@ -262,6 +280,7 @@ class Gateway:
             species_filter=species.summary() if species else None,
             species=species.species if species else None,
             transform=transform,
+            classifier=prepared.classifier.ref if prepared.classifier else None,
             verification=verification,
             window_verification=window_checks,
         )
@@ -303,7 +322,7 @@ class Gateway:
             params,
             plan.options.species,
         )
-        results = plan.transform.apply_results(results)
+        results = with_custom(plan.classifier, plan.transform.apply_results(results))
         raw = [o.logits if logits else None for o in result.outputs]
         return list(zip(results, result.served, result.similarity, raw, strict=True))
 

@@ -83,7 +83,7 @@ from sevensense.serving.stream.sessions import (
     unknown_stream,
 )
 from sevensense.serving.telemetry.metrics import metrics
-from sevensense.serving.tenant_index import SimilarityService
+from sevensense.serving.tenant_index import SimilarityService, key_scope
 from sevensense.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -274,7 +274,9 @@ class _Connection:
             session = found
         else:
             registry.check_capacity(key.id)
-            plan = await gateway.prepare(opened, opened.stream_id or key.id)
+            plan = await gateway.prepare(
+                opened.for_tenant(key_scope(key).tenant), opened.stream_id or key.id
+            )
             fmt = PcmFormat(opened.sample_rate, opened.channels, opened.encoding)
             session = StreamSession(
                 stream_id=opened.stream_id or new_stream_id(),

@@ -9,6 +9,7 @@ from sevensense.audio.quality_levels import describe_resampler
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
     AnalysisParams,
+    custom_detections,
     render,
 )
 from sevensense.outputs.formats import TEXT_FORMATS, DetectionFormat
@@ -39,6 +40,8 @@ def detections_response(
     stats = outcome.stats
     rate = stats.info.sample_rate if stats.info else artifact.manifest.sample_rate
     rec = collector.recording("upload", stats.duration_s, rate, path=name)
+    if outcome.classifier is not None:  # its classes are detections like the model's
+        rec.detections = custom_detections(rec.detections, outcome.results, params.min_conf)
     if params.format in TEXT_FORMATS:
         fmt = cast(DetectionFormat, params.format)
         located = params.lat is not None and params.lon is not None
@@ -63,6 +66,7 @@ def detections_response(
         resampler=describe_resampler(outcome.resampler),
         species_filter=outcome.species_filter,
         windows=len(outcome.results),
+        classifier=outcome.classifier,
         detections=[
             DetectionJSON(
                 start_s=round(d.start_s, 6),

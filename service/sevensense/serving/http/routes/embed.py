@@ -23,6 +23,7 @@ from sevensense.serving.http.routes.answers import deferred_response, detections
 from sevensense.serving.schemas import DetectResponse, EmbedParams
 from sevensense.serving.telemetry import tracing
 from sevensense.serving.telemetry.metrics import metrics
+from sevensense.serving.tenant_index import key_scope
 
 router = APIRouter()
 
@@ -94,6 +95,7 @@ async def serve_upload(
     )
     if detect:  # every class's score, for the detections; not returned as logits
         params = params.for_detections()
+    params = params.for_tenant(key_scope(key).tenant)
     with parts.inflight.slot():
         routing_key = params.recording_id or request.headers.get("x-routing-key") or key.id
         target = None

@@ -28,8 +28,9 @@ router = APIRouter()
     summary="Similar windows in the index",
     description=(
         "Multipart: an `audio` upload (each window a query, or the one at `window`, "
-        "embedded as `/embed` would with `model`, `reduce`, `project`) or `embedding`, a "
-        "JSON array (its space named by `model=name:version` and `transform`). `k`, "
+        "embedded as `/embed` would with `model`, `reduce`, `project`), `embedding`, a "
+        "JSON array, or `window_id`, an indexed window of the caller's (the space of both "
+        "named by `model=name:version` and `transform`). `k`, "
         "filters `recording_prefix`, `site`, `time_from`, `time_to`; `metric` cosine or "
         "poincare. A partner key searches what it indexed; an admin key searches all."
     ),
@@ -42,8 +43,9 @@ async def search(
     parts: Parts,
     audio: Annotated[UploadFile | None, File(description="query recording")] = None,
 ) -> SearchResponse:
-    if (audio is None) == (params.embedding is None):
-        raise RequestError("give either an audio upload or an embedding, not both or neither")
+    given = [audio is not None, params.embedding is not None, params.window_id is not None]
+    if sum(given) != 1:
+        raise RequestError("give one of an audio upload, an embedding or a window_id")
     similarity = parts.similarity
     if audio is not None:
         embed_params = EmbedParams(
@@ -68,6 +70,12 @@ async def search(
         if isinstance(outcome, DeferredOutcome):
             raise OverloadedError("no model path could embed the query now", retry_after_s=5.0)
         info, vectors, spans = outcome_queries(outcome, params.window)
+    elif params.window_id is not None:
+        info = await anyio.to_thread.run_sync(similarity.space_for_vector, params)
+        vectors = await anyio.to_thread.run_sync(
+            similarity.window_vector, params, info, params.window_id, key
+        )
+        spans = [(None, None, None)]
     else:
         info = await anyio.to_thread.run_sync(similarity.space_for_vector, params)
         vectors = query_vector(params.embedding or "")[None, :]

@@ -1,0 +1,203 @@
+"""Agile modeling on real audio: how well a linear head learns the fish queries' nine call
+types from 1, 2, 4, 8 and 16 labelled windows per class, how long training takes, and what
+the head costs per window beside the model.
+
+    make bench-agile   # = .venv/bin/python -m bench.agile [--seeds 5] [--json FILE]
+
+Data: BirdNET v2.4 embeddings (3-s windows every ``HOP`` s, silence gate off) of the nine
+fish vocalisations under ``../shared/audio/fish_queries_16k`` (one 5-7 s clip per class),
+and, as unlabelled windows (weak negatives, as in the agile loop), the two soundscapes
+and the hand claps. Per class the clip's windows are split in time: training windows are
+drawn from those that start in its first 40 %, held-out ones start in its last 40 %. They
+still overlap in time at their edges (the clips are short), so the figures measure how a
+call type is recognised later in the same clip, not in a new recording: an upper bound.
+Per k and seed: k training windows per class, the trainer of ``sevensense.agile.train``
+(its defaults), macro ROC-AUC and average precision over the held-out windows of all nine
+classes (each class against the eight others).
+
+Head cost: the same 120-s soundscape (3-s windows, overlap 0.5) embedded in process with
+and without the head run on each window's embedding (interleaved runs, the best of each),
+windows/s and their ratio, and the head's own time measured around its calls: the ratio
+carries the machine's noise, the head's share of the time does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sevensense.agile.heads import LinearHead, onnx_bytes
+from sevensense.agile.metrics import average_precision, macro, roc_auc
+from sevensense.agile.train import TrainOptions, fit
+from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+from sevensense.settings import load_settings, repo_root
+
+AUDIO = repo_root().parent / "shared" / "audio"
+HOP = 0.05
+KS = (1, 2, 4, 8, 16)
+UNLABELLED = (
+    "soundscape_birdnet_120s_48k.flac",
+    "xc563936_soundscape_72s_48k.mp3",
+    "perch_clap_21s_16k.wav",
+)
+
+
+def embed(engine: EmbeddingEngine, path: Path, hop: float) -> tuple[np.ndarray, np.ndarray]:
+    model = engine.model("birdnet-v2.4")
+    options = EmbedOptions(overlap=1.0 - hop / 3.0, energy_threshold=0.0, top_k=0)
+    rows = list(engine.embed_file(path, model=model, options=options))
+    return (
+        np.stack([r.embedding for r in rows]).astype(np.float32),
+        np.asarray([r.start_s for r in rows]),
+    )
+
+
+def curve(
+    fish: dict[str, tuple[np.ndarray, np.ndarray]], weak: np.ndarray, seeds: int
+) -> list[dict[str, Any]]:
+    classes = sorted(fish)
+    pools, held = [], []
+    for c in classes:
+        vectors, starts = fish[c]
+        span = starts.max() if starts.max() > 0 else 1.0
+        pools.append(vectors[starts <= 0.4 * span])
+        held.append(vectors[starts >= 0.6 * span])
+    x_eval = np.concatenate(held)
+    y_eval = np.concatenate([np.full(len(h), i) for i, h in enumerate(held)])
+    rows = []
+    for k in KS:
+        rocs, aps, seconds, used = [], [], [], []
+        for seed in range(seeds):
+            rng = np.random.default_rng(seed)
+            picks = [p[rng.choice(len(p), min(k, len(p)), replace=False)] for p in pools]
+            x = np.concatenate(picks)
+            targets = np.zeros((len(x), len(classes)), np.float32)
+            targets[
+                np.arange(len(x)), np.concatenate([[i] * len(p) for i, p in enumerate(picks)])
+            ] = 1
+            started = time.perf_counter()
+            beta, bias = fit(x, targets, np.ones_like(targets, bool), weak, TrainOptions(seed=seed))
+            seconds.append(time.perf_counter() - started)
+            logits = x_eval @ beta + bias
+            rocs.append(macro([roc_auc(logits[:, i], y_eval == i) for i in range(len(classes))]))
+            aps.append(
+                macro([average_precision(logits[:, i], y_eval == i) for i in range(len(classes))])
+            )
+            used.append(min(len(p) for p in picks))
+        rows.append(
+            {
+                "k": k,
+                "examples_per_class": min(used),
+                "macro_roc_auc": float(np.mean([r for r in rocs if r is not None])),
+                "macro_ap": float(np.mean([a for a in aps if a is not None])),
+                "train_s": float(np.median(seconds)),
+            }
+        )
+    return rows
+
+
+def head_cost(engine: EmbeddingEngine, head: LinearHead, tmp: Path, rounds: int) -> dict[str, Any]:
+    from sevensense.agile.apply import head_logits
+    from sevensense.agile.store import Classifier, ClassifierManifest
+
+    path = tmp / "head.onnx"
+    path.write_bytes(onnx_bytes(head, "bench"))
+    manifest = ClassifierManifest.model_construct(onnx_sha256="0" * 64, name="bench", version="1")
+    classifier = Classifier(manifest, head, tmp)
+    model = engine.model("birdnet-v2.4")
+    options = EmbedOptions(overlap=0.5, energy_threshold=0.0, top_k=0)
+    source = AUDIO / "soundscape_birdnet_120s_48k.flac"
+    best = {"without": float("inf"), "with": float("inf")}
+    windows = 0
+    head_s = float("inf")
+    for _ in range(rounds):
+        for mode in ("without", "with"):
+            started = time.perf_counter()
+            spent = 0.0
+            n = 0
+            for r in engine.embed_file(source, model=model, options=options):
+                if mode == "with":
+                    t = time.perf_counter()
+                    head_logits(classifier, r.embedding[None, :])
+                    spent += time.perf_counter() - t
+                n += 1
+            best[mode] = min(best[mode], time.perf_counter() - started)
+            windows = n
+            if mode == "with":
+                head_s = min(head_s, spent)
+    return {
+        "windows": windows,
+        "windows_per_s_without": windows / best["without"],
+        "windows_per_s_with": windows / best["with"],
+        "ratio_with_over_without": best["with"] / best["without"],
+        "head_us_per_window": head_s / windows * 1e6,
+        "head_share_of_time": head_s / best["with"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    engine = EmbeddingEngine(load_settings(None))
+    started = time.perf_counter()
+    fish = {
+        p.stem: embed(engine, p, HOP) for p in sorted((AUDIO / "fish_queries_16k").glob("*.wav"))
+    }
+    weak = np.concatenate([embed(engine, AUDIO / name, 1.5)[0] for name in UNLABELLED])
+    embed_s = time.perf_counter() - started
+    rows = curve(fish, weak, args.seeds)
+    beta, bias = fit(
+        np.concatenate([v for v, _ in fish.values()]),
+        np.eye(len(fish), dtype=np.float32)[
+            np.concatenate([[i] * len(v) for i, (v, _) in enumerate(fish.values())])
+        ],
+        np.ones((sum(len(v) for v, _ in fish.values()), len(fish)), bool),
+        weak,
+        TrainOptions(),
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cost = head_cost(
+            engine, LinearHead(beta, bias, tuple(sorted(fish))), Path(tmp), args.rounds
+        )
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    report = {
+        "windows_per_class": {c: len(v) for c, (v, _) in fish.items()},
+        "weak_negatives": len(weak),
+        "embed_s": embed_s,
+        "curve": rows,
+        "head_cost": cost,
+        "loadavg": load,
+    }
+    print(f"fish call types: {len(fish)}, windows per class {report['windows_per_class']}")
+    print(f"weak negatives: {len(weak)} windows; embedding took {embed_s:.1f} s")
+    print(f"{'k':>3} {'used':>5} {'macro ROC-AUC':>14} {'macro AP':>9} {'train s':>8}")
+    for r in rows:
+        print(
+            f"{r['k']:>3} {r['examples_per_class']:>5} {r['macro_roc_auc']:>14.3f} "
+            f"{r['macro_ap']:>9.3f} {r['train_s']:>8.3f}"
+        )
+    c = cost
+    print(
+        f"head cost: {c['windows']} windows, {c['windows_per_s_without']:.1f} windows/s "
+        f"without, {c['windows_per_s_with']:.1f} with "
+        f"(ratio {c['ratio_with_over_without']:.3f}); head {c['head_us_per_window']:.1f} "
+        f"us/window = {c['head_share_of_time']:.2%} of the time"
+    )
+    print(f"loadavg: {' '.join(load)}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
