@@ -107,6 +107,7 @@ def test_hoplite_reads_our_labels_and_classifier(
     )
     ids = np.asarray(sorted(source), dtype=np.int64)
     np.save(tmp_path / "ids.npy", ids)
+    index.compact()  # hoplite reads usearch.index only, not our append log
     index.close()
 
     out = tmp_path / "hoplite.json"
