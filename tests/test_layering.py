@@ -35,7 +35,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"embeddings", "verification"}),
     frozenset({"outputs", "index"}),
     frozenset({"planning"}),
-    frozenset({"builders", "jobs", "quality_gate"}),
+    frozenset({"archive", "builders", "jobs", "quality_gate"}),
     frozenset({"serving", "worker"}),
     frozenset({"client"}),
     frozenset({"cli"}),

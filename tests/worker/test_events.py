@@ -15,7 +15,7 @@ from sevensense.worker.events import (
     message_kind,
     parse_notification,
 )
-from sevensense.worker.s3_batch import is_audio_key, output_key
+from sevensense.archive.naming import is_audio_key, output_key
 
 
 def s3_event(key: str, name: str = "ObjectCreated:Put", **obj: object) -> str:

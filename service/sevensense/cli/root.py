@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "search": "sevensense.cli.index:search",
     "stream": "sevensense.cli.stream:stream",
     "worker": "sevensense.cli.worker:worker",
+    "batch": "sevensense.cli.batch:batch",
 }
 
 
