@@ -23,6 +23,8 @@ EXPECTED = {
     ("GET", "/jobs/{job_id}"),
     ("POST", "/search"),
     ("DELETE", "/index/recordings/{recording_id}"),
+    ("POST", "/admin/batch/submissions"),
+    ("GET", "/admin/batch/submissions/{submission_id}"),
 }
 
 

@@ -35,7 +35,7 @@ import soundfile as sf
 from sevensense.archive.naming import OutputNaming
 from sevensense.archive.submit import EVENT_NAME, submit_archive
 from sevensense.queues.sqs import SqsQueue
-from tests.conftest import AUDIO, REPO, aws_client, make_settings
+from tests.conftest import AUDIO, REPO, make_settings
 from tests.worker.conftest import OUT_PREFIX, SEVENSENSE, Stack, WorkerProcess, make_stack
 
 pytestmark = pytest.mark.usefixtures("birdnet_artifact")
@@ -116,7 +116,9 @@ def test_inventory_enqueues_every_object_once_and_skips_done(
         store.put_object(stack.in_bucket, key, b"")
         audio.append(key)
     for i in range(1_000):
-        rows.append([stack.in_bucket, f"archive/notes/{i}.txt", "10", "-", EMPTY_ETAG, "true", "false"])
+        rows.append(
+            [stack.in_bucket, f"archive/notes/{i}.txt", "10", "-", EMPTY_ETAG, "true", "false"]
+        )
     for key in audio:
         encoded = key.replace("+", "%2B").replace(" ", "+")
         rows.append([stack.in_bucket, encoded, "0", "-", EMPTY_ETAG, "true", "false"])

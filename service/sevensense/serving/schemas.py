@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from sevensense.archive.submit import SubmitReport
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
 from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY, TEXT_FORMATS
@@ -378,3 +379,20 @@ class DeleteRecordingResponse(BaseModel):
     index: str
     recording_id: str
     deleted: int = Field(description="windows deleted, across all the index's spaces")
+
+
+class ArchiveSubmitRequest(BaseModel):
+    """``POST /admin/batch/submissions``: what ``sevensense batch submit`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="s3://bucket/prefix of the archive")
+    inventory: str | None = Field(None, description="an S3 Inventory manifest.json (CSV)")
+    per_message: int = Field(1, ge=1, le=100, description="objects per queue message")
+    dry_run: bool = False
+
+
+class ArchiveSubmission(BaseModel):
+    submission_id: str
+    status_url: str
+    report: SubmitReport
