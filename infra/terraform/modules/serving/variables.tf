@@ -237,6 +237,17 @@ variable "waf_rate_limit_per_5min" {
   }
 }
 
+variable "waf_key_rate_limit_per_5min" {
+  description = "Requests per API key per 5 minutes across the whole fleet before WAF blocks that key (the cluster bound; each entry task also meters serving.rate_limit_per_s per key)."
+  type        = number
+  default     = 6000
+
+  validation {
+    condition     = var.waf_key_rate_limit_per_5min >= 10
+    error_message = "waf_key_rate_limit_per_5min must be >= 10 (WAF minimum)."
+  }
+}
+
 variable "model_request_timeout_seconds" {
   description = "Service Connect per-request timeout from the entry to a model service."
   type        = number
