@@ -194,7 +194,7 @@ resource "aws_lb_target_group" "entry" {
   protocol             = "HTTP"
   target_type          = "ip"
   vpc_id               = var.vpc_id
-  deregistration_delay = var.deregistration_delay_seconds
+  deregistration_delay = var.entry_drain_seconds
 
   health_check {
     path                = "/readyz"
@@ -451,7 +451,7 @@ resource "aws_ecs_task_definition" "entry" {
     environment            = [for k in sort(keys(local.entry_env)) : { name = k, value = local.entry_env[k] }]
     mountPoints            = [{ sourceVolume = local.scratch_volume, containerPath = "/tmp", readOnly = false }]
     healthCheck            = merge(local.health_check, { startPeriod = 60 })
-    stopTimeout            = 120
+    stopTimeout            = var.entry_drain_seconds
     logConfiguration = {
       logDriver = "awslogs"
       options = {

@@ -222,3 +222,20 @@ run "rejects_key_rate_limit_below_waf_minimum" {
   }
   expect_failures = [var.waf_key_rate_limit_per_5min]
 }
+
+run "entry_drain_bound_matches" {
+  command = plan
+
+  assert {
+    condition     = tonumber(aws_lb_target_group.entry.deregistration_delay) == 30 && jsondecode(aws_ecs_task_definition.entry.container_definitions)[0].stopTimeout == 30
+    error_message = "the entry's drain bound: ALB deregistration delay and ECS stopTimeout are both 30 s"
+  }
+}
+
+run "rejects_drain_beyond_ecs_stop_timeout" {
+  command = plan
+  variables {
+    entry_drain_seconds = 300
+  }
+  expect_failures = [var.entry_drain_seconds]
+}
