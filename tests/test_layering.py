@@ -36,7 +36,7 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"outputs", "index"}),
     frozenset({"agile"}),
     frozenset({"planning"}),
-    frozenset({"builders", "jobs", "quality_gate"}),
+    frozenset({"archive", "builders", "jobs", "quality_gate"}),
     frozenset({"serving", "worker"}),
     frozenset({"client"}),
     frozenset({"cli"}),

@@ -320,6 +320,13 @@ class JobNotFoundError(SevensenseError):
     http_status = 404
 
 
+class SubmissionNotFoundError(SevensenseError):
+    """An archive submission id that no entry task recorded (``/admin/batch/...``)."""
+
+    code = "submission_not_found"
+    http_status = 404
+
+
 # --- similarity search (index) -------------------------------------------------------------
 
 

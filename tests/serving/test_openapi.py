@@ -31,6 +31,8 @@ EXPECTED = {
     ("GET", "/classifiers/{ref}/review"),
     ("GET", "/windows/{window_id}/audio"),
     ("GET", "/windows/{window_id}/spectrogram.png"),
+    ("POST", "/admin/batch/submissions"),
+    ("GET", "/admin/batch/submissions/{submission_id}"),
 }
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from sevensense.archive.naming import is_audio_key, output_key
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.worker.base import MalformedMessageError
 from sevensense.worker.events import (
@@ -15,7 +16,6 @@ from sevensense.worker.events import (
     message_kind,
     parse_notification,
 )
-from sevensense.worker.s3_batch import is_audio_key, output_key
 
 
 def s3_event(key: str, name: str = "ObjectCreated:Put", **obj: object) -> str:

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "classifier": "sevensense.cli.agile:classifier",
     "stream": "sevensense.cli.stream:stream",
     "worker": "sevensense.cli.worker:worker",
+    "batch": "sevensense.cli.batch:batch",
 }
 
 

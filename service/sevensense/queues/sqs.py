@@ -25,7 +25,7 @@ from typing import Any
 from sevensense import aws
 from sevensense.errors import QueueError
 from sevensense.queues.base import Message, QueueDepth
-from sevensense.queues.sqlite import MAX_ATTRIBUTES, SENT_TIMESTAMP, check_outgoing
+from sevensense.queues.sqlite import MAX_ATTRIBUTES, MAX_BODY_BYTES, SENT_TIMESTAMP, check_outgoing
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,23 @@ class SqsQueue:
                 QueueUrl=self.url, MessageBody=body, MessageAttributes=_wire(attrs)
             )
         return str(response["MessageId"])
+
+    def send_batch(self, bodies: list[str]) -> list[tuple[int, str, str]]:
+        """Up to 10 bodies in one ``SendMessageBatch`` (256 KiB in all); returns the entries
+        SQS refused as ``(index, code, reason)``, so the caller reports each one."""
+        if not 1 <= len(bodies) <= MAX_BATCH:
+            raise ValueError(f"a batch holds 1 to {MAX_BATCH} messages, got {len(bodies)}")
+        for body in bodies:
+            check_outgoing(body, None)
+        if sum(len(b.encode()) for b in bodies) > MAX_BODY_BYTES:
+            raise ValueError(f"a batch over {MAX_BODY_BYTES} bytes; send fewer at once")
+        entries = [{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies)]
+        with self._call("SendMessageBatch"):
+            response = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+        return [
+            (int(f["Id"]), str(f.get("Code", "unknown")), str(f.get("Message", "")))
+            for f in response.get("Failed", [])
+        ]
 
     def receive(
         self, max_messages: int = 1, wait_s: float = 20.0, visibility_s: int | None = None

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from sevensense.agile.store import ClassifierManifest
 from sevensense.agile.train import TrainOptions
 from sevensense.agile.workflow import ReviewWindow
+from sevensense.archive.submit import SubmitReport
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
 from sevensense.index.annotations import MAX_WINDOW_ID, Annotation, AnnotationIn
@@ -465,3 +466,20 @@ class ReviewResponse(BaseModel):
     mode: str
     windows: list[ReviewWindow]
     request_id: str
+
+
+class ArchiveSubmitRequest(BaseModel):
+    """``POST /admin/batch/submissions``: what ``sevensense batch submit`` takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="s3://bucket/prefix of the archive")
+    inventory: str | None = Field(None, description="an S3 Inventory manifest.json (CSV)")
+    per_message: int = Field(1, ge=1, le=100, description="objects per queue message")
+    dry_run: bool = False
+
+
+class ArchiveSubmission(BaseModel):
+    submission_id: str
+    status_url: str
+    report: SubmitReport

@@ -1,15 +1,9 @@
 """One S3 object in, one Parquet object out: the batch job behind an S3 event.
 
-Output key (deterministic, so a redelivered event finds its own earlier result)::
-
-    <output_prefix><key relative to input_prefix>.<model>-<version>-<variant>.<etag[:16]>.parquet
-
-e.g. ``incoming/site a/2024-05-01.flac`` with ETag ``"9b2c..."`` under BirdNET 2.4.0 gives
-``embeddings/site a/2024-05-01.flac.birdnet-v2.4-2.4.0-base.9b2c0d1e2f3a4b5c.parquet``.
-A key outside ``input_prefix`` keeps its full path. The ETag changes when the object is
-overwritten, and the model version when the model does, so either yields a new output and
-never overwrites an old one; the same object under the same model always yields the same
-key, which the job checks first and skips (idempotent).
+The output key (:mod:`sevensense.archive.naming`) is deterministic, so a redelivered event
+finds its own earlier result: the same object under the same model always yields the same
+key, which the job checks first and skips (idempotent); an overwritten object (new ETag) or
+a new model version yields a new key and never overwrites an old one.
 
 The object is streamed with ranged GETs pinned to its ETag (memory O(block), whatever the
 recording's length) through the same engine, options and writer as ``sevensense embed``,
@@ -30,14 +24,13 @@ no HEAD of its input.
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import time
 import urllib.parse
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
 
-from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.archive.naming import clean_etag, is_audio_key, output_key, request_options
 from sevensense.audio.decode import NamedSource
 from sevensense.audio.quality_levels import describe_resampler
 from sevensense.embeddings.quality import process_monitors
@@ -45,7 +38,7 @@ from sevensense.errors import ObjectNotFoundError, ObjectTooLargeError, StorageE
 from sevensense.index.ingest import parquet_batches, space_info
 from sevensense.index.store import open_index
 from sevensense.inference.engine import EmbeddingEngine, WindowResult
-from sevensense.inference.recordings import AUDIO_SUFFIXES, RecordingReport, embed_recordings
+from sevensense.inference.recordings import RecordingReport, embed_recordings
 from sevensense.inference.sessions import LoadedModel
 from sevensense.outputs.detections import (
     MEDIA_TYPES,
@@ -55,7 +48,6 @@ from sevensense.outputs.detections import (
 )
 from sevensense.outputs.formats import DetectionFormat
 from sevensense.outputs.writers import ParquetWriter
-from sevensense.planning.options import RequestOptions
 from sevensense.planning.plan import DetectionPlan, Planner
 from sevensense.queues.base import Message
 from sevensense.settings import WorkerSettings
@@ -71,32 +63,6 @@ PARQUET_TYPE = "application/vnd.apache.parquet"
 
 class OversizedObjectError(ObjectTooLargeError, PermanentError):
     """Over ``max_object_mb``: no retry can help, so it goes to the DLQ at once."""
-
-
-def clean_etag(etag: str) -> str:
-    return re.sub(r"[^0-9A-Za-z-]", "", etag)
-
-
-def output_key(
-    input_key: str,
-    input_prefix: str,
-    output_prefix: str,
-    model: ModelIdentity,
-    etag: str,
-    space: str = "full",
-) -> str:
-    """``space`` (a transform's space key) is part of the name unless "full", so reduced
-    and full outputs of one object never take each other's place."""
-    relative = input_key[len(input_prefix) :] if input_key.startswith(input_prefix) else input_key
-    tag = clean_etag(etag)[:16]
-    model_part = f"{model.name}-{model.version}-{model.variant}"
-    if space != "full":
-        model_part += f".{space}"
-    return f"{output_prefix}{relative}.{model_part}.{tag}.parquet"
-
-
-def is_audio_key(key: str) -> bool:
-    return PurePosixPath(key).suffix.lower() in AUDIO_SUFFIXES
 
 
 def _error_code(exc: Exception) -> str:
@@ -399,24 +365,3 @@ class S3BatchHandler:
             except BotoCoreError as exc:
                 raise StorageError(f"PUT s3://{bucket}/{key} failed: {exc}") from exc
         return True
-
-
-def request_options(settings: WorkerSettings) -> RequestOptions:
-    """A worker's settings in the planner's words: every recording gets the same request."""
-    species = settings.species
-    return RequestOptions(
-        lat=species.lat,
-        lon=species.lon,
-        week=species.week,
-        sf_thresh=species.sf_thresh,
-        species_file=species.species_list,
-        reduce=settings.reduce,
-        project=settings.project,
-        curvature=settings.curvature,
-        max_norm=settings.max_norm,
-        detect=settings.detections_format is not None,
-        min_conf=settings.detections_min_conf,
-        sensitivity=settings.detections_sensitivity,
-        merge_consecutive=settings.detections_merge_consecutive,
-        resampler=settings.detections_resampler if settings.detections_format else None,
-    )

@@ -194,7 +194,7 @@ resource "aws_lb_target_group" "entry" {
   protocol             = "HTTP"
   target_type          = "ip"
   vpc_id               = var.vpc_id
-  deregistration_delay = var.deregistration_delay_seconds
+  deregistration_delay = var.entry_drain_seconds
 
   health_check {
     path                = "/readyz"
@@ -233,7 +233,7 @@ resource "aws_cloudwatch_log_group" "waf" {
 
 resource "aws_wafv2_web_acl" "this" {
   name        = "${var.name_prefix}-api"
-  description = "Managed protections and per-IP rate limit for the inference API"
+  description = "Managed protections, per-API-key and per-IP rate limits for the inference API"
   scope       = "REGIONAL"
 
   default_action {
@@ -346,6 +346,41 @@ resource "aws_wafv2_web_acl" "this" {
     }
   }
 
+  # The fleet-wide per-key limit: counted here, across every entry task, on the key header
+  # (a request without it is not counted by these rules; the per-IP rule still counts it).
+  # Each task's token bucket per key (serving.rate_limit_per_s) stays as the second line.
+  dynamic "rule" {
+    for_each = { "x-api-key" = 24, "authorization" = 25 }
+    content {
+      name     = "per-key-rate-limit-${rule.key}"
+      priority = rule.value
+      action {
+        block {}
+      }
+      statement {
+        rate_based_statement {
+          limit                 = var.waf_key_rate_limit_per_5min
+          evaluation_window_sec = 300
+          aggregate_key_type    = "CUSTOM_KEYS"
+          custom_key {
+            header {
+              name = rule.key
+              text_transformation {
+                priority = 0
+                type     = "NONE"
+              }
+            }
+          }
+        }
+      }
+      visibility_config {
+        cloudwatch_metrics_enabled = true
+        metric_name                = "${var.name_prefix}-per-key-rate-limit-${rule.key}"
+        sampled_requests_enabled   = true
+      }
+    }
+  }
+
   rule {
     name     = "per-ip-rate-limit"
     priority = 30
@@ -416,7 +451,7 @@ resource "aws_ecs_task_definition" "entry" {
     environment            = [for k in sort(keys(local.entry_env)) : { name = k, value = local.entry_env[k] }]
     mountPoints            = [{ sourceVolume = local.scratch_volume, containerPath = "/tmp", readOnly = false }]
     healthCheck            = merge(local.health_check, { startPeriod = 60 })
-    stopTimeout            = 120
+    stopTimeout            = var.entry_drain_seconds
     logConfiguration = {
       logDriver = "awslogs"
       options = {

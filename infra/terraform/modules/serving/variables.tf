@@ -215,10 +215,15 @@ variable "alb_idle_timeout_seconds" {
   }
 }
 
-variable "deregistration_delay_seconds" {
-  description = "Time the ALB lets in-flight requests finish on a deregistering entry task."
+variable "entry_drain_seconds" {
+  description = "The entry task's drain bound: the ALB's deregistration delay (in-flight requests and open streams keep their connection this long after the task leaves the target group) and the entry container's ECS stopTimeout (SIGTERM to SIGKILL), one number so the two match."
   type        = number
-  default     = 120
+  default     = 30
+
+  validation {
+    condition     = var.entry_drain_seconds >= 5 && var.entry_drain_seconds <= 120
+    error_message = "entry_drain_seconds must be between 5 and 120 (ECS stopTimeout's maximum on Fargate)."
+  }
 }
 
 variable "access_log_bucket" {
@@ -234,6 +239,17 @@ variable "waf_rate_limit_per_5min" {
   validation {
     condition     = var.waf_rate_limit_per_5min >= 100
     error_message = "waf_rate_limit_per_5min must be >= 100 (WAF minimum)."
+  }
+}
+
+variable "waf_key_rate_limit_per_5min" {
+  description = "Requests per API key per 5 minutes across the whole fleet before WAF blocks that key (the cluster bound; each entry task also meters serving.rate_limit_per_s per key)."
+  type        = number
+  default     = 6000
+
+  validation {
+    condition     = var.waf_key_rate_limit_per_5min >= 10
+    error_message = "waf_key_rate_limit_per_5min must be >= 10 (WAF minimum)."
   }
 }
 

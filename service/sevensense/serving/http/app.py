@@ -29,7 +29,7 @@ from sevensense.serving.http.context import STATE_NAME, ApiContext, AppParts, re
 from sevensense.serving.http.docs import add_docs
 from sevensense.serving.http.front_door import FrontDoor, Guards, error_payload, request_id_of
 from sevensense.serving.http.inflight import InflightLimit
-from sevensense.serving.http.routes import agile, embed, jobs, models, search, status
+from sevensense.serving.http.routes import agile, archive, embed, jobs, models, search, status
 from sevensense.serving.schemas import ErrorBody
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.serving.tenant_index import SimilarityService
@@ -87,7 +87,7 @@ def include_routers(app: FastAPI) -> list[APIRoute]:
     """Mounts the partner API's routers, in this order, which is the OpenAPI document's,
     and gives their routes: FastAPI includes a router lazily, so ``app.routes`` holds the
     routers, not their routes."""
-    routers = [module.router for module in (embed, jobs, search, agile, models, status)]
+    routers = [module.router for module in (embed, jobs, search, agile, models, status, archive)]
     for router in routers:
         app.include_router(router)
     return [route for router in routers for route in router.routes if isinstance(route, APIRoute)]

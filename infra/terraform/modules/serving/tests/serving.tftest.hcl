@@ -189,3 +189,53 @@ run "rejects_long_name_prefix" {
   }
   expect_failures = [var.name_prefix]
 }
+
+run "rate_limits_per_key_across_the_fleet" {
+  command = plan
+  variables {
+    waf_key_rate_limit_per_5min = 3000
+  }
+
+  assert {
+    condition = (
+      one({ for r in aws_wafv2_web_acl.this.rule : r.name => one(r.statement).rate_based_statement }["per-key-rate-limit-x-api-key"]).aggregate_key_type == "CUSTOM_KEYS"
+      && one({ for r in aws_wafv2_web_acl.this.rule : r.name => one(r.statement).rate_based_statement }["per-key-rate-limit-x-api-key"]).limit == 3000
+      && one(one(one({ for r in aws_wafv2_web_acl.this.rule : r.name => one(r.statement).rate_based_statement }["per-key-rate-limit-x-api-key"]).custom_key).header).name == "x-api-key"
+      && length(one({ for r in aws_wafv2_web_acl.this.rule : r.name => r.action }["per-key-rate-limit-x-api-key"]).block) == 1
+    )
+    error_message = "a WAF rate-based rule blocks a key past its limit, counted on the x-api-key header across all tasks"
+  }
+  assert {
+    condition     = one(one(one({ for r in aws_wafv2_web_acl.this.rule : r.name => one(r.statement).rate_based_statement }["per-key-rate-limit-authorization"]).custom_key).header).name == "authorization"
+    error_message = "a key sent as Authorization: Bearer is counted too"
+  }
+  assert {
+    condition     = one({ for r in aws_wafv2_web_acl.this.rule : r.name => one(r.statement).rate_based_statement }["per-ip-rate-limit"]).aggregate_key_type == "IP"
+    error_message = "the per-IP rule stays for requests without a key"
+  }
+}
+
+run "rejects_key_rate_limit_below_waf_minimum" {
+  command = plan
+  variables {
+    waf_key_rate_limit_per_5min = 5
+  }
+  expect_failures = [var.waf_key_rate_limit_per_5min]
+}
+
+run "entry_drain_bound_matches" {
+  command = plan
+
+  assert {
+    condition     = tonumber(aws_lb_target_group.entry.deregistration_delay) == 30 && jsondecode(aws_ecs_task_definition.entry.container_definitions)[0].stopTimeout == 30
+    error_message = "the entry's drain bound: ALB deregistration delay and ECS stopTimeout are both 30 s"
+  }
+}
+
+run "rejects_drain_beyond_ecs_stop_timeout" {
+  command = plan
+  variables {
+    entry_drain_seconds = 300
+  }
+  expect_failures = [var.entry_drain_seconds]
+}
