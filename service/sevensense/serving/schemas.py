@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from sevensense.agile.store import ClassifierManifest
 from sevensense.agile.train import TrainOptions
-from sevensense.agile.workflow import ReviewWindow
+from sevensense.agile.workflow import ReviewWindow, ScoreHistogram
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
 from sevensense.index.annotations import MAX_WINDOW_ID, Annotation, AnnotationIn
@@ -456,6 +456,12 @@ class ClassifierResponse(BaseModel):
 
 class ClassifierListResponse(BaseModel):
     classifiers: list[ClassifierManifest]
+
+
+class HistogramResponse(ScoreHistogram):
+    classifier: str
+    space: str
+    request_id: str
 
 
 class ReviewResponse(BaseModel):
