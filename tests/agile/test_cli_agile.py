@@ -97,6 +97,21 @@ def test_label_import_train_review(cli, tmp_path: Path) -> None:  # type: ignore
         ).output
     )
     assert all(w["recording_id"] == str(CLAP) and not w["labelled"] for w in top)
+    hist = json.loads(
+        cli("classifier", "histogram", "claps", "--index", "field", "--label", "clap").output
+    )
+    assert hist["sampled"] == hist["windows"] == sum(hist["counts"]) and len(hist["counts"]) == 20
+    # over the whole index: every window's scores, Raven tables, call density
+    out_dir = tmp_path / "applied"
+    args = ("--index", "field", "--out", str(out_dir), "--format", "scores", "--format", "raven")
+    applied = json.loads(cli("classifier", "apply", "claps", *args, "--density", "csv").output)
+    assert applied["windows"] == hist["windows"] and applied["recordings"] == 2
+    assert pq.read_table(out_dir / "scores.parquet").column_names[-2:] == ["chorus", "clap"]
+    assert (out_dir / f"{CLAP.stem}.BirdNET.selection.table.txt").is_file()
+    density = (out_dir / "density_recordings.csv").read_text().splitlines()
+    assert len(density) == 1 + 2 * 2  # two recordings (no start time: day empty), two classes
+    r = cli("classifier", "apply", "nope", *args, code=2)
+    assert "classifier_not_found" in r.output
     # applied: the head's scores per window in the Parquet file, equal to the JSON weights'
     out = tmp_path / "scored.parquet"
     cli("embed", str(CLAP), "--out", str(out), "--overlap", "0", "--classifier", "claps", "--quiet")

@@ -29,6 +29,7 @@ EXPECTED = {
     ("POST", "/classifiers"),
     ("GET", "/classifiers"),
     ("GET", "/classifiers/{ref}/review"),
+    ("GET", "/classifiers/{ref}/histogram"),
     ("GET", "/windows/{window_id}/audio"),
     ("GET", "/windows/{window_id}/spectrogram.png"),
     ("POST", "/admin/batch/submissions"),

@@ -128,6 +128,22 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
     assert {(w["recording_id"], w["start_s"]) for w in review.json()["windows"]} == {
         (str(CLAP), start) for start in claps[-1:]
     }
+    # the score histogram of a seeded sample of the partner's windows
+    params = {**SPACE, "label": "clap", "bins": 5, "sample": 4, "seed": 1}
+    hist = call(s, "partner", "GET", "/classifiers/claps:1/histogram", params=params)
+    assert hist.status_code == 200, hist.text
+    h = hist.json()
+    assert (h["classifier"], h["sampled"], sum(h["counts"]), len(h["edges"])) == (
+        "claps:1",
+        4,
+        4,
+        6,
+    )
+    assert h["windows"] > 4 and call(s, "partner", "GET", hist.url).json()["counts"] == h["counts"]
+    r = call(s, "partner", "GET", "/classifiers/claps/histogram", params={**params, "bins": 0})
+    assert r.status_code == 422
+    r = call(s, "reader", "GET", "/classifiers/claps/histogram", params=params)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "classifier_not_found"
     # the candidate's links: its audio (a file under the roots) and its spectrogram
     links = review.json()["windows"][0]["links"]
     wav = call(s, "partner", "GET", links["audio"])

@@ -341,3 +341,94 @@ def classifier_review(
     finally:
         index.close()
     _echo([r.model_dump(mode="json") for r in rows])
+
+
+@classifier.command("histogram")
+@click.argument("ref")
+@_space_options
+@click.option("--label", "label_name", required=True, help="the class")
+@click.option("--bins", type=click.IntRange(1, 200), default=20, show_default=True)
+@click.option("--sample", type=click.IntRange(1, 100_000), default=10_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_context
+def classifier_histogram(
+    ctx: click.Context,
+    ref: str,
+    index_name: str | None,
+    model_ref: str | None,
+    transform: str | None,
+    tenant: str | None,
+    label_name: str,
+    bins: int,
+    sample: int,
+    seed: int,
+) -> None:
+    """Scores (0-1) of a seeded random sample of the windows, in equal bins."""
+    from sevensense.agile.store import ClassifierStore
+    from sevensense.agile.workflow import histogram
+
+    index, space = _open(ctx, index_name, model_ref, transform)
+    try:
+        found = ClassifierStore(settings_of(ctx).models_dir).resolve(ref, tenant)
+        result = histogram(index, space, _scope(tenant), found, label_name, bins, sample, seed)
+    except SevensenseError as exc:
+        fail(exc)
+    finally:
+        index.close()
+    _echo({"classifier": found.ref, "space": space.key.slug, **result.model_dump(mode="json")})
+
+
+@classifier.command("apply")
+@click.argument("ref")
+@_space_options
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--format",
+    "formats",
+    type=click.Choice(["scores", "raven", "audacity", "csv", "kaleidoscope", "parquet"]),
+    multiple=True,
+    help="scores (scores.parquet, every window) and/or BirdNET-Analyzer detection files "
+    "(repeat; default scores)",
+)
+@click.option("--min-conf", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option(
+    "--density",
+    type=click.Choice(["csv", "parquet"]),
+    default=None,
+    help="also write call density per recording and per site/day",
+)
+@click.pass_context
+def classifier_apply(
+    ctx: click.Context,
+    ref: str,
+    index_name: str | None,
+    model_ref: str | None,
+    transform: str | None,
+    tenant: str | None,
+    out_dir: Path,
+    formats: tuple[str, ...],
+    min_conf: float,
+    density: str | None,
+) -> None:
+    """Score every window of the index space; write scores, detections and call density."""
+    from sevensense.agile.bulk import apply_classifier
+    from sevensense.agile.store import ClassifierStore
+
+    index, space = _open(ctx, index_name, model_ref, transform)
+    try:
+        found = ClassifierStore(settings_of(ctx).models_dir).resolve(ref, tenant)
+        summary = apply_classifier(
+            index,
+            space,
+            _scope(tenant),
+            found,
+            out_dir,
+            formats or ("scores",),
+            min_conf=min_conf,
+            density=density,  # type: ignore[arg-type]
+        )
+    except SevensenseError as exc:
+        fail(exc)
+    finally:
+        index.close()
+    _echo(summary.model_dump(mode="json"))

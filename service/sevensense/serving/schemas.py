@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from sevensense.agile.store import ClassifierManifest
 from sevensense.agile.train import TrainOptions
-from sevensense.agile.workflow import ReviewWindow
+from sevensense.agile.workflow import ReviewWindow, ScoreHistogram
 from sevensense.archive.submit import SubmitReport
 from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
@@ -457,6 +457,12 @@ class ClassifierResponse(BaseModel):
 
 class ClassifierListResponse(BaseModel):
     classifiers: list[ClassifierManifest]
+
+
+class HistogramResponse(ScoreHistogram):
+    classifier: str
+    space: str
+    request_id: str
 
 
 class ReviewResponse(BaseModel):

@@ -15,7 +15,13 @@ from pydantic import Field
 
 from sevensense.agile.snippets import audio_path, png_bytes, read_span, spectrogram, wav_bytes
 from sevensense.agile.store import ClassifierStore
-from sevensense.agile.workflow import review, train_classifier
+from sevensense.agile.workflow import (
+    MAX_HISTOGRAM_BINS,
+    MAX_HISTOGRAM_SAMPLE,
+    histogram,
+    review,
+    train_classifier,
+)
 from sevensense.errors import WindowNotFoundError
 from sevensense.identity import ApiKeyRecord
 from sevensense.index.annotations import MAX_WINDOW_ID, annotation_store
@@ -28,6 +34,7 @@ from sevensense.serving.schemas import (
     ClassifierListResponse,
     ClassifierResponse,
     ClassifierTrainRequest,
+    HistogramResponse,
     ReviewResponse,
 )
 from sevensense.serving.tenant_index import key_scope
@@ -211,6 +218,40 @@ async def review_classifier(
             mode=mode,
             windows=rows,
             request_id=request_id(request),
+        )
+
+    return await anyio.to_thread.run_sync(work)
+
+
+@router.get(
+    "/classifiers/{ref}/histogram",
+    response_model=HistogramResponse,
+    summary="A class's score histogram over a seeded random sample of the tenant's windows",
+)
+async def classifier_histogram(
+    request: Request,
+    ref: str,
+    label: str,
+    key: Annotated[ApiKeyRecord, Depends(authorised("read"))],
+    parts: Parts,
+    bins: Annotated[int, Query(ge=1, le=MAX_HISTOGRAM_BINS)] = 20,
+    sample: Annotated[int, Query(ge=1, le=MAX_HISTOGRAM_SAMPLE)] = 10_000,
+    seed: int = 0,
+    index: str | None = None,
+    model: str | None = None,
+    transform: str | None = None,
+) -> HistogramResponse:
+    def work() -> HistogramResponse:
+        scope = key_scope(key)
+        classifier = ClassifierStore(parts.settings.models_dir).resolve(ref, scope.tenant)
+        opened = parts.similarity.index(index)
+        space = pick_space(opened, model, transform)
+        found = histogram(opened, space, scope, classifier, label, bins, sample, seed)
+        return HistogramResponse(
+            classifier=classifier.ref,
+            space=space.key.slug,
+            request_id=request_id(request),
+            **found.model_dump(),
         )
 
     return await anyio.to_thread.run_sync(work)
