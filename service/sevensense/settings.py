@@ -402,6 +402,17 @@ class StreamSettings(_Section):
     )
 
 
+class ScalingMetricsSettings(_Section):
+    """The autoscaling signals each serving process writes to stdout as CloudWatch EMF
+    (serving/telemetry/scaling.py); on in the ECS task definitions, off locally."""
+
+    enabled: bool = False
+    interval_s: float = Field(60.0, gt=0.0, le=3600.0, description="one EMF line per period")
+    service: str = Field(
+        "local", min_length=1, description="the ServiceName dimension: the ECS service name"
+    )
+
+
 class ServingSettings(_Section):
     """The HTTP service (issue 3): gateway limits, auth, routing, batching SLOs, tracing."""
 
@@ -459,6 +470,7 @@ class ServingSettings(_Section):
     tracing_exporter: Literal["none", "otlp"] = "none"
     tracing_sample_rate: float = Field(1.0, ge=0.0, le=1.0)
     otlp_endpoint: str | None = None
+    scaling_metrics: ScalingMetricsSettings = Field(default_factory=ScalingMetricsSettings)
 
 
 def cgroup_cpu_quota(

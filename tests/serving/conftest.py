@@ -169,6 +169,10 @@ def server(
         SEVENSENSE_SERVING__STREAM__RESUME_TTL_S="120",
         # test_service_search.py: a hoplite compaction inside the server (40 windows at once)
         SEVENSENSE_INDEX__COMPACT_AFTER="30",
+        # test_scaling_metrics.py: the EMF lines, often enough to see within a test.
+        SEVENSENSE_SERVING__SCALING_METRICS__ENABLED="true",
+        SEVENSENSE_SERVING__SCALING_METRICS__INTERVAL_S="1",
+        SEVENSENSE_SERVING__SCALING_METRICS__SERVICE="sevensense-test",
     )
     service = Service(free_port(), env, state / "server.log", keys)
     service.start()

@@ -30,7 +30,7 @@ from sevensense.serving.dispatch.birdnet_check import GatewayVerifier
 from sevensense.serving.dispatch.gateway import Gateway
 from sevensense.serving.http import server as http_server
 from sevensense.serving.http.app import build_app
-from sevensense.serving.http.context import ApiContext
+from sevensense.serving.http.context import STATE_NAME, ApiContext, AppParts
 from sevensense.serving.http.outer import JsonForUnmatched, ReadyDetail
 from sevensense.serving.model_paths.router import ModelPath, PathRouter, new_breaker
 from sevensense.serving.model_service.host import ModelHost
@@ -45,7 +45,7 @@ from sevensense.serving.rollout.activation import RolloutAdmin
 from sevensense.serving.rollout.resolver import ModelResolver
 from sevensense.serving.rollout.weights import make_store
 from sevensense.serving.stream.route import mount_stream
-from sevensense.serving.telemetry import tracing
+from sevensense.serving.telemetry import scaling, tracing
 from sevensense.serving.tenant_index import SimilarityService
 from sevensense.settings import Settings, cpu_layout, load_settings
 from sevensense.storage.objects import open_store
@@ -83,6 +83,7 @@ def _model_service(path: PathName, name: str) -> Any:
             tracing.install(BentoMLContainer.tracer_provider.get())
             self.host = ModelHost(path, SETTINGS)
             self.host.start(ModelResolver(SETTINGS, make_store(SERVING)).served_refs())
+            self.scaling = scaling.start(SERVING.scaling_metrics, scaling.model_sampler)
 
         @bentoml.api(
             batchable=True,
@@ -277,6 +278,10 @@ class Entry:
             keys=KeyStore.from_settings(SERVING),
             limiter=RateLimiter.from_settings(SERVING),
             ready=self.__is_ready__,
+        )
+        parts = cast(AppParts, getattr(API.inner.state, STATE_NAME))
+        self.scaling = scaling.start(
+            SERVING.scaling_metrics, lambda: scaling.entry_sampler(lambda: parts.inflight.count)
         )
 
     async def __is_ready__(self) -> bool:

@@ -1,8 +1,11 @@
 # Service autoscaling.
 #
-# entry      : target tracking on ALB requests per target.
-# model-cpu  : target tracking on average CPU (the CPU model path is CPU-bound).
-# model-gpu  : target tracking on entry requests per running GPU task (all requests
+# entry      : target tracking on ALB requests per target, and on open WebSocket streams
+#              per task (a stream holds a connection for minutes and is one request).
+# model-cpu  : target tracking on average CPU (the CPU model path is CPU-bound), and on
+#              the mean time a window waits for its batch.
+# model-gpu  : target tracking on the mean batch queue wait, and on entry requests per
+#              running GPU task (all requests
 #              while no GPU task runs yet, so a pending task is not scaled away), plus a
 #              "wake from zero" step policy: while the GPU service has 0 desired tasks
 #              and the entry receives requests, add one task. The capacity provider then
@@ -13,6 +16,15 @@
 
 locals {
   alb_label = "${aws_lb.this.arn_suffix}/${aws_lb_target_group.entry.arn_suffix}"
+
+  # The metrics the services publish themselves as CloudWatch EMF on stdout. One source of
+  # truth: service/sevensense/serving/telemetry/scaling.py (tests/infra asserts they match).
+  scaling = {
+    namespace         = "SevenSense/Serving"
+    service_dimension = "ServiceName"
+    open_streams      = "OpenStreams"
+    queue_wait        = "BatchQueueWaitMs"
+  }
 }
 
 resource "aws_appautoscaling_target" "entry" {
@@ -41,6 +53,29 @@ resource "aws_appautoscaling_policy" "entry_requests" {
   }
 }
 
+resource "aws_appautoscaling_policy" "entry_streams" {
+  name               = "${local.services.entry}-open-streams-per-task"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.entry.service_namespace
+  scalable_dimension = aws_appautoscaling_target.entry.scalable_dimension
+  resource_id        = aws_appautoscaling_target.entry.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.entry_open_streams_per_task
+    scale_in_cooldown  = 300
+    scale_out_cooldown = 60
+    customized_metric_specification {
+      namespace   = local.scaling.namespace
+      metric_name = local.scaling.open_streams
+      statistic   = "Average"
+      dimensions {
+        name  = local.scaling.service_dimension
+        value = local.services.entry
+      }
+    }
+  }
+}
+
 resource "aws_appautoscaling_target" "model_cpu" {
   service_namespace  = "ecs"
   scalable_dimension = "ecs:service:DesiredCount"
@@ -62,6 +97,29 @@ resource "aws_appautoscaling_policy" "model_cpu_cpu" {
     scale_out_cooldown = 60
     predefined_metric_specification {
       predefined_metric_type = "ECSServiceAverageCPUUtilization"
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "model_cpu_queue_wait" {
+  name               = "${local.services.model_cpu}-batch-queue-wait"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.model_cpu.service_namespace
+  scalable_dimension = aws_appautoscaling_target.model_cpu.scalable_dimension
+  resource_id        = aws_appautoscaling_target.model_cpu.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.cpu_model_queue_wait_ms
+    scale_in_cooldown  = 300
+    scale_out_cooldown = 60
+    customized_metric_specification {
+      namespace   = local.scaling.namespace
+      metric_name = local.scaling.queue_wait
+      statistic   = "Average"
+      dimensions {
+        name  = local.scaling.service_dimension
+        value = local.services.model_cpu
+      }
     }
   }
 }
@@ -130,6 +188,29 @@ resource "aws_appautoscaling_policy" "model_gpu_requests" {
             }
           }
         }
+      }
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "model_gpu_queue_wait" {
+  name               = "${local.services.model_gpu}-batch-queue-wait"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.model_gpu.service_namespace
+  scalable_dimension = aws_appautoscaling_target.model_gpu.scalable_dimension
+  resource_id        = aws_appautoscaling_target.model_gpu.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.gpu_queue_wait_ms
+    scale_in_cooldown  = var.gpu_scale_in_cooldown_seconds
+    scale_out_cooldown = 120
+    customized_metric_specification {
+      namespace   = local.scaling.namespace
+      metric_name = local.scaling.queue_wait
+      statistic   = "Average"
+      dimensions {
+        name  = local.scaling.service_dimension
+        value = local.services.model_gpu
       }
     }
   }

@@ -43,7 +43,15 @@ locals {
     SEVENSENSE_INDEX_DB_SECRET_ARN = var.index_db.secret_arn
   })
 
-  entry_env = merge(local.common_env, local.index_env, {
+  # The scaling signals (autoscaling.tf), written to stdout as EMF each minute.
+  scaling_env = {
+    for k, name in local.services : k => {
+      SEVENSENSE_SERVING__SCALING_METRICS__ENABLED = "true"
+      SEVENSENSE_SERVING__SCALING_METRICS__SERVICE = name
+    }
+  }
+
+  entry_env = merge(local.common_env, local.index_env, local.scaling_env.entry, {
     SEVENSENSE_ROLE                = "entry"
     SEVENSENSE_GPU_URL             = "http://${local.gpu_dns}:${local.port}"
     SEVENSENSE_CPU_URL             = "http://${local.cpu_dns}:${local.port}"
@@ -53,8 +61,8 @@ locals {
     # The cloud profile's chain (Appendix A.3) plus the deferred queue provisioned here.
     SEVENSENSE_FALLBACK__STRATEGIES = jsonencode(["quantized_model", "cached_embedding", "deferred_queue"])
   })
-  gpu_env = merge(local.common_env, { SEVENSENSE_ROLE = "model-gpu", SEVENSENSE_DEVICE = "cuda" })
-  cpu_env = merge(local.common_env, { SEVENSENSE_ROLE = "model-cpu", SEVENSENSE_DEVICE = "cpu" })
+  gpu_env = merge(local.common_env, local.scaling_env.model_gpu, { SEVENSENSE_ROLE = "model-gpu", SEVENSENSE_DEVICE = "cuda" })
+  cpu_env = merge(local.common_env, local.scaling_env.model_cpu, { SEVENSENSE_ROLE = "model-cpu", SEVENSENSE_DEVICE = "cpu" })
 
   # Container health check without curl (the Bento image always has python).
   health_check = {

@@ -343,6 +343,39 @@ variable "entry_requests_per_target" {
   default     = 600
 }
 
+variable "entry_open_streams_per_task" {
+  description = "Target open WebSocket streams per entry task (published by the entry as EMF)."
+  type        = number
+  default     = 40
+
+  validation {
+    condition     = var.entry_open_streams_per_task >= 1
+    error_message = "entry_open_streams_per_task must be at least 1."
+  }
+}
+
+variable "cpu_model_queue_wait_ms" {
+  description = "Target mean batch queue wait (ms) of the CPU model service; its batching SLO is 5000 ms."
+  type        = number
+  default     = 1000
+
+  validation {
+    condition     = var.cpu_model_queue_wait_ms > 0
+    error_message = "cpu_model_queue_wait_ms must be positive."
+  }
+}
+
+variable "gpu_queue_wait_ms" {
+  description = "Target mean batch queue wait (ms) of the GPU model service; its batching SLO is 1000 ms."
+  type        = number
+  default     = 250
+
+  validation {
+    condition     = var.gpu_queue_wait_ms > 0
+    error_message = "gpu_queue_wait_ms must be positive."
+  }
+}
+
 variable "cpu_model_cpu" {
   description = "Fargate CPU units of a CPU model task."
   type        = number

@@ -68,18 +68,20 @@ run "entry_reaches_models_and_queue" {
       for e in jsondecode(aws_ecs_task_definition.entry.container_definitions)[0].environment : e.name => e.value
       if startswith(e.name, "SEVENSENSE_")
       } == {
-      SEVENSENSE_PROFILE              = "cloud"
-      SEVENSENSE_ROLE                 = "entry"
-      SEVENSENSE_PORT                 = "3000"
-      SEVENSENSE_GPU_URL              = "http://model-gpu:3000"
-      SEVENSENSE_CPU_URL              = "http://model-cpu:3000"
-      SEVENSENSE_DEFERRED_QUEUE_URL   = var.deferred_queue_url
-      SEVENSENSE_PAYLOAD_STORE        = var.payload_store_uri
-      SEVENSENSE_API_KEYS_SECRET_ARN  = var.api_keys_secret_arn
-      SEVENSENSE_MODEL_REGISTRY_URI   = var.model_registry_uri
-      SEVENSENSE_MODEL_REGISTRY_PARAM = var.model_registry_parameter_name
-      SEVENSENSE_CANARY_PARAM         = var.canary_parameter_name
-      SEVENSENSE_FALLBACK__STRATEGIES = jsonencode(["quantized_model", "cached_embedding", "deferred_queue"])
+      SEVENSENSE_PROFILE                           = "cloud"
+      SEVENSENSE_ROLE                              = "entry"
+      SEVENSENSE_PORT                              = "3000"
+      SEVENSENSE_GPU_URL                           = "http://model-gpu:3000"
+      SEVENSENSE_CPU_URL                           = "http://model-cpu:3000"
+      SEVENSENSE_DEFERRED_QUEUE_URL                = var.deferred_queue_url
+      SEVENSENSE_PAYLOAD_STORE                     = var.payload_store_uri
+      SEVENSENSE_API_KEYS_SECRET_ARN               = var.api_keys_secret_arn
+      SEVENSENSE_MODEL_REGISTRY_URI                = var.model_registry_uri
+      SEVENSENSE_MODEL_REGISTRY_PARAM              = var.model_registry_parameter_name
+      SEVENSENSE_CANARY_PARAM                      = var.canary_parameter_name
+      SEVENSENSE_FALLBACK__STRATEGIES              = jsonencode(["quantized_model", "cached_embedding", "deferred_queue"])
+      SEVENSENSE_SERVING__SCALING_METRICS__ENABLED = "true"
+      SEVENSENSE_SERVING__SCALING_METRICS__SERVICE = "sevensense-test-entry"
     }
     error_message = "entry environment contract"
   }
@@ -131,6 +133,41 @@ run "autoscaling_wiring" {
   assert {
     condition     = contains(aws_cloudwatch_metric_alarm.model_gpu_wake.alarm_actions, aws_appautoscaling_policy.model_gpu_wake.arn)
     error_message = "the wake-from-zero alarm triggers the GPU step policy"
+  }
+  assert {
+    condition = {
+      for name, p in {
+        entry     = aws_appautoscaling_policy.entry_streams
+        model_cpu = aws_appautoscaling_policy.model_cpu_queue_wait
+        model_gpu = aws_appautoscaling_policy.model_gpu_queue_wait
+        } : name => {
+        metric    = one(p.target_tracking_scaling_policy_configuration[0].customized_metric_specification).metric_name
+        namespace = one(p.target_tracking_scaling_policy_configuration[0].customized_metric_specification).namespace
+        statistic = one(p.target_tracking_scaling_policy_configuration[0].customized_metric_specification).statistic
+        dimension = one(p.target_tracking_scaling_policy_configuration[0].customized_metric_specification).dimensions
+      }
+      } == {
+      entry     = { metric = "OpenStreams", namespace = "SevenSense/Serving", statistic = "Average", dimension = toset([{ name = "ServiceName", value = "sevensense-test-entry" }]) }
+      model_cpu = { metric = "BatchQueueWaitMs", namespace = "SevenSense/Serving", statistic = "Average", dimension = toset([{ name = "ServiceName", value = "sevensense-test-model-cpu" }]) }
+      model_gpu = { metric = "BatchQueueWaitMs", namespace = "SevenSense/Serving", statistic = "Average", dimension = toset([{ name = "ServiceName", value = "sevensense-test-model-gpu" }]) }
+    }
+    error_message = "entry scales on open streams per task, the model services on their batch queue wait, each on its own ServiceName"
+  }
+  assert {
+    condition = alltrue([
+      for p in [aws_appautoscaling_policy.entry_streams, aws_appautoscaling_policy.model_cpu_queue_wait, aws_appautoscaling_policy.model_gpu_queue_wait] :
+      p.policy_type == "TargetTrackingScaling"
+    ]) && aws_appautoscaling_policy.entry_streams.resource_id == aws_appautoscaling_target.entry.resource_id && aws_appautoscaling_policy.model_cpu_queue_wait.resource_id == aws_appautoscaling_target.model_cpu.resource_id && aws_appautoscaling_policy.model_gpu_queue_wait.resource_id == aws_appautoscaling_target.model_gpu.resource_id
+    error_message = "each scaling-signal policy tracks its own service's target"
+  }
+  assert {
+    condition = alltrue([
+      for env in [
+        jsondecode(aws_ecs_task_definition.model_cpu.container_definitions)[0].environment,
+        jsondecode(aws_ecs_task_definition.model_gpu.container_definitions)[0].environment,
+      ] : contains(env, { name = "SEVENSENSE_SERVING__SCALING_METRICS__ENABLED", value = "true" })
+    ])
+    error_message = "the model services publish their scaling signals"
   }
 }
 
