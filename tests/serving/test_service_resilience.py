@@ -5,6 +5,7 @@ queue, a service restart and a real ``sevensense worker`` process."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -150,6 +151,33 @@ def test_quantized_answers_are_close_to_the_model_and_cached_ones_exact(
 # --- deferred requests --------------------------------------------------------------------
 
 
+def drain(service: Service) -> None:
+    """A real worker (this checkout's code) takes every queued job once; its profile runs
+    BirdNET in process for verify=true."""
+    env = {
+        **service.env,
+        "PATH": str(Path(sys.executable).parent),
+        "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        "SEVENSENSE_VERIFICATION__ENABLE_BIRDNET": "true",
+    }
+    worker = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "sevensense"),
+            "worker",
+            "--queues",
+            "deferred",
+            "--once",
+        ],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+
+
 @pytest.fixture(scope="module")
 def deferring(tmp_path_factory: pytest.TempPathFactory, serving_models: Path) -> Iterator[Service]:
     """The field profile's chain (deferred only) with its one model path dead."""
@@ -197,22 +225,7 @@ def test_deferred_end_to_end_survives_restart_and_equals_the_sync_answer(
     with deferring.client("reader") as c:  # someone else's job is invisible, not forbidden
         assert c.get(f"/jobs/{jobs[CLIP]}").status_code == 404
 
-    worker = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "sevensense"),
-            "worker",
-            "--queues",
-            "deferred",
-            "--once",
-        ],
-        check=False,
-        cwd=REPO,
-        env={**deferring.env, "PATH": str(Path(sys.executable).parent)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert worker.returncode == 0, worker.stdout + worker.stderr
+    drain(deferring)
     assert queue.depth().visible == 0 and queue.depth().in_flight == 0
 
     for name, job_id in jobs.items():
@@ -232,3 +245,73 @@ def test_deferred_end_to_end_survives_restart_and_equals_the_sync_answer(
     assert not any((state / "deferred" / "payloads").iterdir())  # payloads cleaned up
     with open(state / "deferred" / "jobs" / f"{jobs[CLIP]}.json") as f:
         assert json.load(f)["owner"] == "partner"
+
+
+def post(service: Service, route: str, name: str, **form: str) -> Any:
+    with service.client() as c:
+        files = {"audio": (name, audio(name).read_bytes(), "application/octet-stream")}
+        return c.post(route, files=files, data=form)
+
+
+def raven_rows(text: str) -> list[list[str]]:
+    return [line.split("\t") for line in text.strip().splitlines()]
+
+
+def test_deferred_detect_and_verify_answer_as_the_live_routes(
+    deferring: Service, server: Service
+) -> None:
+    """Issue 22 item 7: a deferred /detect stores detections (JSON or the BirdNET file it
+    asked for), and a deferred verify=true is verified, as the live routes answer."""
+    soundscape, clip = "soundscape_birdnet_120s_48k.flac", "labelled/common_yellowthroat.mp3"
+    asks: dict[str, tuple[str, str, dict[str, str]]] = {
+        "detect": ("/detect", soundscape, {"verify": "true", "min_conf": "0.1"}),
+        "raven": ("/detect", soundscape, {"format": "raven"}),
+        "verify": ("/embed", clip, {"verify": "true", "model": "perch-contract:1.0.0"}),
+    }
+    jobs = {}
+    for what, (route, name, form) in asks.items():
+        r = post(deferring, route, name, **form)
+        assert r.status_code == 202, r.text
+        jobs[what] = r.json()["job_id"]
+    drain(deferring)
+    done = {}
+    with deferring.client() as c:
+        for what, job_id in jobs.items():
+            done[what] = c.get(f"/jobs/{job_id}").json()
+            assert done[what]["status"] == "done", done[what]
+    live = {what: post(server, route, name, **form) for what, (route, name, form) in asks.items()}
+
+    deferred, sync = done["detect"]["result"], live["detect"].json()
+    assert done["detect"]["result_media_type"] == "application/json"
+    assert deferred["windows"] == sync["windows"] == done["detect"]["windows"] == 40
+    got, want = deferred["detections"], sync["detections"]
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want, strict=True):
+        assert (a["label"], a["start_s"], a["end_s"]) == (b["label"], b["start_s"], b["end_s"])
+        assert abs(a["confidence"] - b["confidence"]) < 2e-4
+    # BirdNET verified by itself: trivially, on both paths
+    assert {k: v for k, v in deferred["verification"].items() if v is not None} == sync[
+        "verification"
+    ]
+    assert deferred["verification"]["trivial"] is True
+
+    text = done["raven"]["result_text"]
+    assert done["raven"]["result"] is None
+    assert done["raven"]["result_media_type"] == live["raven"].headers["content-type"]
+    rows, expected = raven_rows(text), raven_rows(live["raven"].text)
+    assert rows[0] == expected[0] and len(rows) == len(expected) > 1
+    conf = expected[0].index("Confidence")
+    for a, b in zip(rows[1:], expected[1:], strict=True):
+        assert a[:conf] + a[conf + 1 :] == b[:conf] + b[conf + 1 :]
+        assert abs(float(a[conf]) - float(b[conf])) <= 2e-4
+
+    deferred, sync = done["verify"]["result"], live["verify"].json()
+    v, w = deferred["verification"], sync["verification"]
+    assert v["available"] and v["verifier"] == w["verifier"] == "birdnet-v2.4:2.4.0:base"
+    assert v["summary"]["windows"] == len(deferred["windows"]) == len(sync["windows"])
+    assert v["summary"]["counted"] == w["summary"]["counted"] >= 1
+    assert abs(v["summary"]["mean"] - w["summary"]["mean"]) < 1e-6
+    assert [x["verification"]["agreement"] for x in deferred["windows"]] == [
+        x["verification"]["agreement"] for x in sync["windows"]
+    ]
+    assert all(x.get("logits") is None for x in deferred["windows"])  # not asked for

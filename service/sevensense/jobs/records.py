@@ -8,6 +8,7 @@ for that request even if the canary weights or the profile defaults change meanw
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sevensense.errors import JobNotFoundError
+from sevensense.planning.options import RequestOptions
 
 KIND: Literal["deferred_request"] = "deferred_request"
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -56,6 +58,29 @@ class IndexTarget(BaseModel):
     recorded_at: datetime | None = None
 
 
+class DetectRequest(BaseModel):
+    """A deferred ``/detect`` (or ``/embed`` with a BirdNET format): what the worker needs to
+    answer with detections, as the live route would."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    options: dict[str, Any] = Field(description="the request's RequestOptions")
+    format: str | None = Field(None, description="a BirdNET-Analyzer format, else JSON")
+    name: str = Field("upload", description="the recording's name in the file's path column")
+
+    @classmethod
+    def of(cls, options: RequestOptions, fmt: str | None, name: str) -> DetectRequest:
+        fields = dataclasses.asdict(options)
+        fields["species_file"] = None  # a face-local path; the species names travel instead
+        return cls(options=fields, format=fmt, name=name)
+
+    def request_options(self) -> RequestOptions:
+        fields = dict(self.options)
+        if fields.get("species") is not None:
+            fields["species"] = tuple(fields["species"])
+        return RequestOptions(**fields)
+
+
 class DeferredRequest(BaseModel):
     """The queue message body."""
 
@@ -75,6 +100,8 @@ class DeferredRequest(BaseModel):
         description="reduce, project, curvature, max_norm as the request gave them",
     )
     index: IndexTarget | None = None
+    detect: DetectRequest | None = Field(None, description="answer with detections, not embeddings")
+    verify: bool = Field(False, description="verify=true: cross-check with BirdNET")
 
 
 class JobRecord(BaseModel):
@@ -95,4 +122,6 @@ class JobRecord(BaseModel):
     result_key: str | None = None
     result_location: str | None = None
     result_bytes: int | None = None
+    result_kind: Literal["embed", "detect"] = "embed"
+    result_media_type: str = "application/json"
     error: dict[str, Any] | None = None

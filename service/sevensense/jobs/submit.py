@@ -16,6 +16,7 @@ from sevensense.errors import QueueError, SevensenseError
 from sevensense.inference.engine import EmbedOptions
 from sevensense.jobs.records import (
     DeferredRequest,
+    DetectRequest,
     IndexTarget,
     JobRecord,
     JobStatus,
@@ -45,6 +46,8 @@ class Deferrer:
         trace: dict[str, str] | None = None,
         transform: dict[str, Any] | None = None,
         index: IndexTarget | None = None,
+        detect: DetectRequest | None = None,
+        verify: bool = False,
     ) -> JobRecord:
         job_id = new_job_id()
         source.seek(0, io.SEEK_SET)
@@ -74,8 +77,14 @@ class Deferrer:
                 trace=trace or {},
                 transform=transform or {},
                 index=index,
+                detect=detect,
+                verify=verify,
             )
-            self.queue.send(message.model_dump_json(), {"kind": message.kind})
+            # Unset, the newer fields stay out: a worker that predates them still takes the
+            # requests it can answer as asked during a rolling deploy.
+            unset = {name for name in ("detect", "verify") if not getattr(message, name)}
+            body = message.model_dump_json(exclude=unset)
+            self.queue.send(body, {"kind": message.kind})
         except SevensenseError:
             raise
         except Exception as exc:  # a store or queue we do not wrap; never lose silently

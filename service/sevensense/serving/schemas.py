@@ -3,7 +3,8 @@
 The ``/embed`` form is :class:`EmbedParams`, used by the endpoint directly as FastAPI's form
 model, so its limits are declared once and the OpenAPI document shows exactly them. The
 embedding body (:class:`~sevensense.outputs.response.EmbedResponse`) lives below, in
-``outputs``, because the worker stores the same body for deferred jobs.
+``outputs``, because the worker stores the same body for deferred jobs (so does the
+``/detect`` body, :class:`~sevensense.outputs.detect_response.DetectResponse`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from sevensense.agile.store import ClassifierManifest
 from sevensense.agile.train import TrainOptions
 from sevensense.agile.workflow import ReviewWindow, ScoreHistogram
 from sevensense.archive.submit import SubmitReport
-from sevensense.artifacts.manifest import ModelIdentity
 from sevensense.embeddings.quality import QualityReport
 from sevensense.index.annotations import MAX_WINDOW_ID, Annotation, AnnotationIn
+from sevensense.outputs.detect_response import DetectResponse
 from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY, TEXT_FORMATS
 from sevensense.outputs.response import EmbedResponse
 from sevensense.planning.options import MAX_OVERLAP, RequestOptions
@@ -198,32 +199,6 @@ class EmbedParams(BaseModel):
         return copy
 
 
-class DetectionJSON(BaseModel):
-    start_s: float
-    end_s: float
-    scientific_name: str
-    common_name: str
-    label: str = Field(description="the model's class label")
-    confidence: float = Field(description="sigmoid score")
-
-
-class DetectResponse(BaseModel):
-    request_id: str
-    model: ModelIdentity
-    duration_s: float
-    windows: int
-    min_conf: float
-    top_k: int | None = Field(None, description="when set: the best k per window, any score")
-    sensitivity: float = 1.0
-    merge_consecutive: int = 1
-    resampler: str = Field(description="how the audio was resampled to the model's rate")
-    species_filter: dict[str, object] | None = None
-    detections: list[DetectionJSON]
-    classifier: str | None = Field(
-        None, description="classifier=…: its classes are detections too (label = the class)"
-    )
-
-
 class ErrorDetail(BaseModel):
     code: str
     message: str
@@ -257,7 +232,13 @@ class JobResponse(BaseModel):
     attempts: int
     windows: int | None = None
     result_location: str | None = Field(None, description="where the full result is stored")
-    result: EmbedResponse | None = Field(None, description="inlined when small enough")
+    result: EmbedResponse | DetectResponse | None = Field(
+        None, description="inlined when small enough: embeddings, or a /detect's detections"
+    )
+    result_text: str | None = Field(
+        None, description="a /detect with format=raven|audacity|csv|kaleidoscope: the file, inlined"
+    )
+    result_media_type: str | None = Field(None, description="the stored result's media type")
     error: dict[str, object] | None = None
 
 

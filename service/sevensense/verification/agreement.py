@@ -32,6 +32,10 @@ NO_PRIMARY_SCORES = "no_primary_scores"
 UNAVAILABLE = "verifier_unavailable"
 TRIVIAL = "primary_is_verifier"
 
+# Why a request has no verification, or none over any window.
+NO_WINDOWS = "no_windows: every window was skipped as silent, or the audio is empty"
+DISABLED = "verification is disabled in this profile (verification.enable_birdnet = false)"
+
 
 class ScoredSpecies(BaseModel):
     species: str

@@ -153,7 +153,7 @@ def _chunks(
         yield chunk
 
 
-def _logits(engine: EmbeddingEngine, model: LoadedModel, windows: Sequence[Window]) -> np.ndarray:
+def logits_of(engine: EmbeddingEngine, model: LoadedModel, windows: Sequence[Window]) -> np.ndarray:
     batch = np.stack([w.samples for w in windows]).astype(np.float32, copy=False)
     return engine.run_batch(model, batch, [OutputRole.LOGITS])[OutputRole.LOGITS]
 
@@ -180,10 +180,10 @@ def verify_windows(
     pairs = paired_windows(source, p_config, v_config, stats or StreamStats(), StreamStats())
     for chunk in _chunks(pairs, engine.settings.inference.max_batch_size):
         p_model, v_model = engine.sessions.get(primary), engine.sessions.get(verifier)
-        p_scores = sigmoid(_logits(engine, p_model, [w for w, _ in chunk]))
+        p_scores = sigmoid(logits_of(engine, p_model, [w for w, _ in chunk]))
         fresh = {v.index: v for _, vs in chunk for v in vs if not aligner.has(v.index)}
         if fresh:
-            v_scores = sigmoid(_logits(engine, v_model, list(fresh.values())))
+            v_scores = sigmoid(logits_of(engine, v_model, list(fresh.values())))
             for row, v in enumerate(fresh.values()):
                 aligner.add(v.index, v.start_s, v_scores[row])
         for i, (w, _) in enumerate(chunk):

@@ -11,10 +11,12 @@ for a finished job does nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from sevensense.audio.decode import NamedSource
 from sevensense.audio.pipeline import StreamStats
@@ -35,13 +37,26 @@ from sevensense.jobs.records import (
 )
 from sevensense.jobs.store import JobStore
 from sevensense.outputs.response import WORKER, EmbedOutcome, EmbedResponse, Timing, to_response
+from sevensense.planning.answers import JSON_MEDIA_TYPE, detect_answer
 from sevensense.planning.options import RequestOptions
 from sevensense.planning.plan import Planner
 from sevensense.queues.base import Message
 from sevensense.storage.objects import open_store
+from sevensense.verification.deferred import verify_results
 from sevensense.worker.base import CancelledError, Handler, HandlerResult, Heartbeat, WorkerContext
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Answer:
+    """A job's stored result and what ``GET /jobs/{id}`` needs to return it."""
+
+    body: str
+    media_type: str
+    kind: Literal["embed", "detect"]
+    windows: int
+    duration_s: float
 
 
 class DeferredHandler:
@@ -63,7 +78,7 @@ class DeferredHandler:
         record.attempts += 1
         self.jobs.save(record)
         try:
-            response = self.compute(request, heartbeat)
+            answer = self.answer(request, heartbeat)
         except CancelledError:  # shutdown: the message goes back, the job waits for it
             record.status = JobStatus.QUEUED
             self.jobs.save(record)
@@ -83,19 +98,21 @@ class DeferredHandler:
             record.finished_at = now() if last else None
             self.jobs.save(record)
             raise
-        body = response.model_dump_json(exclude_none=True).encode()
+        body = answer.body.encode()
         key = self.jobs.put_result(record.job_id, body)
         record.status = JobStatus.DONE
         record.finished_at = now()
         record.result_key = key
         record.result_location = self.jobs.location(key)
         record.result_bytes = len(body)
-        record.windows = len(response.windows)
+        record.result_kind = answer.kind
+        record.result_media_type = answer.media_type
+        record.windows = answer.windows
         record.error = None
         self.jobs.save(record)
         self.jobs.delete_payload(record.job_id)
         log.info("job %s done: %d windows", record.job_id, record.windows)
-        return HandlerResult("done", response.duration_s, record.windows, record.job_id)
+        return HandlerResult("done", answer.duration_s, answer.windows, record.job_id)
 
     def _finish_failed(self, record: JobRecord, error: dict[str, Any]) -> HandlerResult:
         record.status = JobStatus.FAILED
@@ -108,8 +125,35 @@ class DeferredHandler:
     def compute(
         self, request: DeferredRequest, heartbeat: Heartbeat | None = None
     ) -> EmbedResponse:
+        """The embeddings answer (whatever the request asked for)."""
+        return to_response(self.outcome(request, heartbeat), request.job_id)
+
+    def answer(self, request: DeferredRequest, heartbeat: Heartbeat | None = None) -> Answer:
+        """What the live route would have answered: detections for a deferred ``/detect``
+        (JSON or the BirdNET-Analyzer file it asked for), else the embeddings."""
+        outcome = self.outcome(request, heartbeat)
+        windows, duration_s = len(outcome.results), outcome.stats.duration_s
+        if request.detect is None:
+            body = to_response(outcome, request.job_id).model_dump_json(exclude_none=True)
+            return Answer(body, JSON_MEDIA_TYPE, "embed", windows, duration_s)
+        detect = request.detect
+        found = detect_answer(
+            self.planner,
+            outcome,
+            detect.request_options(),
+            detect.format,
+            detect.name,
+            request.job_id,
+        )
+        return Answer(found.body, found.media_type, "detect", windows, duration_s)
+
+    def outcome(self, request: DeferredRequest, heartbeat: Heartbeat | None = None) -> EmbedOutcome:
         started = time.perf_counter()
-        options = EmbedOptions(**request.options)
+        asked_options = EmbedOptions(**request.options)
+        # verify=true compares the model's scores with BirdNET's: the logits are needed
+        options = dataclasses.replace(
+            asked_options, include_logits=asked_options.include_logits or request.verify
+        )
         model = self.engine.model(request.model)
         config = self.engine.preprocess_config(model, options)
         stats = StreamStats()
@@ -127,6 +171,20 @@ class DeferredHandler:
                     heartbeat.progress(result.end_s)
                     heartbeat.check()
         manifest = model.manifest
+        window_s = manifest.window_samples / manifest.sample_rate
+        verification, window_checks = None, None
+        if request.verify:
+            with self.jobs.open_payload(request.job_id) as payload:
+                verification, window_checks = verify_results(
+                    self.engine,
+                    model.artifact,
+                    NamedSource(payload, request.filename),
+                    results,
+                    window_s,
+                    options.max_duration_s,
+                )
+            if not asked_options.include_logits:
+                results = [dataclasses.replace(r, logits=None) for r in results]
         asked = request.transform
         transform = self.planner.transform(
             model.artifact,
@@ -138,7 +196,11 @@ class DeferredHandler:
             ),
         )
         results = transform.apply_results(results)
-        window_s = manifest.window_samples / manifest.sample_rate
+        species = (
+            self.planner.species_filter(model.artifact, request.detect.request_options())
+            if request.detect is not None
+            else None
+        )
         outcome = EmbedOutcome(
             artifact=model.artifact,
             results=results,
@@ -148,6 +210,7 @@ class DeferredHandler:
             fallback=False,
             window_s=window_s,
             hop_s=window_s * (1.0 - config.overlap),
+            resampler=config.resample_quality,
             routing_key_hash=hashlib.sha256(request.job_id.encode()).hexdigest()[:12],
             timing=Timing.of(
                 stats,
@@ -156,10 +219,14 @@ class DeferredHandler:
             ),
             served=[WORKER] * len(results),
             transform=transform,
+            species_filter=species.summary() if species else None,
+            species=species.species if species else None,
+            verification=verification,
+            window_verification=window_checks,
         )
         if request.index is not None:
             self.index_windows(request.index, outcome)
-        return to_response(outcome, request.job_id)
+        return outcome
 
     def index_windows(self, target: IndexTarget, outcome: EmbedOutcome) -> int:
         """Before the job is marked done: an index that fails leaves the job queued for

@@ -36,7 +36,9 @@ from sevensense.serving.model_service.rpc import WindowItem, WindowOutput, from_
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.settings import Settings
 from sevensense.verification.agreement import (
+    DISABLED,
     NO_MAPPED_CLASSES,
+    NO_WINDOWS,
     UNAVAILABLE,
     RequestVerification,
     WindowVerification,
@@ -52,9 +54,6 @@ from sevensense.verification.streams import paired_windows
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-NO_WINDOWS = "no_windows: every window was skipped as silent, or the audio is empty"
-DISABLED = "verification is disabled in this profile (verification.enable_birdnet = false)"
 
 
 @dataclass

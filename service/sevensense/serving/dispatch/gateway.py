@@ -40,7 +40,7 @@ from sevensense.inference.engine import (
     species_mask,
     to_results,
 )
-from sevensense.jobs.records import IndexTarget, JobRecord
+from sevensense.jobs.records import DetectRequest, IndexTarget, JobRecord
 from sevensense.jobs.submit import Deferrer
 from sevensense.outputs.response import ZERO, EmbedOutcome, Timing
 from sevensense.planning.options import MAX_OVERLAP, PlanLimits
@@ -226,8 +226,25 @@ class Gateway:
                 "curvature": params.curvature,
                 "max_norm": params.max_norm,
             }
+            asked_options = params.request_options()
+            detect = (
+                DetectRequest.of(
+                    asked_options, params.format, filename or params.recording_id or "upload"
+                )
+                if asked_options.detect
+                else None
+            )
             return await self._defer(
-                source, ref, resolved, owner, defer.reason, asked, index, filename
+                source,
+                ref,
+                resolved,
+                owner,
+                defer.reason,
+                asked,
+                index,
+                filename,
+                detect,
+                params.verify,
             )
         except BaseException:
             await _cancel(tasks)
@@ -336,6 +353,8 @@ class Gateway:
         transform: dict[str, Any] | None = None,
         index: IndexTarget | None = None,
         filename: str | None = None,
+        detect: DetectRequest | None = None,
+        verify: bool = False,
     ) -> DeferredOutcome:
         if self.deferrer is None:
             raise QueueError(f"no deferred queue configured; {reason}")
@@ -352,6 +371,8 @@ class Gateway:
                     trace=tracing.carrier(),
                     transform=transform,
                     index=index,
+                    detect=detect,
+                    verify=verify,
                 )
             )
         except SevensenseError:

@@ -14,13 +14,14 @@ from fastapi.responses import Response
 from sevensense.errors import OverloadedError
 from sevensense.identity import ApiKeyRecord
 from sevensense.jobs.records import IndexTarget
+from sevensense.outputs.detect_response import DetectResponse
 from sevensense.outputs.formats import TEXT_FORMATS
 from sevensense.outputs.response import ARROW_MEDIA_TYPE, EmbedResponse, to_arrow, to_response
 from sevensense.serving.dispatch.gateway import DeferredOutcome
 from sevensense.serving.http.auth import authorised
 from sevensense.serving.http.context import ApiContext, AppParts, Context, Parts, request_id
 from sevensense.serving.http.routes.answers import deferred_response, detections_response
-from sevensense.serving.schemas import DetectResponse, EmbedParams
+from sevensense.serving.schemas import EmbedParams
 from sevensense.serving.telemetry import tracing
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.serving.tenant_index import key_scope
