@@ -7,8 +7,8 @@ Whole process (start-up, model load, decode, inference, output), each command ti
 user sees it: ``sevensense embed`` and ``detect`` (ONNX Runtime, and ``embed`` with spinning
 forced on and off, and on OpenVINO where the extra is installed), the ``birdnet`` package
 (its own ``.venv-birdnet``, LiteRT; first a sweep of its worker/batch settings on 4 minutes
-of the recording, then the fastest one), and BirdNET-Analyzer
-2.4.0 where ``.venv-birdnet-analyzer`` exists ("not run" otherwise). Commands are
+of the recording, then the fastest one), and BirdNET-Analyzer 2.4.0 where its
+virtualenv (``bench.peers.ANALYZER_VENV``) exists ("not run" otherwise). Commands are
 interleaved round by round (quiet, then with a ``nice -n 10`` busy loop pinned to the last
 CPU) and summarised by the median (``--rounds``, default 2), so drift on a shared machine
 hits all alike.

@@ -1,9 +1,11 @@
 """The peers' own virtualenvs, made once and reused by the tests and the benchmarks:
-``.venv-birdnet`` (the BirdNET team's ``birdnet`` package, LiteRT) and, where another
-change has made it, ``.venv-birdnet-analyzer`` (BirdNET-Analyzer 2.4.0)."""
+``.venv-birdnet`` (the BirdNET team's ``birdnet`` package, LiteRT) and, where the tests have
+made it, BirdNET-Analyzer 2.4.0's under ``PEER_VENVS`` (outside the checkout, so a fresh
+clone on the same machine reuses it; ``SEVENSENSE_PEER_VENVS`` moves it)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import venv
 from pathlib import Path
@@ -13,7 +15,10 @@ from sevensense.settings import repo_root
 REPO = repo_root()
 BIRDNET_REQUIREMENT = "birdnet==1.3.1"
 BIRDNET_VENV = REPO / ".venv-birdnet"
-ANALYZER_VENV = REPO / ".venv-birdnet-analyzer"
+PEER_VENVS = Path(
+    os.environ.get("SEVENSENSE_PEER_VENVS", Path.home() / ".cache" / "sevensense" / "peer-venvs")
+)
+ANALYZER_VENV = PEER_VENVS / "birdnet-analyzer"
 
 
 def birdnet_python() -> Path:

@@ -6,7 +6,6 @@ about 1.6 GB), outside the checkout and apart from the index test's slim one."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import venv
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import peers
 from sevensense.agile.metrics import roc_auc
 from sevensense.agile.store import ClassifierStore
 from sevensense.agile.train import TrainOptions
@@ -59,14 +59,7 @@ TF_REQUIREMENTS = (
 # Outside the checkout, as BirdNET-Analyzer's (tests/peers/birdnet_analyzer_env.py): a
 # fresh clone on the same machine reuses it (about 4 min and 1.6 GB to make); the stamp
 # rebuilds it whenever the pins change.
-VENV = (
-    Path(
-        os.environ.get(
-            "SEVENSENSE_PEER_VENVS", Path.home() / ".cache" / "sevensense" / "peer-venvs"
-        )
-    )
-    / "hoplite-agile"
-)
+VENV = peers.PEER_VENVS / "hoplite-agile"
 RUNNER = Path(__file__).parents[1] / "peers" / "hoplite_agile.py"
 CLASSES = {"soundscape_birdnet_120s_48k": "chorus", "perch_clap_21s_16k": "clap"}
 

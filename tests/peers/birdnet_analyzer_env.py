@@ -13,13 +13,13 @@ checks for (SavedModel, TF.js, FP16/INT8 models) are left empty, never opened.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import venv
 from pathlib import Path
 from typing import Final
 
+from bench import peers
 from sevensense.builders import birdnet as bn
 
 REQUIREMENTS: Final = (
@@ -32,14 +32,7 @@ REQUIREMENTS: Final = (
 WHEEL: Final = bn.ANALYZER_WHEEL_FILENAME
 # Outside the checkout, so a fresh clone on the same machine (CI's) reuses it; the stamp
 # below rebuilds it whenever the pins change.
-VENV: Final = (
-    Path(
-        os.environ.get(
-            "SEVENSENSE_PEER_VENVS", Path.home() / ".cache" / "sevensense" / "peer-venvs"
-        )
-    )
-    / "birdnet-analyzer"
-)
+VENV: Final = peers.ANALYZER_VENV
 _UNREAD: Final = (
     "BirdNET_GLOBAL_6K_V2.4_Model/variables/variables.data-00000-of-00001",
     "BirdNET_GLOBAL_6K_V2.4_Model/variables/variables.index",
