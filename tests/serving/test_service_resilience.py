@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sevensense.agile.store import ClassifierStore
 from sevensense.queues.sqlite import SqliteQueue
 from sevensense.serving.access.keys import generate_key
+from tests.agile.heads import save_head
 from tests.conftest import REPO, audio
 from tests.serving.conftest import KEYS, Service, free_port, service_env
 
@@ -315,3 +317,25 @@ def test_deferred_detect_and_verify_answer_as_the_live_routes(
         x["verification"]["agreement"] for x in sync["windows"]
     ]
     assert all(x.get("logits") is None for x in deferred["windows"])  # not asked for
+
+
+def test_deferred_embed_with_a_classifier_is_queued_and_scored_by_the_worker(
+    deferring: Service,
+) -> None:
+    """Issue 26 item 3: ``classifier=`` travels with the deferred job (pinned to the version
+    the gateway resolved, with the key's tenant) and the worker scores every window."""
+    store = ClassifierStore(Path(deferring.env["SEVENSENSE_MODELS_DIR"]))
+    classifier = save_head(store, "deferred-calls", ("a", "b"), 5, owner="partner")
+    r = post(deferring, "/embed", CLIP, classifier="deferred-calls", top_k="0")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["job_id"]
+    drain(deferring)
+    with deferring.client() as c:
+        record = c.get(f"/jobs/{job_id}").json()
+    assert record["status"] == "done", record
+    answer = record["result"]
+    assert answer["classifier"] == classifier.ref and answer["windows"]
+    for w in answer["windows"]:
+        want = 1 / (1 + np.exp(-classifier.head(np.asarray([w["embedding"]], np.float32))[0]))
+        assert [c["label"] for c in w["custom"]] == ["a", "b"]
+        assert np.allclose([c["score"] for c in w["custom"]], want, atol=1e-5)

@@ -1,7 +1,9 @@
 """A classifier on live requests: its ONNX head run on the (transformed) embeddings of a
-request's windows, in one batch per chunk, where the gateway or the command line makes
-them; each window gets its (class, sigmoid score) pairs. A window answered with a flagged
-zero vector (a degraded fallback) gets none: a score of nothing would look like a "no"."""
+batch of windows; each window gets its (class, sigmoid score) pairs. The model services run
+it inside their batches (:mod:`sevensense.agile.served_head`), the command line (its own
+model host) and the gateway's cache-served windows through :func:`with_custom`; both call
+:func:`head_logits` and :func:`pairs`. A window answered with a flagged zero vector (a
+degraded fallback) gets none: a score of nothing would look like a "no"."""
 
 from __future__ import annotations
 
@@ -32,17 +34,24 @@ def head_logits(classifier: Classifier, embeddings: np.ndarray) -> np.ndarray:
     return np.asarray(logits, dtype=np.float32)
 
 
+def pairs(classes: tuple[str, ...], logits: np.ndarray) -> list[tuple[str, float]]:
+    """One window's logits as (class, sigmoid score)."""
+    scores = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return [(c, float(s)) for c, s in zip(classes, scores, strict=True)]
+
+
+def is_live(result: WindowResult) -> bool:
+    return result.quality.is_valid and bool(np.any(result.embedding))
+
+
 def with_custom(classifier: Classifier | None, results: list[WindowResult]) -> list[WindowResult]:
     if classifier is None or not results:
         return results
-    live = [i for i, r in enumerate(results) if r.quality.is_valid and np.any(r.embedding)]
+    live = [i for i, r in enumerate(results) if is_live(r)]
     out = list(results)
     if not live:
         return out
     logits = head_logits(classifier, np.stack([results[i].embedding for i in live]))
-    scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    classes = classifier.head.classes
     for row, i in enumerate(live):
-        pairs = [(c, float(s)) for c, s in zip(classes, scores[row], strict=True)]
-        out[i] = replace(results[i], custom=pairs)
+        out[i] = replace(results[i], custom=pairs(classifier.head.classes, logits[row]))
     return out

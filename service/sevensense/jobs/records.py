@@ -102,6 +102,12 @@ class DeferredRequest(BaseModel):
     index: IndexTarget | None = None
     detect: DetectRequest | None = Field(None, description="answer with detections, not embeddings")
     verify: bool = Field(False, description="verify=true: cross-check with BirdNET")
+    classifier: str | None = Field(
+        None, description="classifier=, pinned to the version the gateway resolved"
+    )
+    classifier_tenant: str | None = Field(
+        None, description="whose classifiers the request may name (None: any, an admin key)"
+    )
 
 
 class JobRecord(BaseModel):

@@ -48,6 +48,8 @@ class Deferrer:
         index: IndexTarget | None = None,
         detect: DetectRequest | None = None,
         verify: bool = False,
+        classifier: str | None = None,
+        classifier_tenant: str | None = None,
     ) -> JobRecord:
         job_id = new_job_id()
         source.seek(0, io.SEEK_SET)
@@ -79,10 +81,13 @@ class Deferrer:
                 index=index,
                 detect=detect,
                 verify=verify,
+                classifier=classifier,
+                classifier_tenant=classifier_tenant,
             )
             # Unset, the newer fields stay out: a worker that predates them still takes the
             # requests it can answer as asked during a rolling deploy.
-            unset = {name for name in ("detect", "verify") if not getattr(message, name)}
+            newer = ("detect", "verify", "classifier", "classifier_tenant")
+            unset = {name for name in newer if not getattr(message, name)}
             body = message.model_dump_json(exclude=unset)
             self.queue.send(body, {"kind": message.kind})
         except SevensenseError:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from sevensense.agile.apply import with_custom
 from sevensense.audio.decode import NamedSource
 from sevensense.audio.pipeline import StreamStats
 from sevensense.embeddings.choices import DEFAULT_MAX_NORM
@@ -195,7 +196,14 @@ class DeferredHandler:
                 max_norm=float(asked.get("max_norm", DEFAULT_MAX_NORM)),
             ),
         )
-        results = transform.apply_results(results)
+        # The worker is its own model host: the head runs here, on the transformed windows,
+        # after the planner re-checked the classifier's owner, digest and space.
+        classifier = self.planner.classifier(
+            model.artifact,
+            transform,
+            RequestOptions(classifier=request.classifier, tenant=request.classifier_tenant),
+        )
+        results = with_custom(classifier, transform.apply_results(results))
         species = (
             self.planner.species_filter(model.artifact, request.detect.request_options())
             if request.detect is not None
@@ -221,6 +229,7 @@ class DeferredHandler:
             transform=transform,
             species_filter=species.summary() if species else None,
             species=species.species if species else None,
+            classifier=classifier.ref if classifier else None,
             verification=verification,
             window_verification=window_checks,
         )

@@ -24,8 +24,9 @@ from typing import Any, BinaryIO
 import anyio
 import numpy as np
 
-from sevensense.agile.apply import with_custom
-from sevensense.agile.store import ClassifierStore
+from sevensense.agile.apply import is_live, pairs, with_custom
+from sevensense.agile.served_head import HeadRef, head_refusal
+from sevensense.agile.store import Classifier, ClassifierStore
 from sevensense.artifacts.manifest import OutputRole
 from sevensense.artifacts.registry import Artifact
 from sevensense.audio.decode import NamedSource
@@ -86,6 +87,35 @@ def _zero_result(result: WindowResult) -> WindowResult:
         result.quality, norm=0.0, raw_norm=0.0, zero_norm=True, sparsity=1.0
     )
     return dataclasses.replace(result, embedding=zero, quality=quality, top_k=[], logits=None)
+
+
+def _served_custom(
+    classifier: Classifier | None, results: list[WindowResult], done: list[ChunkResult]
+) -> list[WindowResult]:
+    """The classifier's scores the model hosts computed in their batches; a window served
+    from the embedding cache never reached a host and is scored here by the same head, and
+    a zero-vector window gets none. A host's head refusal is the request's (404/409)."""
+    if classifier is None or not results:
+        return results
+    outputs = [o for r in done for o in r.outputs]
+    served = [s for r in done for s in r.served]
+    for o in outputs:
+        if o.head_error is not None:
+            raise head_refusal(o.head_error)
+    out = list(results)
+    missing: list[int] = []
+    classes = classifier.head.classes
+    for i, (result, output, how) in enumerate(zip(results, outputs, served, strict=True)):
+        if how == ZERO or not is_live(result):
+            continue
+        if output.custom is not None:
+            out[i] = dataclasses.replace(result, custom=pairs(classes, from_bytes(output.custom)))
+        else:
+            missing.append(i)
+    scored = with_custom(classifier, [out[i] for i in missing])
+    for i, result in zip(missing, scored, strict=True):
+        out[i] = result
+    return out
 
 
 class Gateway:
@@ -168,6 +198,7 @@ class Gateway:
             return list(itertools.islice(plain, n)), []
 
         ref = str(manifest.identity)
+        head = HeadRef.of(prepared.classifier, transform) if prepared.classifier else None
         serving = self.settings.serving
         slots = asyncio.Semaphore(serving.chunk_concurrency)
         tasks: list[asyncio.Task[_Chunk]] = []
@@ -181,6 +212,7 @@ class Gateway:
                         samples=to_bytes(w.samples),
                         logits=need_logits,
                         spectrogram=params.include_spectrogram,
+                        head=head,
                         sent_at=time.time(),
                         trace=tracing.carrier(),
                     )
@@ -205,12 +237,6 @@ class Gateway:
             chunks = await asyncio.gather(*tasks)
         except DeferRequest as defer:
             await _cancel(tasks)
-            if prepared.classifier is not None:  # the deferred job does not carry it (yet)
-                raise NoModelPathError(
-                    f"no model path can answer now, and a request with classifier= is not "
-                    f"deferred: {defer.reason}",
-                    retry_after_s=5.0,
-                ) from None
             resolved = dataclasses.replace(
                 options,
                 top_k=k,
@@ -245,6 +271,8 @@ class Gateway:
                 filename,
                 detect,
                 params.verify,
+                prepared.classifier.ref if prepared.classifier else None,
+                params.classifier_tenant,
             )
         except BaseException:
             await _cancel(tasks)
@@ -256,7 +284,11 @@ class Gateway:
             results = self._postprocess(
                 chunks, manifest.identity.name, artifact, k, params, options.species
             )
-            results = with_custom(prepared.classifier, transform.apply_results(results))
+            results = _served_custom(
+                prepared.classifier,
+                transform.apply_results(results),
+                [c.result for c in chunks if c.result is not None],
+            )
         post_ms = (time.perf_counter() - post) * 1e3
         done = [c.result for c in chunks if c.result is not None]
         verification, window_checks = await self.verifier.finish(
@@ -310,12 +342,14 @@ class Gateway:
         adaptive batches beside ``/embed`` traffic. Returns (result, how served, cache
         similarity, raw logits when ``logits`` asks for them, for verification) per window."""
         manifest = plan.manifest
+        head = HeadRef.of(plan.classifier, plan.transform) if plan.classifier else None
         items = [
             WindowItem(
                 model=str(manifest.identity),
                 samples=to_bytes(w.samples),
                 logits=plan.k > 0 or params.include_logits or logits,
                 spectrogram=params.include_spectrogram,
+                head=head,
                 sent_at=time.time(),
                 trace=tracing.carrier(),
             )
@@ -339,7 +373,7 @@ class Gateway:
             params,
             plan.options.species,
         )
-        results = with_custom(plan.classifier, plan.transform.apply_results(results))
+        results = _served_custom(plan.classifier, plan.transform.apply_results(results), [result])
         raw = [o.logits if logits else None for o in result.outputs]
         return list(zip(results, result.served, result.similarity, raw, strict=True))
 
@@ -355,6 +389,8 @@ class Gateway:
         filename: str | None = None,
         detect: DetectRequest | None = None,
         verify: bool = False,
+        classifier: str | None = None,
+        classifier_tenant: str | None = None,
     ) -> DeferredOutcome:
         if self.deferrer is None:
             raise QueueError(f"no deferred queue configured; {reason}")
@@ -373,6 +409,8 @@ class Gateway:
                     index=index,
                     detect=detect,
                     verify=verify,
+                    classifier=classifier,
+                    classifier_tenant=classifier_tenant,
                 )
             )
         except SevensenseError:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
+from sevensense.agile.served_head import HeadHost
 from sevensense.artifacts.manifest import ModelIdentity, ModelManifest
 from sevensense.artifacts.registry import ModelRef, ModelRegistry
 from sevensense.errors import ModelNotFoundError, NoModelPathError, OverloadedError
@@ -71,6 +72,7 @@ class LocalQuantized:
     breaker: CircuitBreaker
     variant: str = QUANTIZED
     _engine: EmbeddingEngine | None = None
+    _heads: HeadHost | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def ref_for(self, manifest: ModelManifest) -> str | None:
@@ -88,6 +90,7 @@ class LocalQuantized:
         with self._lock:
             if self._engine is None:
                 self._engine = EmbeddingEngine(path_settings(self.settings, "cpu"), self.registry)
+                self._heads = HeadHost(self.settings)
         return self._engine.model(ref)
 
     def warm(self, manifest: ModelManifest) -> None:
@@ -98,7 +101,7 @@ class LocalQuantized:
     def run_sync(self, ref: str, items: list[WindowItem]) -> list[WindowOutput]:
         model = self._model(ref)
         assert self._engine is not None
-        return run_items(self._engine, model, items).outputs
+        return run_items(self._engine, model, items, heads=self._heads).outputs
 
 
 def _substitute(ident: ModelIdentity, provider: str, embedding: np.ndarray) -> WindowOutput:

@@ -14,10 +14,12 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
+from sevensense.agile.served_head import HeadHost, HeadRef
 from sevensense.artifacts.manifest import ModelIdentity, OutputRole
 from sevensense.artifacts.registry import ModelRef
 from sevensense.errors import SevensenseError
@@ -78,6 +80,7 @@ def run_items(
     model: LoadedModel,
     items: list[WindowItem],
     *,
+    heads: HeadHost | None = None,
     batch_size: int | None = None,
     started: float | None = None,
 ) -> ItemsRun:
@@ -86,7 +89,8 @@ def run_items(
     quantized fallback both run windows through here, so they answer alike.
 
     ``batch_size`` is the whole batch the items came in (for the metrics); ``started`` is
-    when it began, to tell each item how long it queued."""
+    when it began, to tell each item how long it queued. Items naming a classifier head get
+    its logits, run on this batch's embeddings by ``heads`` (one call per head)."""
     width = model.manifest.window_samples
     batch = np.stack([from_bytes(it.samples) for it in items])
     if batch.shape[1] != width:
@@ -105,6 +109,7 @@ def run_items(
     end_ns = tracing.now_ns()
     logits = out.get(OutputRole.LOGITS)
     spectro = out.get(OutputRole.SPECTROGRAM)
+    custom = _run_heads(heads, model, items, out[OutputRole.EMBEDDING])
     outputs = [
         WindowOutput(
             model=model.identity,
@@ -115,10 +120,40 @@ def run_items(
             batch_size=batch_size or len(items),
             queue_ms=max(0.0, (started - it.sent_at) * 1e3) if started and it.sent_at else 0.0,
             compute_ms=compute_ms,
+            **custom.get(row, {}),
         )
         for row, it in enumerate(items)
     ]
     return ItemsRun(outputs, compute_ms, start_ns, end_ns)
+
+
+def _run_heads(
+    heads: HeadHost | None, model: LoadedModel, items: list[WindowItem], embeddings: np.ndarray
+) -> dict[int, dict[str, Any]]:
+    """Per row, the WindowOutput fields of its head: logits and time, or a typed error that
+    leaves the embedding standing (the gateway turns it into the request's 404/409)."""
+    groups: dict[HeadRef, list[int]] = {}
+    for row, it in enumerate(items):
+        if it.head is not None:
+            groups.setdefault(it.head, []).append(row)
+    fields: dict[int, dict[str, Any]] = {}
+    for ref, rows in groups.items():
+        tick = time.perf_counter()
+        try:
+            if heads is None:
+                raise SevensenseError("this model host runs no classifier heads")
+            logits, live = heads.bound(ref, model.artifact).logits(embeddings[rows])
+        except SevensenseError as exc:
+            failed = {"head_error": exc.to_dict()}
+            fields.update({row: failed for row in rows})
+            continue
+        head_ms = (time.perf_counter() - tick) * 1e3
+        for i, row in enumerate(rows):
+            fields[row] = {
+                "custom": to_bytes(logits[i]) if live[i] else None,
+                "head_ms": head_ms,
+            }
+    return fields
 
 
 class ModelHost:
@@ -126,6 +161,7 @@ class ModelHost:
         self.path: PathName = path
         self.settings = path_settings(settings, path)
         self.engine = EmbeddingEngine(self.settings)
+        self.heads = HeadHost(self.settings)
         self._recent: OrderedDict[tuple[str, str, str], float] = OrderedDict()
         self._lock = threading.Lock()
         self.reason: str | None = "starting"
@@ -253,7 +289,9 @@ class ModelHost:
         group = [items[i] for i in indices]
         try:
             model = self._model(ref)
-            run = run_items(self.engine, model, group, batch_size=len(items), started=started)
+            run = run_items(
+                self.engine, model, group, heads=self.heads, batch_size=len(items), started=started
+            )
         except Exception as exc:  # isolate: only this group's windows fail
             name, version = _name_version(ref)
             m.model_windows.labels(self.path, name, version, "-", "failed").inc(len(group))

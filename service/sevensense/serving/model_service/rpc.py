@@ -8,11 +8,12 @@ Partners never see these types; their contract is :mod:`sevensense.serving.schem
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from sevensense.agile.served_head import HeadRef
 from sevensense.artifacts.manifest import ModelIdentity
 
 PathName = Literal["gpu", "cpu", "verifier"]  # the verifier runs BirdNET only
@@ -38,6 +39,7 @@ class WindowItem(_Binary):
     samples: bytes
     logits: bool = False
     spectrogram: bool = False
+    head: HeadRef | None = Field(None, description="a custom classifier to run on the embedding")
     sent_at: float = Field(0.0, description="wall clock at the gateway, for queue time")
     trace: dict[str, str] = Field(default_factory=dict)
 
@@ -48,10 +50,15 @@ class WindowOutput(_Binary):
     embedding: bytes
     logits: bytes | None = None
     spectrogram: bytes | None = None
+    custom: bytes | None = Field(None, description="the head's logits; None: not asked, or dead")
     batch_size: int
     queue_ms: float
     compute_ms: float
+    head_ms: float = 0.0
     error: str | None = None
+    head_error: dict[str, Any] | None = Field(
+        None, description="the head failed (the error's JSON body); the embedding stands"
+    )
 
 
 class PrepareResult(BaseModel):
