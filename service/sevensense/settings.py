@@ -326,6 +326,12 @@ class IndexSettings(_Section):
         default_factory=list,
         description="directories whose recordings /windows/{id}/audio may read (none: off)",
     )
+    classifier_job_windows: int = Field(
+        50_000,
+        ge=0,
+        description="POST /classifiers on a space of more windows than this trains as a "
+        "deferred job (202, GET /jobs/{id}); at most this many, while the caller waits",
+    )
 
 
 class FrontDoorSettings(_Section):

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from sevensense.agile.density import DensityCounter, Where
 from sevensense.agile.store import Classifier
+from sevensense.agile.train import Progress
 from sevensense.agile.workflow import scored_blocks, sigmoid
 from sevensense.errors import RequestError
 from sevensense.index.annotations import IndexedWindow, annotation_store
@@ -36,6 +37,13 @@ SCORES_NAME = "scores.parquet"
 SCORE_COLUMNS = ("recording_id", "source", "window_id", "start_s", "end_s")
 DENSITY_NAMES = ("density_recordings", "density_site_day")
 DensityFormat = Literal["csv", "parquet"]
+ApplyFormat = Literal["scores", "raven", "audacity", "csv", "kaleidoscope", "parquet"]
+
+
+def default_formats() -> list[ApplyFormat]:
+    return ["scores"]
+
+
 DEFAULT_RATE = 48_000  # a space that does not record its sample rate: BirdNET's
 
 
@@ -89,10 +97,12 @@ def apply_classifier(
     *,
     min_conf: float = 0.5,
     density: DensityFormat | None = None,
+    on_block: Progress | None = None,
 ) -> ApplySummary:
     """Score every window of ``scope`` in ``space`` and write ``formats`` under ``out``:
     ``scores`` (``scores.parquet``) and any detection format; with ``density``, the
-    per-recording and per-site/day density tables (threshold ``min_conf``)."""
+    per-recording and per-site/day density tables (threshold ``min_conf``);
+    ``on_block(windows scored, windows)`` after each block."""
     classifier.check_space(space.key)
     if not 0.0 <= min_conf <= 1.0:
         raise RequestError("min_conf must be in [0, 1]")
@@ -112,6 +122,7 @@ def apply_classifier(
 
     def score_all(sink: BinaryIO | None) -> int:
         writer = pq.ParquetWriter(sink, schema, compression="zstd") if sink else None
+        done = 0
         for block, logits in scored_blocks(store, space, windows, classifier):
             s = sigmoid(logits)
             if writer is not None:
@@ -123,6 +134,9 @@ def apply_classifier(
                 for i in np.argsort(-row, kind="stable"):
                     if row[i] >= min_conf:
                         hits.append(Detection(w.start_s, w.end_s, classes[i], float(row[i])))
+            done += len(block)
+            if on_block is not None:
+                on_block(done, len(windows))
         if writer is None or sink is None:
             return 0
         writer.close()

@@ -27,6 +27,8 @@ from sevensense.errors import LabelSetError, TooFewExamplesError
 from sevensense.index.annotations import Annotation
 
 VectorSource = Callable[[np.ndarray], np.ndarray]
+Progress = Callable[[int, int], None]  # (done, total): a deferred job's progress
+PROGRESS_EVERY = 25
 """Window ids → their vectors [n, D], from the index's own store."""
 
 
@@ -130,8 +132,11 @@ def fit(
     mask: np.ndarray,
     weak: np.ndarray,
     options: TrainOptions,
+    on_step: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Full-batch Adam (float32) on hoplite's weighted BCE; returns (beta [D, C], bias [C])."""
+    """Full-batch Adam (float32) on hoplite's weighted BCE; returns (beta [D, C], bias [C]).
+    ``on_step(step, steps)`` is called every ``PROGRESS_EVERY`` steps (a deferred job's
+    progress; it may raise to stop)."""
     x = np.asarray(x, dtype=np.float32)
     weak = np.asarray(weak, dtype=np.float32).reshape(-1, x.shape[1])
     y = np.asarray(targets, dtype=np.float32)
@@ -165,6 +170,8 @@ def fit(
         lr = np.float32(options.learning_rate * np.sqrt(1 - b2**step) / (1 - b1**step))
         beta -= lr * m_b / (np.sqrt(v_b) + eps)
         bias -= lr * m_c / (np.sqrt(v_c) + eps)
+        if on_step is not None and (step % PROGRESS_EVERY == 0 or step == options.steps):
+            on_step(step, options.steps)
     return beta.astype(np.float32), bias.astype(np.float32)
 
 
@@ -236,6 +243,7 @@ def train(
     vectors_of: VectorSource,
     all_window_ids: np.ndarray,
     options: TrainOptions,
+    on_step: Progress | None = None,
 ) -> Trained:
     """Split, fit on the training windows and the weak negatives, score the held-out ones."""
     check_label_set(data, options.min_positives)
@@ -249,7 +257,9 @@ def train(
         rng = np.random.default_rng(options.seed + 1)
         weak_ids = np.sort(rng.choice(weak_ids, options.max_weak_negatives, replace=False))
     x_train = vectors_of(train_ids)
-    beta, bias = fit(x_train, data.targets[tr], data.mask[tr], vectors_of(weak_ids), options)
+    beta, bias = fit(
+        x_train, data.targets[tr], data.mask[tr], vectors_of(weak_ids), options, on_step
+    )
     x_eval = vectors_of(eval_ids)
     logits = x_eval.astype(np.float64) @ beta + bias if len(eval_ids) else np.zeros((0, len(bias)))
     counts = {}

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from sevensense.agile.heads import LinearHead
 from sevensense.agile.store import Classifier, ClassifierStore
-from sevensense.agile.train import TrainOptions, label_data, train
+from sevensense.agile.train import Progress, TrainOptions, label_data, train
 from sevensense.errors import RequestError
 from sevensense.index.annotations import AnnotationStore, IndexedWindow, annotation_store
 from sevensense.index.base import VectorIndex
@@ -29,6 +29,7 @@ def train_classifier(
     name: str,
     classes: list[str] | None,
     options: TrainOptions,
+    on_step: Progress | None = None,
 ) -> Classifier:
     """The scope's labels in ``space`` → a new classifier version (422 before any work when
     the label set cannot train)."""
@@ -38,7 +39,9 @@ def train_classifier(
         found = [a for a in found if a.label in set(classes)]
     data = label_data(found, classes)
     all_ids = np.asarray([w.window_id for w in annotations.windows(space.key, scope)], np.int64)
-    trained = train(data, lambda ids: annotations.vectors(space.key, ids), all_ids, options)
+    trained = train(
+        data, lambda ids: annotations.vectors(space.key, ids), all_ids, options, on_step
+    )
     head = LinearHead(trained.beta, trained.bias, data.classes)
     return store.save(
         head,

@@ -17,10 +17,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sevensense.agile.bulk import ApplyFormat, DensityFormat, default_formats
+from sevensense.agile.store import ClassifierManifest
+from sevensense.agile.train import TrainOptions
 from sevensense.errors import JobNotFoundError
+from sevensense.index.records import SpaceKey
 from sevensense.planning.options import RequestOptions
 
 KIND: Literal["deferred_request"] = "deferred_request"
+AGILE_KIND: Literal["agile_job"] = "agile_job"
+ResultKind = Literal["embed", "detect", "classifier", "apply"]
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -110,6 +116,76 @@ class DeferredRequest(BaseModel):
     )
 
 
+class TrainTask(BaseModel):
+    """``POST /classifiers`` over a scope too large to train while the caller waits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    labels: list[str] | None = None
+    options: TrainOptions = Field(default_factory=TrainOptions)
+
+
+class ApplyTask(BaseModel):
+    """``POST /classifiers/{ref}/apply``: a classifier over the scope's windows, as files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    classifier: str = Field(description="name:version, pinned by the gateway")
+    formats: list[ApplyFormat] = Field(default_factory=default_formats, min_length=1)
+    min_conf: float = Field(0.5, ge=0.0, le=1.0)
+    density: DensityFormat | None = None
+
+
+class AgileJob(BaseModel):
+    """The queue message of an agile job: the index space and the tenant whose windows it
+    works on (the submitting key's scope), and what to do there."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["agile_job"] = AGILE_KIND
+    job_id: str
+    index: str
+    space: SpaceKey
+    tenant: str | None = Field(description="the key's tenant; None: every tenant (admin)")
+    train: TrainTask | None = None
+    apply: ApplyTask | None = None
+    submitted_at: datetime
+
+
+class TrainJobResult(BaseModel):
+    """A deferred ``POST /classifiers``'s answer: the registered version."""
+
+    classifier: str
+    manifest: ClassifierManifest
+
+
+class JobFile(BaseModel):
+    name: str = Field(description="the file's path in the output, as the CLI writes it")
+    location: str = Field(description="where it is stored")
+    url: str | None = Field(None, description="GET it here")
+
+
+class ApplyJobResult(BaseModel):
+    """A ``POST /classifiers/{ref}/apply``'s answer: what ``sevensense classifier apply``
+    prints, and the files it wrote."""
+
+    classifier: str
+    space: str
+    windows: int
+    recordings: int
+    detections: dict[str, int]
+    files: list[JobFile]
+
+
+class JobProgress(BaseModel):
+    """How far a running job is: training steps, or windows scored."""
+
+    stage: str
+    done: int
+    total: int
+
+
 class JobRecord(BaseModel):
     """What ``GET /jobs/{id}`` reports; stored as ``jobs/<id>.json``."""
 
@@ -128,6 +204,7 @@ class JobRecord(BaseModel):
     result_key: str | None = None
     result_location: str | None = None
     result_bytes: int | None = None
-    result_kind: Literal["embed", "detect"] = "embed"
+    result_kind: ResultKind = "embed"
     result_media_type: str = "application/json"
     error: dict[str, Any] | None = None
+    progress: JobProgress | None = None

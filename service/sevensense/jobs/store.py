@@ -8,6 +8,7 @@ lets one S3 lifecycle rule expire it all.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import BinaryIO
 
 from sevensense.errors import JobNotFoundError, ObjectNotFoundError
@@ -63,6 +64,19 @@ class JobStore:
 
     def get_result(self, job_id: str) -> bytes:
         return self.store.get_bytes(self.result_key(job_id))
+
+    @staticmethod
+    def file_key(job_id: str, name: str) -> str:
+        """A job's output file (an agile apply writes several), beside its result."""
+        return f"results/{check_job_id(job_id)}/{name}"
+
+    def put_file(self, job_id: str, name: str, path: Path) -> str:
+        key = self.file_key(job_id, name)
+        self.store.put_file(key, path)
+        return key
+
+    def open_file(self, job_id: str, name: str) -> BinaryIO:
+        return self.store.open(self.file_key(job_id, name))
 
     def location(self, key: str) -> str:
         return self.store.location(key)

@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from sevensense.errors import QueueError, SevensenseError
 from sevensense.inference.engine import EmbedOptions
 from sevensense.jobs.records import (
+    AgileJob,
     DeferredRequest,
     DetectRequest,
     IndexTarget,
@@ -95,4 +96,27 @@ class Deferrer:
         except Exception as exc:  # a store or queue we do not wrap; never lose silently
             raise QueueError(f"could not defer the request: {exc}") from exc
         log.info("deferred job %s (%d bytes, %s): %s", job_id, size, model, reason)
+        return record
+
+    def submit_agile(self, message: AgileJob, *, owner: str, model: str, reason: str) -> JobRecord:
+        """An agile job (train, apply): the record, then the message, as for a request."""
+        try:
+            record = self.jobs.save(
+                JobRecord(
+                    job_id=message.job_id,
+                    status=JobStatus.QUEUED,
+                    owner=owner,
+                    model=model,
+                    reason=reason,
+                    submitted_at=message.submitted_at,
+                    updated_at=message.submitted_at,
+                    result_kind="classifier" if message.train is not None else "apply",
+                )
+            )
+            self.queue.send(message.model_dump_json(), {"kind": message.kind})
+        except SevensenseError:
+            raise
+        except Exception as exc:
+            raise QueueError(f"could not queue the job: {exc}") from exc
+        log.info("queued %s job %s: %s", record.result_kind, message.job_id, reason)
         return record

@@ -14,12 +14,14 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from sevensense.agile.bulk import ApplyFormat, DensityFormat, default_formats
 from sevensense.agile.store import ClassifierManifest
 from sevensense.agile.train import TrainOptions
 from sevensense.agile.workflow import ReviewWindow, ScoreHistogram
 from sevensense.archive.submit import SubmitReport
 from sevensense.embeddings.quality import QualityReport
 from sevensense.index.annotations import MAX_WINDOW_ID, Annotation, AnnotationIn
+from sevensense.jobs.records import ApplyJobResult, JobProgress, TrainJobResult
 from sevensense.outputs.detect_response import DetectResponse
 from sevensense.outputs.formats import MAX_SENSITIVITY, MIN_SENSITIVITY, TEXT_FORMATS
 from sevensense.outputs.response import EmbedResponse
@@ -232,13 +234,17 @@ class JobResponse(BaseModel):
     attempts: int
     windows: int | None = None
     result_location: str | None = Field(None, description="where the full result is stored")
-    result: EmbedResponse | DetectResponse | None = Field(
-        None, description="inlined when small enough: embeddings, or a /detect's detections"
+    result: EmbedResponse | DetectResponse | TrainJobResult | ApplyJobResult | None = Field(
+        None,
+        description="inlined when small enough: embeddings, a /detect's detections, a trained "
+        "classifier, or a classifier apply's summary and files",
     )
     result_text: str | None = Field(
         None, description="a /detect with format=raven|audacity|csv|kaleidoscope: the file, inlined"
     )
     result_media_type: str | None = Field(None, description="the stored result's media type")
+    result_kind: str = Field(description="embed, detect, classifier or apply")
+    progress: JobProgress | None = Field(None, description="a running agile job's progress")
     error: dict[str, object] | None = None
 
 
@@ -428,6 +434,16 @@ class ClassifierTrainRequest(SpaceRef):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
     labels: list[str] | None = Field(None, max_length=1000, description="default: every label")
     options: TrainOptions = Field(default_factory=TrainOptions)
+
+
+class ClassifierApplyRequest(SpaceRef):
+    formats: list[ApplyFormat] = Field(
+        default_factory=default_formats,
+        min_length=1,
+        description="scores (scores.parquet) and/or BirdNET-Analyzer detection formats",
+    )
+    min_conf: float = Field(0.5, ge=0.0, le=1.0, description="a detection's threshold")
+    density: DensityFormat | None = Field(None, description="also write call density tables")
 
 
 class ClassifierResponse(BaseModel):

@@ -257,9 +257,12 @@ class Entry:
             paths.insert(0, _path("gpu", self.gpu))
         self.router = PathRouter(paths, probe_every_s=SERVING.probe_interval_s)
         jobs = JobStore(open_store(SETTINGS.payload_uri()))
-        deferrer = None
-        if "deferred_queue" in SETTINGS.fallback.strategies:
-            deferrer = Deferrer(jobs, open_deferred_queue(SETTINGS))
+        # agile jobs use the queue whatever the fallback chain; an SQS one needs its URL
+        q, defers = SETTINGS.queue, "deferred_queue" in SETTINGS.fallback.strategies
+        queue = None
+        if defers or q.backend != "sqs" or q.deferred_queue_url:
+            queue = Deferrer(jobs, open_deferred_queue(SETTINGS))
+        deferrer = queue if defers else None
         resolver = ModelResolver(SETTINGS, make_store(SERVING))
         checker = GatewayVerifier(
             SETTINGS,
@@ -278,6 +281,7 @@ class Entry:
             keys=KeyStore.from_settings(SERVING),
             limiter=RateLimiter.from_settings(SERVING),
             ready=self.__is_ready__,
+            queue=queue,
         )
         parts = cast(AppParts, getattr(API.inner.state, STATE_NAME))
         self.scaling = scaling.start(

@@ -29,6 +29,7 @@ from sevensense.index.ingest import add_results
 from sevensense.index.store import open_index
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
 from sevensense.jobs.records import (
+    AGILE_KIND,
     KIND,
     DeferredRequest,
     IndexTarget,
@@ -44,6 +45,7 @@ from sevensense.planning.plan import Planner
 from sevensense.queues.base import Message
 from sevensense.storage.objects import open_store
 from sevensense.verification.deferred import verify_results
+from sevensense.worker.agile_jobs import AgileHandler
 from sevensense.worker.base import CancelledError, Handler, HandlerResult, Heartbeat, WorkerContext
 
 log = logging.getLogger(__name__)
@@ -258,7 +260,7 @@ class DeferredHandler:
 
 
 def deferred_handlers(context: WorkerContext) -> dict[str, Handler]:
-    """The handler a worker registers for deferred-request messages."""
+    """The handlers a worker registers for the deferred queue: requests and agile jobs."""
     jobs = JobStore(open_store(context.settings.payload_uri()))
     handler = DeferredHandler(context.engine, jobs, context.settings.queue.max_receives)
-    return {KIND: handler}
+    return {KIND: handler, AGILE_KIND: AgileHandler(context.settings, jobs)}

@@ -10,6 +10,7 @@ from typing import Annotated, cast
 from fastapi import Depends, Request
 
 from sevensense.jobs.store import JobStore
+from sevensense.jobs.submit import Deferrer
 from sevensense.serving.access.keys import KeyStore
 from sevensense.serving.access.ratelimit import RateLimiter
 from sevensense.serving.dispatch.gateway import Gateway
@@ -29,6 +30,7 @@ class ApiContext:
     keys: KeyStore
     limiter: RateLimiter
     ready: Callable[[], Awaitable[bool]]
+    queue: Deferrer | None = None  # agile jobs: always queued, whatever the fallback chain
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """``/annotations`` and ``/classifiers``: labels on the tenant's indexed windows, linear
 classifiers trained on them, and the windows to review next (issue 26). Scope ``embed``
 to write, ``read`` to list; tenancy as for the index (a partner key sees its own windows,
-an admin key everyone's). Training runs in a worker thread and answers when done: a
-linear head over at most ``max_weak_negatives`` windows trains in about a second."""
+an admin key everyone's). Training runs in a worker thread and answers when done (a
+linear head over at most ``max_weak_negatives`` windows trains in about a second), or, on
+a space of more than ``index.classifier_job_windows`` windows, as a job through the
+deferred queue and the worker (202); applying a classifier over a space is always a job."""
 
 from typing import Annotated, Literal
 from urllib.parse import urlencode
@@ -15,6 +17,7 @@ from pydantic import Field
 
 from sevensense.agile.snippets import audio_path, png_bytes, read_span, spectrogram, wav_bytes
 from sevensense.agile.store import ClassifierStore
+from sevensense.agile.train import check_label_set, label_data
 from sevensense.agile.workflow import (
     MAX_HISTOGRAM_BINS,
     MAX_HISTOGRAM_SAMPLE,
@@ -22,18 +25,23 @@ from sevensense.agile.workflow import (
     review,
     train_classifier,
 )
-from sevensense.errors import WindowNotFoundError
+from sevensense.errors import QueueError, WindowNotFoundError
 from sevensense.identity import ApiKeyRecord
 from sevensense.index.annotations import MAX_WINDOW_ID, annotation_store
+from sevensense.index.records import SpaceInfo
 from sevensense.index.spaces import pick_space
+from sevensense.jobs.records import AgileJob, ApplyTask, TrainTask, new_job_id, now
 from sevensense.serving.http.auth import authorised
-from sevensense.serving.http.context import Parts, request_id
+from sevensense.serving.http.context import ApiContext, Context, Parts, request_id
+from sevensense.serving.http.routes.answers import queued_response
 from sevensense.serving.schemas import (
     AnnotationsRequest,
     AnnotationsResponse,
+    ClassifierApplyRequest,
     ClassifierListResponse,
     ClassifierResponse,
     ClassifierTrainRequest,
+    DeferredResponse,
     HistogramResponse,
     ReviewResponse,
 )
@@ -138,23 +146,42 @@ async def delete_annotations(
 @router.post(
     "/classifiers",
     response_model=ClassifierResponse,
+    responses={202: {"model": DeferredResponse, "description": "queued as a job"}},
     summary="Train a linear classifier on the tenant's labels",
     description=(
         "JSON: the space, `name`, optional `labels` and `options`. Answers when trained, with "
-        "the registered version, held-out ROC-AUC and AP per class and the counts used. 422: "
-        "a class with too few positives (named, with its count), or one class and no "
-        "negatives."
+        "the registered version, held-out ROC-AUC and AP per class and the counts used; on a "
+        "space of more than `index.classifier_job_windows` windows, 202 with a job id "
+        "(`GET /jobs/{id}`: progress, then the same answer). 422: a class with too few "
+        "positives (named, with its count), or one class and no negatives."
     ),
 )
 async def post_classifier(
     request: Request,
     body: ClassifierTrainRequest,
     key: Annotated[ApiKeyRecord, Depends(authorised("embed"))],
+    ctx: Context,
     parts: Parts,
-) -> ClassifierResponse:
-    def work() -> ClassifierResponse:
+) -> ClassifierResponse | Response:
+    def work() -> ClassifierResponse | Response:
         index = parts.similarity.index(body.index)
         space = pick_space(index, body.model, body.transform)
+        windows = sum(s.entries for s in index.stats() if s.space.key == space.key)
+        limit = parts.settings.index.classifier_job_windows
+        if windows > limit:
+            # the label set is checked now, so a refusal is the caller's 422, not a job's
+            data = label_data(
+                [
+                    a
+                    for a in annotation_store(index).annotations(space.key, key_scope(key))
+                    if not body.labels or a.label in body.labels
+                ],
+                body.labels,
+            )
+            check_label_set(data, body.options.min_positives)
+            task = TrainTask(name=body.name, labels=body.labels, options=body.options)
+            reason = f"{windows} windows in the space (over {limit}): trained as a job"
+            return _queue(ctx, key, index.name, space, reason, train=task)
         store = ClassifierStore(parts.settings.models_dir)
         trained = train_classifier(
             index, space, key_scope(key), store, body.name, body.labels, body.options
@@ -164,6 +191,70 @@ async def post_classifier(
         )
 
     return await anyio.to_thread.run_sync(work)
+
+
+@router.post(
+    "/classifiers/{ref}/apply",
+    status_code=202,
+    response_model=DeferredResponse,
+    summary="Run a classifier over the tenant's windows of a space, as a job writing files",
+    description=(
+        "JSON: the space, `formats` (`scores`: scores.parquet, one row per window; "
+        "`raven`, `audacity`, `csv`, `kaleidoscope`, `parquet`: BirdNET-Analyzer files of "
+        "the classes at or over `min_conf`), optional `density` (csv, parquet). Always a "
+        "job (202): `GET /jobs/{id}` reports progress, then the summary and the files, each "
+        "at `GET /jobs/{id}/files/{name}`. 404 unknown classifier, 409 another space."
+    ),
+)
+async def apply_classifier_job(
+    ref: str,
+    body: ClassifierApplyRequest,
+    key: Annotated[ApiKeyRecord, Depends(authorised("read"))],
+    ctx: Context,
+    parts: Parts,
+) -> Response:
+    def work() -> Response:
+        scope = key_scope(key)
+        classifier = ClassifierStore(parts.settings.models_dir).resolve(ref, scope.tenant)
+        index = parts.similarity.index(body.index)
+        space = pick_space(index, body.model, body.transform)
+        classifier.check_space(space.key)
+        task = ApplyTask(
+            classifier=classifier.ref,
+            formats=body.formats,
+            min_conf=body.min_conf,
+            density=body.density,
+        )
+        reason = f"classifier {classifier.ref} over the space {space.key.slug}"
+        return _queue(ctx, key, index.name, space, reason, apply=task)
+
+    return await anyio.to_thread.run_sync(work)
+
+
+def _queue(
+    ctx: ApiContext,
+    key: ApiKeyRecord,
+    index: str,
+    space: SpaceInfo,
+    reason: str,
+    *,
+    train: TrainTask | None = None,
+    apply: ApplyTask | None = None,
+) -> Response:
+    if ctx.queue is None:
+        raise QueueError(f"no job queue configured; {reason}")
+    job = AgileJob(
+        job_id=new_job_id(),
+        index=index,
+        space=space.key,
+        tenant=key_scope(key).tenant,
+        train=train,
+        apply=apply,
+        submitted_at=now(),
+    )
+    model = f"{space.key.model_name}:{space.key.model_version}"
+    record = ctx.queue.submit_agile(job, owner=key.id, model=model, reason=reason)
+    return queued_response(record, reason)
 
 
 @router.get(

@@ -3,6 +3,7 @@ BirdNET-Analyzer writes) and the 202 of a deferred request."""
 
 from fastapi.responses import Response
 
+from sevensense.jobs.records import JobRecord
 from sevensense.outputs.response import EmbedOutcome
 from sevensense.planning.answers import detect_answer
 from sevensense.planning.plan import Planner
@@ -23,12 +24,16 @@ def detections_response(
 
 
 def deferred_response(outcome: DeferredOutcome) -> Response:
-    job = outcome.job
+    return queued_response(outcome.job, outcome.reason)
+
+
+def queued_response(job: JobRecord, reason: str) -> Response:
+    """202 with the job's id and where to poll it."""
     body = DeferredResponse(
         job_id=job.job_id,
         status=job.status.value,
         status_url=f"/jobs/{job.job_id}",
-        reason=outcome.reason,
+        reason=reason,
         submitted_at=job.submitted_at,
     )
     headers = {"Location": body.status_url, "X-Job-ID": job.job_id}
