@@ -1,6 +1,7 @@
 """Agile modeling on real audio: how well a linear head learns the fish queries' nine call
-types from 1, 2, 4, 8 and 16 labelled windows per class, how long training takes, and what
-the head costs per window beside the model.
+types, and three species of a package's labelled sample data, from 1, 2, 4, 8 and 16
+labelled windows per class, how long training takes, and what the head costs inside the
+model service's batch.
 
     make bench-agile   # = .venv/bin/python -m bench.agile [--seeds 5] [--json FILE]
 
@@ -14,6 +15,13 @@ call type is recognised later in the same clip, not in a new recording: an upper
 Per k and seed: k training windows per class, the trainer of ``sevensense.agile.train``
 (its defaults), macro ROC-AUC and average precision over the held-out windows of all nine
 classes (each class against the eight others).
+
+The larger set (``bench/sample_data.py``): pykanto 0.1.8's sample recordings of great tit,
+Bengalese finch and European storm petrel, fetched from the package registry into a cache
+at bench time; 3-s windows every ``PYKANTO_HOP`` s, every window of a recording labelled
+with its species; training windows from some recordings, held-out ones from the others
+(the finch's and the petrel's second recording, every other great tit song): recognition
+in new recordings, from few of them.
 
 Head cost: the 120-s soundscape's windows (3-s, overlap 0.5) through the CPU model
 service's batch call (``ModelHost.infer``, the function BentoML calls with each adaptive
@@ -34,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.sample_data import PACKAGE, VERSION, pykanto_split
 from sevensense.agile.heads import LinearHead
 from sevensense.agile.metrics import average_precision, macro, roc_auc
 from sevensense.agile.served_head import HeadRef
@@ -49,6 +58,7 @@ from sevensense.settings import load_settings, repo_root
 
 AUDIO = repo_root().parent / "shared" / "audio"
 HOP = 0.05
+PYKANTO_HOP = 0.5
 KS = (1, 2, 4, 8, 16)
 UNLABELLED = (
     "soundscape_birdnet_120s_48k.flac",
@@ -67,24 +77,44 @@ def embed(engine: EmbeddingEngine, path: Path, hop: float) -> tuple[np.ndarray, 
     )
 
 
-def curve(
-    fish: dict[str, tuple[np.ndarray, np.ndarray]], weak: np.ndarray, seeds: int
-) -> list[dict[str, Any]]:
-    classes = sorted(fish)
-    pools, held = [], []
-    for c in classes:
-        vectors, starts = fish[c]
+def by_time(
+    fish: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One clip per class: training windows start in its first 40 %, held-out in its last."""
+    pools, held = {}, {}
+    for c, (vectors, starts) in fish.items():
         span = starts.max() if starts.max() > 0 else 1.0
-        pools.append(vectors[starts <= 0.4 * span])
-        held.append(vectors[starts >= 0.6 * span])
-    x_eval = np.concatenate(held)
-    y_eval = np.concatenate([np.full(len(h), i) for i, h in enumerate(held)])
+        pools[c] = vectors[starts <= 0.4 * span]
+        held[c] = vectors[starts >= 0.6 * span]
+    return pools, held
+
+
+def by_recording(
+    engine: EmbeddingEngine, split: dict[str, tuple[list[Path], list[Path]]]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Training windows from some recordings of a class, held-out ones from the others."""
+    pools, held = {}, {}
+    for c, (train_files, eval_files) in split.items():
+        pools[c] = np.concatenate([embed(engine, p, PYKANTO_HOP)[0] for p in train_files])
+        held[c] = np.concatenate([embed(engine, p, PYKANTO_HOP)[0] for p in eval_files])
+    return pools, held
+
+
+def curve(
+    pools: dict[str, np.ndarray], held: dict[str, np.ndarray], weak: np.ndarray, seeds: int
+) -> list[dict[str, Any]]:
+    classes = sorted(pools)
+    x_eval = np.concatenate([held[c] for c in classes])
+    y_eval = np.concatenate([np.full(len(held[c]), i) for i, c in enumerate(classes)])
     rows = []
     for k in KS:
         rocs, aps, seconds, used = [], [], [], []
         for seed in range(seeds):
             rng = np.random.default_rng(seed)
-            picks = [p[rng.choice(len(p), min(k, len(p)), replace=False)] for p in pools]
+            picks = [
+                pools[c][rng.choice(len(pools[c]), min(k, len(pools[c])), replace=False)]
+                for c in classes
+            ]
             x = np.concatenate(picks)
             targets = np.zeros((len(x), len(classes)), np.float32)
             targets[
@@ -109,6 +139,16 @@ def curve(
             }
         )
     return rows
+
+
+def print_curve(title: str, rows: list[dict[str, Any]]) -> None:
+    print(title)
+    print(f"{'k':>3} {'used':>5} {'macro ROC-AUC':>14} {'macro AP':>9} {'train s':>8}")
+    for r in rows:
+        print(
+            f"{r['k']:>3} {r['examples_per_class']:>5} {r['macro_roc_auc']:>14.3f} "
+            f"{r['macro_ap']:>9.3f} {r['train_s']:>8.3f}"
+        )
 
 
 def _registered(head: LinearHead, models: Path) -> Classifier:
@@ -191,7 +231,11 @@ def main() -> None:
     }
     weak = np.concatenate([embed(engine, AUDIO / name, 1.5)[0] for name in UNLABELLED])
     embed_s = time.perf_counter() - started
-    rows = curve(fish, weak, args.seeds)
+    rows = curve(*by_time(fish), weak, args.seeds)
+    started = time.perf_counter()
+    pools, held = by_recording(engine, pykanto_split())
+    pykanto_embed_s = time.perf_counter() - started
+    pykanto_rows = curve(pools, held, weak, args.seeds)
     beta, bias = fit(
         np.concatenate([v for v, _ in fish.values()]),
         np.eye(len(fish), dtype=np.float32)[
@@ -207,22 +251,30 @@ def main() -> None:
         cost = head_cost(LinearHead(beta, bias, tuple(sorted(fish))), Path(tmp), args.rounds)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
+    p: dict[str, Any] = {
+        "source": f"{PACKAGE} {VERSION} wheel's sample data",
+        "train_windows": {c: len(v) for c, v in pools.items()},
+        "held_out_windows": {c: len(v) for c, v in held.items()},
+        "embed_s": pykanto_embed_s,
+        "curve": pykanto_rows,
+    }
     report = {
         "windows_per_class": {c: len(v) for c, (v, _) in fish.items()},
         "weak_negatives": len(weak),
         "embed_s": embed_s,
         "curve": rows,
+        "pykanto": p,
         "head_cost": cost,
         "loadavg": load,
     }
     print(f"fish call types: {len(fish)}, windows per class {report['windows_per_class']}")
     print(f"weak negatives: {len(weak)} windows; embedding took {embed_s:.1f} s")
-    print(f"{'k':>3} {'used':>5} {'macro ROC-AUC':>14} {'macro AP':>9} {'train s':>8}")
-    for r in rows:
-        print(
-            f"{r['k']:>3} {r['examples_per_class']:>5} {r['macro_roc_auc']:>14.3f} "
-            f"{r['macro_ap']:>9.3f} {r['train_s']:>8.3f}"
-        )
+    print_curve("fish call types, held out later in the same clip:", rows)
+    print(
+        f"{p['source']}: train windows {p['train_windows']}, held out (other recordings) "
+        f"{p['held_out_windows']}"
+    )
+    print_curve("three species, held out from other recordings:", pykanto_rows)
     c = cost
     print(
         f"head in the CPU model service's batch: {c['windows']} windows in batches of "
