@@ -1,5 +1,5 @@
 """Agile modeling on real audio: how well a linear head learns the fish queries' nine call
-types, and three species of a package's labelled sample data, from 1, 2, 4, 8 and 16
+types, and four classes of a package's labelled sample data, from 1, 2, 4, 8 and 16
 labelled windows per class, how long training takes, and what the head costs inside the
 model service's batch.
 
@@ -16,12 +16,12 @@ Per k and seed: k training windows per class, the trainer of ``sevensense.agile.
 (its defaults), macro ROC-AUC and average precision over the held-out windows of all nine
 classes (each class against the eight others).
 
-The larger set (``bench/sample_data.py``): pykanto 0.1.8's sample recordings of great tit,
-Bengalese finch and European storm petrel, fetched from the package registry into a cache
-at bench time; 3-s windows every ``PYKANTO_HOP`` s, every window of a recording labelled
-with its species; training windows from some recordings, held-out ones from the others
-(the finch's and the petrel's second recording, every other great tit song): recognition
-in new recordings, from few of them.
+The larger set (``bench/sample_data.py``): pykanto 0.1.8's sample recordings of two great
+tits (one class each), a Bengalese finch and European storm petrels, fetched from the
+package registry into a cache at bench time; 3-s windows every ``PYKANTO_HOP`` s, every
+window of a recording labelled with its class; training windows from some recordings,
+held-out ones from the others (the finch's and the petrel's second recording, every other
+song of each great tit): recognition in new recordings, from few of them.
 
 Head cost: the 120-s soundscape's windows (3-s, overlap 0.5) through the CPU model
 service's batch call (``ModelHost.infer``, the function BentoML calls with each adaptive
@@ -274,7 +274,7 @@ def main() -> None:
         f"{p['source']}: train windows {p['train_windows']}, held out (other recordings) "
         f"{p['held_out_windows']}"
     )
-    print_curve("three species, held out from other recordings:", pykanto_rows)
+    print_curve("two great tits and two species, held out from other recordings:", pykanto_rows)
     c = cost
     print(
         f"head in the CPU model service's batch: {c['windows']} windows in batches of "

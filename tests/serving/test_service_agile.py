@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,14 @@ def test_annotate_train_review(agile_server: tuple[Service, list[float]]) -> Non
         assert [c["label"] for c in w["custom"]] == ["chorus", "clap"]
         want = 1 / (1 + np.exp(-head(np.asarray([w["embedding"]], np.float32))[0]))
         assert np.allclose([c["score"] for c in w["custom"]], want, atol=1e-5)
+    # ... scored inside the CPU model service's batch, not by the gateway
+    with s.client(None) as c:
+        text = c.get("/metrics").text
+    ran = re.search(
+        r'sevensense_head_windows_total\{[^}]*classifier="claps:1"[^}]*outcome="ok"[^}]*\} (\S+)',
+        text,
+    )
+    assert ran and float(ran.group(1)) >= len(answer["windows"]), text[:2000]
     # /detect: the classifier's classes over min_conf are detections beside BirdNET's
     r = call(
         s,

@@ -305,6 +305,10 @@ class ModelHost:
         m.batch_size.labels(*labels).observe(len(items))
         m.compute_time.labels(*labels).observe(run.compute_ms / 1e3)
         m.model_windows.labels(*labels, "ok").inc(len(group))
+        for it, out in zip(group, run.outputs, strict=True):
+            if it.head is not None:
+                outcome = "failed" if out.head_error else "ok"
+                m.head_windows.labels(self.path, it.head.ref, outcome).inc()
         seen: set[str] = set()
         for it, out in zip(group, run.outputs, strict=True):
             m.queue_time.labels(*labels).observe(out.queue_ms / 1e3)

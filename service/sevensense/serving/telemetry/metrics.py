@@ -54,6 +54,7 @@ class Metrics:
     compute_time: Histogram
     batch_size: Histogram
     model_windows: Counter
+    head_windows: Counter
     model_loads: Counter
     path_ready: Gauge
     traffic_weight: Gauge
@@ -143,6 +144,11 @@ def metrics() -> Metrics:
             "sevensense_model_windows",
             "Windows run by the model services, by outcome",
             (*MODEL_LABELS, "outcome"),
+        ),
+        head_windows=Counter(
+            "sevensense_head_windows",
+            "Windows a classifier head scored inside a model service's batch, by outcome",
+            ("path", "classifier", "outcome"),
         ),
         model_loads=Counter(
             "sevensense_model_loads",
