@@ -70,6 +70,7 @@ def test_heads_run_in_the_model_services_batch(
             assert o.custom is None
             continue
         classifier = a if item.head == ref_a else b
+        assert o.custom is not None
         assert np.allclose(from_bytes(o.custom), classifier.head(vector[None])[0], atol=1e-5)
         assert o.head_ms > 0
 

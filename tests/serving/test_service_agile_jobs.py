@@ -17,10 +17,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from load_tests.server import Service, free_port
 from sevensense.agile.store import ClassifierStore
 from sevensense.serving.access.keys import generate_key
 from tests.conftest import aws_client
-from tests.serving.conftest import KEYS, Service, free_port, service_env
+from tests.serving.conftest import KEYS, service_env
 from tests.serving.test_service_agile import CLAP, SOUNDSCAPE, SPACE, call, spans
 from tests.serving.test_service_resilience import drain
 
