@@ -11,7 +11,7 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tests.conftest import audio
 
 SOUNDSCAPE = audio("soundscape_birdnet_120s_48k.flac")  # 48 kHz: no resampling for BirdNET
 CLIP = audio("perch_clap_21s_16k.wav")  # 16 kHz: resampled to BirdNET's 48 kHz
+PERCH = "perch-contract:1.0.0"  # 32 kHz, 5-s windows: verify=true compares it with BirdNET
 DRAIN_S = 20.0  # the default; the test asserts the exit comes well within it
 
 
@@ -79,6 +80,12 @@ class Alternating:
         self.ports, self.cuts = ports, cuts
         self.connections = 0
         self.port = 0
+        self.live: list[asyncio.StreamWriter] = []
+
+    def cut_now(self) -> None:
+        """Cut the open connection at once (a link dropping at a chosen message)."""
+        for w in self.live:
+            w.transport.abort()
 
     async def start(self) -> asyncio.Server:
         server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
@@ -90,6 +97,7 @@ class Alternating:
         self.connections += 1
         limit = self.cuts[k] if k < len(self.cuts) else None
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.ports[k % len(self.ports)])
+        self.live = [writer, up_w]
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: bool) -> None:
             moved = 0
@@ -107,18 +115,36 @@ class Alternating:
         await asyncio.gather(pipe(reader, up_w, True), pipe(up_r, writer, False))
 
 
-def through_alternating(fleet: Fleet, path: Path, stream_id: str, cuts: list[int]) -> StreamRun:
+def through_alternating(
+    fleet: Fleet,
+    path: Path,
+    stream_id: str,
+    cuts: list[int],
+    options: dict[str, Any] | None = None,
+    cut_at: Callable[[dict[str, Any]], bool] | None = None,
+    on_message: Callable[[dict[str, Any]], None] | None = None,
+) -> StreamRun:
+    """``cut_at``: also cut the connection right after a message it says yes to."""
+
     async def go() -> StreamRun:
         proxy = Alternating([e.port for e in fleet.entries], cuts)
         listening = await proxy.start()
+
+        def seen(message: dict[str, Any]) -> None:
+            if on_message is not None:
+                on_message(message)
+            if cut_at is not None and cut_at(message):
+                proxy.cut_now()
+
         try:
             return await stream_audio(
                 f"ws://127.0.0.1:{proxy.port}/stream",
                 FileSource(path),
-                {"top_k": 5, "stream_id": stream_id},
+                {"top_k": 5, "stream_id": stream_id, **(options or {})},
                 api_key=fleet.keys["partner"],
                 speed=8.0,  # windows answered as the audio goes, so a cut loses few
                 frame_ms=250.0,
+                on_message=seen,
             )
         finally:
             listening.close()
@@ -147,6 +173,119 @@ def test_a_resampled_stream_resumed_on_the_other_task_equals_embed(fleet: Fleet)
     # soxr (high) restarted at the resume point differs from the uninterrupted stream by
     # float32 rounding (< 4e-7 per sample); through BirdNET that is up to ~2e-5.
     assert_exactly_once(run, reference, atol=5e-5)
+
+
+def verified_stream(
+    fleet: Fleet, stream_id: str, cut_after: set[int] | None = None
+) -> tuple[StreamRun, list[dict[str, Any]]]:
+    """A Perch-contract stream of the soundscape with verify=true and index=true; with
+    ``cut_after``, the link drops right after each of those windows' result (its
+    verification still owed), every resume landing on the other task."""
+    messages: list[dict[str, Any]] = []
+    cut = set(cut_after or ())
+
+    def cut_at(m: dict[str, Any]) -> bool:
+        if m["type"] == "window" and m["index"] in cut:
+            cut.discard(m["index"])
+            return True
+        return False
+
+    options = {"model": PERCH, "verify": True, "index": True, "include_embedding": True}
+    if cut_after is None:  # the uninterrupted reference, straight to one task
+        url = fleet.entries[0].url.replace("http://", "ws://") + "/stream"
+        run = asyncio.run(
+            stream_audio(
+                url,
+                FileSource(SOUNDSCAPE),
+                {"top_k": 5, "stream_id": stream_id, **options},
+                api_key=fleet.keys["partner"],
+                speed=8.0,
+                frame_ms=250.0,
+                on_message=messages.append,
+            )
+        )
+    else:
+        run = through_alternating(
+            fleet, SOUNDSCAPE, stream_id, [], options, cut_at, messages.append
+        )
+    return run, messages
+
+
+def indexed_starts(fleet: Fleet, run: StreamRun, stream_id: str) -> list[float]:
+    """What the shared index holds of the stream: every window of it, each as often as
+    it is stored (a search for k beyond the stream's length)."""
+    vector = json.dumps(run.windows[min(run.windows)]["embedding"])
+    with httpx.Client(headers={"X-API-Key": fleet.keys["partner"]}, timeout=60) as c:
+        r = c.post(
+            f"{fleet.url}/search",
+            data={"embedding": vector, "k": "200", "model": PERCH},
+        )
+    assert r.status_code == 200, r.text
+    neighbours = r.json()["queries"][0]["neighbours"]
+    return sorted(n["start_s"] for n in neighbours if n["recording_id"] == stream_id)
+
+
+def test_a_verify_and_index_stream_resumed_on_the_other_task(fleet: Fleet) -> None:
+    """verify=true and index=true across two cross-task resumes, each cut leaving the last
+    window's verification owed: every window answered once, every window verified once as
+    an uninterrupted stream verifies it, indexed once, and the summary counts the whole
+    stream."""
+    reference, ref_messages = verified_stream(fleet, "verify-ref")
+    run, messages = verified_stream(fleet, "verify-cross", cut_after={3, 12})
+    assert run.reconnects == 2
+    assert [r.rebuilt for r in run.readies] == [False, True, True]
+    assert_exactly_once(run, {w["start_s"]: w for w in reference.windows.values()}, atol=5e-5)
+
+    # Each cut came before the window's verification: the rebuilt task owed it.
+    owed = []
+    for i, m in enumerate(messages):
+        if m["type"] == "ready" and m.get("rebuilt"):
+            before = messages[:i]
+            last_window = max(x["index"] for x in before if x["type"] == "window")
+            verified = [x["index"] for x in before if x["type"] == "verification"]
+            owed.append(last_window not in verified)
+    assert owed == [True, True]
+
+    def verifications(ms: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {}
+        for m in ms:
+            if m["type"] == "verification":
+                out.setdefault(m["index"], []).append(m["verification"])
+        return out
+
+    want, got = verifications(ref_messages), verifications(messages)
+    assert sorted(got) == sorted(want) == sorted(w["index"] for w in run.windows.values())
+    assert all(len(v) == 1 for v in got.values())  # exactly once across both drops
+    assert run.verification_duplicates == 0 and run.verifications == len(got)
+    same = 0
+    for i, [w] in want.items():
+        [g] = got[i]
+        # BirdNET's windows (48 kHz, its own rate) are rebuilt bit for bit.
+        assert g["verifier_windows"] == w["verifier_windows"], i
+        assert g["verifier_top5"] == w["verifier_top5"], i
+        same += (g["agreement"], g.get("reason")) == (w["agreement"], w.get("reason"))
+    # Perch-contract's windows are resampled to 32 kHz: restarted soxr differs by float32
+    # rounding, which may swap a near-tied class of its random weights.
+    assert same >= len(want) - 1
+
+    assert run.summary is not None and reference.summary is not None
+    total_bytes = sum(len(f) for f in FileSource(SOUNDSCAPE).frames_from(0, 12000))
+    # Counted over all three tasks, the audio sent again after each resume included.
+    assert run.summary.windows == reference.summary.windows == len(run.windows)
+    assert run.summary.bytes > total_bytes == reference.summary.bytes
+    assert run.summary.frames > reference.summary.frames
+    assert run.summary.duration_s == reference.summary.duration_s
+    assert run.summary.indexed == reference.summary.indexed == len(run.windows)
+    assert run.summary.resumes == 2
+    ours, theirs = run.summary.verification, reference.summary.verification
+    assert ours is not None and theirs is not None
+    assert ours.windows == theirs.windows == len(want)
+    assert abs(ours.counted - theirs.counted) <= 1
+
+    # Each window in the shared index once, though the task before indexed windows whose
+    # results the drop lost and the next task answered them again.
+    starts = sorted(w["start_s"] for w in run.windows.values())
+    assert indexed_starts(fleet, run, "verify-cross") == starts
 
 
 # --- refusals ------------------------------------------------------------------------------
