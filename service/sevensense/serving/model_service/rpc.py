@@ -8,12 +8,13 @@ Partners never see these types; their contract is :mod:`sevensense.serving.schem
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.serving.model_service.pending import note_arrival
 
 PathName = Literal["gpu", "cpu", "verifier"]  # the verifier runs BirdNET only
 
@@ -40,6 +41,9 @@ class WindowItem(_Binary):
     spectrogram: bool = False
     sent_at: float = Field(0.0, description="wall clock at the gateway, for queue time")
     trace: dict[str, str] = Field(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        note_arrival(self)  # a model service's pending-windows count (pending.py)
 
 
 class WindowOutput(_Binary):

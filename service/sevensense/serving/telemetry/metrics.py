@@ -54,6 +54,7 @@ class Metrics:
     compute_time: Histogram
     batch_size: Histogram
     model_windows: Counter
+    model_pending: Gauge
     model_loads: Counter
     path_ready: Gauge
     traffic_weight: Gauge
@@ -143,6 +144,12 @@ def metrics() -> Metrics:
             "sevensense_model_windows",
             "Windows run by the model services, by outcome",
             (*MODEL_LABELS, "outcome"),
+        ),
+        model_pending=Gauge(
+            "sevensense_model_pending_windows",
+            "Windows a model service accepted and has not answered (its batch queue and the "
+            "batch running), per process",
+            multiprocess_mode="livesum",
         ),
         model_loads=Counter(
             "sevensense_model_loads",
