@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +20,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
+import wsproto
 from httpx_ws import AsyncWebSocketSession, WebSocketDisconnect, aconnect_ws
+from wsproto.events import AcceptConnection, BytesMessage, Request, TextMessage
 
 from load_tests.cluster import Fleet
 from sevensense.client.stream import FileSource, StreamRun, stream_audio
@@ -361,6 +366,40 @@ def test_resumes_that_must_not_continue_are_refused(fleet: Fleet) -> None:
 # --- a task killed, a task stopped ---------------------------------------------------------
 
 
+@contextlib.contextmanager
+def stuck_reader(fleet: Fleet, entry: int) -> Iterator[None]:
+    """A stream on ``entry`` whose client sends 60 s of audio and never reads: its results
+    (about 100 KB each, every logit) fill a 4-KiB receive buffer and the server's bounded
+    send buffer, so the task's drain waits on it until ``slow_reader_s`` (10 s). That holds
+    the drain window open: uvicorn closes idle keep-alive connections only after it."""
+    data, rate = sf.read(SOUNDSCAPE, dtype="int16")
+    pcm = data.astype("<i2").tobytes()
+    conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", fleet.entries[entry].port))
+        headers = [(b"x-api-key", fleet.keys["partner"].encode())]
+        sock.sendall(conn.send(Request(host="127.0.0.1", target="/stream", extra_headers=headers)))
+        while not any(isinstance(e, AcceptConnection) for e in conn.events()):
+            conn.receive_data(sock.recv(4096))
+        opening = {"type": "open", "sample_rate": rate, "include_logits": True}
+        sock.sendall(conn.send(TextMessage(data=json.dumps(opening))))
+        for at in range(0, 60 * rate * 2, 96_000):
+            sock.sendall(conn.send(BytesMessage(data=pcm[at : at + 96_000])))
+        yield
+
+
+def wait_until_draining(client: httpx.Client, url: str, timeout_s: float = 10.0) -> None:
+    """Until the task says it is stopping: /readyz turns 503 on SIGTERM (asked on the
+    keep-alive connection, as a load balancer's health check)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if client.get(f"{url}/readyz").status_code == 503:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{url} still ready {timeout_s:g} s after SIGTERM")
+
+
 def test_a_killed_and_a_drained_entry_lose_no_window_and_no_upload(fleet: Fleet) -> None:
     reference = embed(fleet, SOUNDSCAPE)
     runs: list[StreamRun | BaseException] = []
@@ -400,23 +439,24 @@ def test_a_killed_and_a_drained_entry_lose_no_window_and_no_upload(fleet: Fleet)
         inflight = [threading.Thread(target=upload, args=(1,)) for _ in range(2)]
         for t in inflight:
             t.start()
-        with httpx.Client(headers={"X-API-Key": fleet.keys["partner"]}, timeout=30) as idle:
+        with (
+            stuck_reader(fleet, 1),
+            httpx.Client(headers={"X-API-Key": fleet.keys["partner"]}, timeout=30) as idle,
+        ):
             idle.get(f"{fleet.entries[1].url}/livez")  # a keep-alive connection, as an LB's
-            time.sleep(0.5)
             stopping = threading.Thread(
                 target=lambda: events.__setitem__("drain_s", fleet.terminate(1))
             )
             stopping.start()
-            time.sleep(0.3)
-            try:
-                late = idle.post(
-                    f"{fleet.entries[1].url}/embed",
-                    files={"audio": ("s.flac", SOUNDSCAPE.read_bytes(), "audio/flac")},
-                )
-                refused.append((late.status_code, late.headers.get("Retry-After"), late.json()))
-            except httpx.TransportError:  # uvicorn closed the idle connection first
-                refused.append((0, None, None))
-        stopping.join()
+            wait_until_draining(idle, fleet.entries[1].url)
+            # Draining now, and the stuck reader holds the drain open for seconds: a new
+            # upload on the open connection is refused, deterministically.
+            late = idle.post(
+                f"{fleet.entries[1].url}/embed",
+                files={"audio": ("s.flac", SOUNDSCAPE.read_bytes(), "audio/flac")},
+            )
+            refused.append((late.status_code, late.headers.get("Retry-After"), late.json()))
+            stopping.join()
         for t in inflight:
             t.join()
         fleet.restart(1)
@@ -426,10 +466,9 @@ def test_a_killed_and_a_drained_entry_lose_no_window_and_no_upload(fleet: Fleet)
     asyncio.run(streams())
     worker.join()
     assert uploads == [200, 200]  # in flight when SIGTERM came: finished, not cut
-    # A new upload while draining is not taken: 503 draining while the streams are handed
-    # off, or the idle connection closed once uvicorn's own shutdown has begun.
+    # A new upload while draining is not taken.
     [(status, retry, body)] = refused
-    assert status == 0 or (status, retry, body["error"]["code"]) == (503, "1", "draining")
+    assert (status, retry, body["error"]["code"]) == (503, "1", "draining")
     assert events["drain_s"] < DRAIN_S + 5
     failed = [r for r in runs if isinstance(r, BaseException)]
     assert not failed, failed

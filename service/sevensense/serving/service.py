@@ -293,6 +293,8 @@ class Entry:
         )
 
     async def __is_ready__(self) -> bool:
+        if lifecycle.draining():  # a stopping task leaves the load balancer's rotation
+            return False
         await self.router.refresh()
         return self.gateway.readiness()[0]
 

@@ -7,7 +7,9 @@ audio up to e + half a BirdNET window, so a window's verification follows its re
 about 1.5 s of audio, as its own message. The state lives in the stream's session and
 survives a dropped connection like the rest: BirdNET windows cut but not answered are sent
 again after a resume, and the last verifications sent are kept to send again like window
-results (``last_verified``).
+results (``last_verified``). A task that rebuilds the stream from its token (another task)
+computes the owed verifications again instead (:func:`.sessions.rebuild`): the token's
+``vp``/``vq`` and agreement totals say which windows are owed and what was counted.
 """
 
 from __future__ import annotations
