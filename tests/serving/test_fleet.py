@@ -241,14 +241,17 @@ def test_a_verify_and_index_stream_resumed_on_the_other_task(fleet: Fleet) -> No
     assert [r.rebuilt for r in run.readies] == [False, True, True]
     assert_exactly_once(run, {w["start_s"]: w for w in reference.windows.values()}, atol=5e-5)
 
-    # Each cut came before the window's verification: the rebuilt task owed it.
+    # Each cut came before the window's verification: the rebuilt task owed it, and asked
+    # for audio from before that window (its BirdNET windows reach ~1.5 s further back).
     owed = []
     for i, m in enumerate(messages):
         if m["type"] == "ready" and m.get("rebuilt"):
             before = messages[:i]
-            last_window = max(x["index"] for x in before if x["type"] == "window")
+            last = max((x for x in before if x["type"] == "window"), key=lambda x: x["index"])
             verified = [x["index"] for x in before if x["type"] == "verification"]
-            owed.append(last_window not in verified)
+            owed.append(last["index"] not in verified)
+            owed_from = last["start_sample"] * 48000 // m["sample_rate"]  # at the file's rate
+            assert owed_from - 5 * 48000 <= m["received_frames"] <= owed_from
     assert owed == [True, True]
 
     def verifications(ms: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:

@@ -315,12 +315,12 @@ def rebuild(
 
 
 def _first_pooled(plan: RequestPlan, verifier: PreprocessConfig, index: int) -> int:
-    """The first verifier window whose centre may lie in primary window ``index`` (one
-    early, against rounding: a window pooled into none is harmless)."""
+    """The first verifier window whose centre lies at or after primary window ``index``'s
+    start: the first one pooled into it (exact, in rationals: both are whole samples)."""
     start = Fraction(index * plan.config.window_spec().hop_samples, plan.config.sample_rate)
     spec = verifier.window_spec()
     centre_from = start * verifier.sample_rate - Fraction(spec.window_samples, 2)
-    return max(0, math.ceil(centre_from / spec.hop_samples) - 1)
+    return max(0, math.ceil(centre_from / spec.hop_samples))
 
 
 def new_stream_id() -> str:
