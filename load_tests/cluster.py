@@ -217,6 +217,7 @@ def main() -> None:
             print(
                 ", ".join(e.url for e in fleet.entries),
                 f"→ CPU model service {fleet.cpu and fleet.cpu.url}",
+                f"and Verifier {fleet.verifier and fleet.verifier.url}",
             )
             print(f"API key (partner): {fleet.keys['partner']}", flush=True)
             while True:
