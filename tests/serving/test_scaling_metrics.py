@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from httpx_ws import aconnect_ws
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
 from load_tests.server import Service
 from sevensense.serving.telemetry import scaling
@@ -94,6 +94,7 @@ def test_publisher_writes_only_when_enabled() -> None:
 async def _hold_stream(server: Service, seconds: float) -> None:
     headers = {"X-API-Key": server.keys["partner"]}
     url = server.url.replace("http://", "ws://") + "/stream"
+    ws: AsyncWebSocketSession
     async with httpx.AsyncClient(headers=headers) as client, aconnect_ws(url, client) as ws:
         await ws.send_text(json.dumps({"type": "open", "sample_rate": 16000}))
         ready = json.loads(await ws.receive_text(timeout=30))
