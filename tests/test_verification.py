@@ -347,6 +347,6 @@ def test_a_stream_agreement_tally_split_across_tasks_sums_to_the_whole() -> None
     carried = Tally.model_validate_json(first.model_dump_json())  # through the token
     for v in windows[20:]:
         carried.add(v)
-    reasons: Counter[str] = Counter(v.reason for v in windows if v.agreement is None)
+    reasons: Counter[str] = Counter(v.reason or "" for v in windows if v.agreement is None)
     agreements = [v.agreement for v in windows if v.agreement is not None]
     assert carried.summary() == summary_of(agreements, len(windows), 0, reasons)
