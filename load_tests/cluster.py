@@ -1,6 +1,7 @@
-"""A fleet on one machine, real parts: two entry processes, one CPU model service that both
-reach by URL (as ECS services reach each other), and HAProxy in front, round-robin with
-WebSockets, health-checking ``/readyz`` like the ALB's target group.
+"""A fleet on one machine, real parts: two entry processes, one CPU model service and one
+BirdNET Verifier service (verify=true) that both reach by URL (as ECS services reach each
+other), and HAProxy in front, round-robin with WebSockets, health-checking ``/readyz`` like
+the ALB's target group.
 
     make fleet   # or: .venv/bin/python -m load_tests.cluster  (Ctrl-C stops it)
 
@@ -92,6 +93,7 @@ class Fleet:
     keys: dict[str, str] = field(default_factory=dict)
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
     cpu: Service | None = None
+    verifier: Service | None = None
     entries: list[Service] = field(default_factory=list)
     port: int = 0
     haproxy: subprocess.Popen[bytes] | None = None
@@ -121,11 +123,22 @@ class Fleet:
             target="sevensense.serving.service:CpuModel",
         )
         self.cpu.start()
+        self.verifier = Service(
+            free_port(),
+            # A local fleet on a shared host: SCHED_IDLE (the default) could starve it.
+            self._env(SEVENSENSE_VERIFICATION__CPU_PRIORITY="normal"),
+            self.state / "verifier.log",
+            self.keys,
+            target="sevensense.serving.service:Verifier",
+        )
+        self.verifier.start()
         for i in range(self.entries_n):
             entry = Service(
                 free_port(),
                 self._env(
                     SEVENSENSE_SERVING__CPU_URL=self.cpu.url,
+                    SEVENSENSE_VERIFICATION__ENABLE_BIRDNET="true",
+                    SEVENSENSE_VERIFICATION__URL=self.verifier.url,
                     # No GPU here: its URL is a port nobody listens on (the path is absent).
                     SEVENSENSE_SERVING__GPU_URL=f"http://127.0.0.1:{free_port()}",
                     SEVENSENSE_SERVING__STREAM__RESUME_SECRET=self.secret,
@@ -190,7 +203,7 @@ class Fleet:
         if self.haproxy is not None and self.haproxy.poll() is None:
             self.haproxy.terminate()
             self.haproxy.wait(timeout=10)
-        for service in [*self.entries, self.cpu]:
+        for service in [*self.entries, self.cpu, self.verifier]:
             if service is not None:
                 service.stop()
 
@@ -204,6 +217,7 @@ def main() -> None:
             print(
                 ", ".join(e.url for e in fleet.entries),
                 f"→ CPU model service {fleet.cpu and fleet.cpu.url}",
+                f"and Verifier {fleet.verifier and fleet.verifier.url}",
             )
             print(f"API key (partner): {fleet.keys['partner']}", flush=True)
             while True:

@@ -143,3 +143,27 @@ def test_a_stream_rebuilt_at_a_resume_point_gives_the_windows_after_it(
         ]
         for a, b in zip(got, want, strict=True):
             np.testing.assert_allclose(a.samples, b.samples, rtol=0, atol=atol)
+
+
+def test_a_windower_fed_from_before_its_resume_point_skips_to_it() -> None:
+    """verify=true rebuilt on another task: the primary and the verifier windowers restart
+    at different points and share one feed from the earlier; each gives exactly what it
+    gives fed from its own point."""
+    mono, rate = sf.read(CLIP, dtype="float32")
+    config = _config()
+    point = resume_point(rate, config, 3)
+    fed_from = point.input_offset - 12345
+
+    def run(live: LiveWindows, start: int) -> list[Window]:
+        got: list[Window] = []
+        for at in range(start, len(mono), 7919):
+            got += live.push(mono[at : at + 7919])[0]
+        return got + live.finish()[0]
+
+    own = run(LiveWindows.resumed(rate, config, point), point.input_offset)
+    shared = run(LiveWindows.resumed(rate, config, point, fed_from), fed_from)
+    assert [w.index for w in shared] == [w.index for w in own] and own[0].index == 3
+    for a, b in zip(shared, own, strict=True):
+        np.testing.assert_array_equal(a.samples, b.samples)
+    with pytest.raises(ValueError, match="after the resume point"):
+        LiveWindows.resumed(rate, config, point, point.input_offset + 1)

@@ -6,6 +6,7 @@ Perch-contract model on real recordings."""
 from __future__ import annotations
 
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,14 @@ from sevensense.audio.pipeline import StreamStats, prepare_windows
 from sevensense.cli import main
 from sevensense.errors import ModelNotFoundError
 from sevensense.inference.engine import EmbeddingEngine, EmbedOptions
+from sevensense.serving.stream.resume import Tally
 from sevensense.verification.agreement import (
     BELOW_THRESHOLD,
     NO_VERIFIER_WINDOW,
+    WindowVerification,
     compare_window,
     summarize,
+    summary_of,
     verify_sequence,
 )
 from sevensense.verification.alignment import Aligner, assign, max_pool
@@ -325,3 +329,24 @@ def test_verify_command_exit_codes_and_rows(tmp_path: Path) -> None:
     )
     assert trivial.exit_code == 0 and "verified trivially" in trivial.output
     assert "1.000" not in trivial.output
+
+
+def test_a_stream_agreement_tally_split_across_tasks_sums_to_the_whole() -> None:
+    """What a resume token carries for a verify=true stream: the totals of the windows one
+    task verified, continued by the next, give the summary of all the windows at once."""
+    rng = np.random.default_rng(3)
+    windows = [
+        WindowVerification(agreement=None, reason=BELOW_THRESHOLD)
+        if rng.random() < 0.3
+        else WindowVerification(agreement=int(rng.integers(0, 6)) / 5)
+        for _ in range(57)
+    ]
+    first = Tally()
+    for v in windows[:20]:
+        first.add(v)
+    carried = Tally.model_validate_json(first.model_dump_json())  # through the token
+    for v in windows[20:]:
+        carried.add(v)
+    reasons: Counter[str] = Counter(v.reason or "" for v in windows if v.agreement is None)
+    agreements = [v.agreement for v in windows if v.agreement is not None]
+    assert carried.summary() == summary_of(agreements, len(windows), 0, reasons)

@@ -28,6 +28,8 @@ POLICIES = {
     "entry_streams": ("entry", scaling.OPEN_STREAMS),
     "model_cpu_queue_wait": ("model_cpu", scaling.BATCH_QUEUE_WAIT_MS),
     "model_gpu_queue_wait": ("model_gpu", scaling.BATCH_QUEUE_WAIT_MS),
+    "model_cpu_pending": ("model_cpu", scaling.PENDING_WINDOWS),
+    "model_gpu_pending": ("model_gpu", scaling.PENDING_WINDOWS),
 }
 ROLE_SIGNALS = {
     "entry": scaling.ENTRY_SIGNALS,

@@ -7,10 +7,11 @@ import asyncio
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-from httpx_ws import aconnect_ws
+from httpx_ws import AsyncWebSocketSession, aconnect_ws
 
 from load_tests.server import Service
 from sevensense.serving.telemetry import scaling
@@ -19,6 +20,7 @@ from sevensense.settings import ScalingMetricsSettings
 from tests.conftest import audio
 
 CLIP = audio("perch_clap_21s_16k.wav")
+SOUNDSCAPE = audio("soundscape_birdnet_120s_48k.flac")  # 40 BirdNET windows an upload
 
 
 def emf_documents(text: str) -> list[dict[str, Any]]:
@@ -62,13 +64,18 @@ def test_emf_line_is_one_valid_document() -> None:
 
 
 def test_model_sampler_reports_the_mean_wait_since_the_last_line() -> None:
-    sample = scaling.model_sampler()
+    pending = [5]
+    sample = scaling.model_sampler(lambda: pending[0])
     queue = metrics().queue_time.labels("cpu", "m", "1", "cpu")
     for wait_s in (0.010, 0.030):
         queue.observe(wait_s)
     first = sample()
     assert abs(first[scaling.BATCH_QUEUE_WAIT_MS] - 20.0) < 1e-6
-    assert sample()[scaling.BATCH_QUEUE_WAIT_MS] == 0.0  # no window since: idle, not stale
+    assert first[scaling.PENDING_WINDOWS] == 5.0
+    pending[0] = 0
+    second = sample()
+    assert second[scaling.BATCH_QUEUE_WAIT_MS] == 0.0  # no window since: idle, not stale
+    assert second[scaling.PENDING_WINDOWS] == 0.0
 
 
 def test_publisher_writes_only_when_enabled() -> None:
@@ -87,6 +94,7 @@ def test_publisher_writes_only_when_enabled() -> None:
 async def _hold_stream(server: Service, seconds: float) -> None:
     headers = {"X-API-Key": server.keys["partner"]}
     url = server.url.replace("http://", "ws://") + "/stream"
+    ws: AsyncWebSocketSession
     async with httpx.AsyncClient(headers=headers) as client, aconnect_ws(url, client) as ws:
         await ws.send_text(json.dumps({"type": "open", "sample_rate": 16000}))
         ready = json.loads(await ws.receive_text(timeout=30))
@@ -115,3 +123,31 @@ def test_real_server_publishes_entry_and_model_signals(server: Service) -> None:
     assert max(e["RequestsPerSecond"] for e in entry) > 0
     assert max(m["WindowsPerSecond"] for m in model) > 0
     assert max(m["BatchQueueWaitMs"] for m in model) > 0
+
+
+def test_a_model_service_publishes_its_pending_windows(server: Service) -> None:
+    """PendingWindows is BentoML's batch queue as our code counts it: above 0 in the model
+    service's lines while uploads wait for their batches, back to 0 once all are answered
+    or refused (nothing leaks)."""
+    start = server.log_path.stat().st_size
+
+    def upload(_: int) -> int:
+        with server.client() as c:
+            r = c.post(
+                "/embed",
+                files={"audio": (SOUNDSCAPE.name, SOUNDSCAPE.read_bytes(), "audio/flac")},
+            )
+        return r.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        # More than the model service takes within its batching SLO: BentoML refuses some
+        # (the gateway defers those uploads, 202); their windows leave the count too.
+        assert set(pool.map(upload, range(4))) <= {200, 202}
+    time.sleep(2.5)  # two more periods: the idle lines after the last window
+    with server.log_path.open("rb") as f:
+        f.seek(start)
+        docs = emf_documents(f.read().decode(errors="replace"))
+    model = [assert_valid_emf(d) for d in docs if "PendingWindows" in d]
+    assert model, server.log_tail()
+    assert max(m["PendingWindows"] for m in model) > 0
+    assert model[-1]["PendingWindows"] == 0

@@ -140,6 +140,7 @@ class LiveWindows:
     _windower: Windower = field(init=False)
     finished: bool = field(default=False, init=False)
     _discard: int = field(default=0, init=False)  # resampled samples before a resume point
+    _skip_in: int = field(default=0, init=False)  # input samples before this one's resume point
 
     def __post_init__(self) -> None:
         check_source_rate(self.in_rate, "stream")  # as a file at this rate would be
@@ -149,9 +150,17 @@ class LiveWindows:
         self._windower = Windower(self.config.window_spec())
 
     @classmethod
-    def resumed(cls, in_rate: int, config: PreprocessConfig, point: ResumePoint) -> LiveWindows:
-        """Windows from ``point`` on, fed the stream's audio from ``point.input_offset``."""
+    def resumed(
+        cls, in_rate: int, config: PreprocessConfig, point: ResumePoint, fed_from: int | None = None
+    ) -> LiveWindows:
+        """Windows from ``point`` on, fed the stream's audio from ``fed_from`` (default
+        ``point.input_offset``; earlier when another windower on the same audio, the
+        verifier's, needs to start earlier)."""
         live = cls(in_rate, config)
+        start = point.input_offset if fed_from is None else fed_from
+        if start > point.input_offset:
+            raise ValueError(f"fed from {start}, after the resume point {point.input_offset}")
+        live._skip_in = point.input_offset - start
         w = live._windower
         w.buf_start = w.total = point.keep_from
         w.next_start = point.next_index * w.spec.hop_samples
@@ -173,6 +182,10 @@ class LiveWindows:
     def push(self, mono: np.ndarray) -> tuple[list[Window], list[SkippedWindow]]:
         if self.finished:
             raise RuntimeError("the stream was finished")
+        if self._skip_in and mono.size:
+            cut = min(self._skip_in, mono.size)
+            self._skip_in -= cut
+            mono = mono[cut:]
         out = self._trim(self._resampler.process(mono) if mono.size else mono)
         if not out.size:
             return [], []

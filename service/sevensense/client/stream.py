@@ -10,6 +10,11 @@ and the token; the entry task it reaches (any of them) answers with the sample t
 audio again from that offset. A file is re-read from the offset; stdin audio comes from the
 client's resend buffer (``resend_s`` seconds). A ``reconnect`` message (the task is
 stopping) is a resume at once, without the back-off.
+
+verify=true: a task that rebuilds the stream may ask for audio from before the next window
+(``received_frames`` reaches back to the oldest window whose verification the client may
+lack, plus the BirdNET windows pooled into it); the client sends from there as always, so
+the resend buffer must hold that much (at most ``max_pending_windows`` windows back).
 """
 
 from __future__ import annotations
@@ -145,6 +150,8 @@ class StreamRun:
     token: str | None = None  # the resume token that came with it
     last_verified: int = -1
     verifications: int = 0
+    verified: set[int] = field(default_factory=set)  # start samples, to see duplicates
+    verification_duplicates: int = 0
     readies: list[StreamReady] = field(default_factory=list)  # one per connection
     handed_off: int = 0  # reconnect messages (the task was stopping)
 
@@ -300,6 +307,9 @@ async def _receive(
             run.windows[start] = body
         elif kind == "verification":
             run.verifications += 1
+            start = int(body["start_sample"])
+            run.verification_duplicates += start in run.verified
+            run.verified.add(start)
             run.last_verified = max(run.last_verified, int(body["start_sample"]))
         elif kind == "reconnect":
             run.handed_off += 1

@@ -3,7 +3,8 @@
 uvicorn's own shutdown stops accepting connections, then closes every WebSocket at once with
 1012 and waits, without bound, for HTTP requests to finish. That would cut each live stream
 mid-window with nothing to resume from elsewhere. So the shutdown is wrapped: once the
-listening sockets are closed, the task is *draining*: new uploads get 503 ``draining``
+listening sockets are closed, the task is *draining* (``/readyz`` answers 503, so health
+checks take it out of rotation): new uploads get 503 ``draining``
 (with ``Retry-After`` and ``Connection: close``), new streams 4503, and the drain hooks run
 (the stream endpoint answers every window already cut, sends each stream a ``reconnect``
 with its resume token, and closes it with 1012); then uvicorn's shutdown finishes the

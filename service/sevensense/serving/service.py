@@ -34,6 +34,7 @@ from sevensense.serving.http.context import STATE_NAME, ApiContext, AppParts
 from sevensense.serving.http.outer import JsonForUnmatched, ReadyDetail
 from sevensense.serving.model_paths.router import ModelPath, PathRouter, new_breaker
 from sevensense.serving.model_service.host import ModelHost
+from sevensense.serving.model_service.pending import PENDING, CountArrivals
 from sevensense.serving.model_service.rpc import (
     ModelServiceStatus,
     PathName,
@@ -83,7 +84,9 @@ def _model_service(path: PathName, name: str) -> Any:
             tracing.install(BentoMLContainer.tracer_provider.get())
             self.host = ModelHost(path, SETTINGS)
             self.host.start(ModelResolver(SETTINGS, make_store(SERVING)).served_refs())
-            self.scaling = scaling.start(SERVING.scaling_metrics, scaling.model_sampler)
+            self.scaling = scaling.start(
+                SERVING.scaling_metrics, lambda: scaling.model_sampler(PENDING.count)
+            )
 
         @bentoml.api(
             batchable=True,
@@ -91,7 +94,10 @@ def _model_service(path: PathName, name: str) -> Any:
             max_latency_ms=SERVING.gpu_max_latency_ms if gpu else SERVING.cpu_max_latency_ms,
         )
         def infer(self, items: list[WindowItem]) -> list[WindowOutput]:
-            return self.host.infer(items)
+            try:
+                return self.host.infer(items)
+            finally:
+                PENDING.answered(items)
 
         @bentoml.api
         def prepare(self, ref: str) -> PrepareResult:
@@ -121,7 +127,9 @@ def _model_service(path: PathName, name: str) -> Any:
     }
     if gpu:
         config["resources"] = {"gpu": 1}
-    return bentoml.service(**config)(ModelService)
+    service = bentoml.service(**config)(ModelService)
+    service.add_asgi_middleware(CountArrivals)
+    return service
 
 
 GpuModel = _model_service("gpu", "GpuModel")
@@ -289,6 +297,8 @@ class Entry:
         )
 
     async def __is_ready__(self) -> bool:
+        if lifecycle.draining():  # a stopping task leaves the load balancer's rotation
+            return False
         await self.router.refresh()
         return self.gateway.readiness()[0]
 

@@ -2,9 +2,12 @@
 #
 # entry      : target tracking on ALB requests per target, and on open WebSocket streams
 #              per task (a stream holds a connection for minutes and is one request).
-# model-cpu  : target tracking on average CPU (the CPU model path is CPU-bound), and on
-#              the mean time a window waits for its batch.
-# model-gpu  : target tracking on the mean batch queue wait, and on entry requests per
+# model-cpu  : target tracking on average CPU (the CPU model path is CPU-bound), on the
+#              mean time a window waits for its batch, and on the windows pending per
+#              worker (BentoML's queue depth, counted by our code: it rises as soon as
+#              windows queue, before any of them has finished waiting).
+# model-gpu  : target tracking on the mean batch queue wait, on the pending windows per
+#              task, and on entry requests per
 #              running GPU task (all requests
 #              while no GPU task runs yet, so a pending task is not scaled away), plus a
 #              "wake from zero" step policy: while the GPU service has 0 desired tasks
@@ -24,6 +27,7 @@ locals {
     service_dimension = "ServiceName"
     open_streams      = "OpenStreams"
     queue_wait        = "BatchQueueWaitMs"
+    pending_windows   = "PendingWindows"
   }
 }
 
@@ -124,6 +128,29 @@ resource "aws_appautoscaling_policy" "model_cpu_queue_wait" {
   }
 }
 
+resource "aws_appautoscaling_policy" "model_cpu_pending" {
+  name               = "${local.services.model_cpu}-pending-windows"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.model_cpu.service_namespace
+  scalable_dimension = aws_appautoscaling_target.model_cpu.scalable_dimension
+  resource_id        = aws_appautoscaling_target.model_cpu.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.cpu_model_pending_windows
+    scale_in_cooldown  = 300
+    scale_out_cooldown = 60
+    customized_metric_specification {
+      namespace   = local.scaling.namespace
+      metric_name = local.scaling.pending_windows
+      statistic   = "Average"
+      dimensions {
+        name  = local.scaling.service_dimension
+        value = local.services.model_cpu
+      }
+    }
+  }
+}
+
 resource "aws_appautoscaling_target" "model_gpu" {
   service_namespace  = "ecs"
   scalable_dimension = "ecs:service:DesiredCount"
@@ -207,6 +234,29 @@ resource "aws_appautoscaling_policy" "model_gpu_queue_wait" {
     customized_metric_specification {
       namespace   = local.scaling.namespace
       metric_name = local.scaling.queue_wait
+      statistic   = "Average"
+      dimensions {
+        name  = local.scaling.service_dimension
+        value = local.services.model_gpu
+      }
+    }
+  }
+}
+
+resource "aws_appautoscaling_policy" "model_gpu_pending" {
+  name               = "${local.services.model_gpu}-pending-windows"
+  policy_type        = "TargetTrackingScaling"
+  service_namespace  = aws_appautoscaling_target.model_gpu.service_namespace
+  scalable_dimension = aws_appautoscaling_target.model_gpu.scalable_dimension
+  resource_id        = aws_appautoscaling_target.model_gpu.resource_id
+
+  target_tracking_scaling_policy_configuration {
+    target_value       = var.gpu_pending_windows
+    scale_in_cooldown  = var.gpu_scale_in_cooldown_seconds
+    scale_out_cooldown = 120
+    customized_metric_specification {
+      namespace   = local.scaling.namespace
+      metric_name = local.scaling.pending_windows
       statistic   = "Average"
       dimensions {
         name  = local.scaling.service_dimension

@@ -376,6 +376,28 @@ variable "gpu_queue_wait_ms" {
   }
 }
 
+variable "cpu_model_pending_windows" {
+  description = "Target windows pending (queued or in the running batch) per CPU model-service worker: two batches of cpu_max_batch_size (16), one running and one formed."
+  type        = number
+  default     = 32
+
+  validation {
+    condition     = var.cpu_model_pending_windows > 0
+    error_message = "cpu_model_pending_windows must be positive."
+  }
+}
+
+variable "gpu_pending_windows" {
+  description = "Target windows pending (queued or in the running batch) per GPU model-service task: two batches of gpu_max_batch_size (32), one running and one formed."
+  type        = number
+  default     = 64
+
+  validation {
+    condition     = var.gpu_pending_windows > 0
+    error_message = "gpu_pending_windows must be positive."
+  }
+}
+
 variable "cpu_model_cpu" {
   description = "Fargate CPU units of a CPU model task."
   type        = number

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sevensense.agile.served_head import HeadRef
 from sevensense.artifacts.manifest import ModelIdentity
+from sevensense.serving.model_service.pending import note_arrival
 
 PathName = Literal["gpu", "cpu", "verifier"]  # the verifier runs BirdNET only
 
@@ -42,6 +43,9 @@ class WindowItem(_Binary):
     head: HeadRef | None = Field(None, description="a custom classifier to run on the embedding")
     sent_at: float = Field(0.0, description="wall clock at the gateway, for queue time")
     trace: dict[str, str] = Field(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        note_arrival(self)  # a model service's pending-windows count (pending.py)
 
 
 class WindowOutput(_Binary):

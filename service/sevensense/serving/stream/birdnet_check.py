@@ -7,14 +7,15 @@ audio up to e + half a BirdNET window, so a window's verification follows its re
 about 1.5 s of audio, as its own message. The state lives in the stream's session and
 survives a dropped connection like the rest: BirdNET windows cut but not answered are sent
 again after a resume, and the last verifications sent are kept to send again like window
-results (``last_verified``).
+results (``last_verified``). A task that rebuilds the stream from its token (another task)
+computes the owed verifications again instead (:func:`.sessions.rebuild`): the token's
+``vp``/``vq`` and agreement totals say which windows are owed and what was counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -32,12 +33,8 @@ from sevensense.serving.dispatch.birdnet_check import (
 )
 from sevensense.serving.model_service.rpc import WindowOutput
 from sevensense.serving.stream.protocol import StreamVerification
-from sevensense.verification.agreement import (
-    AgreementSummary,
-    WindowVerification,
-    summary_of,
-    unavailable,
-)
+from sevensense.serving.stream.resume import Tally
+from sevensense.verification.agreement import AgreementSummary, WindowVerification, unavailable
 
 
 @dataclass
@@ -59,10 +56,11 @@ class StreamVerifier:
     outputs: dict[int, tuple[float, WindowOutput]] = field(default_factory=dict)
     pending: list[_Primary] = field(default_factory=list)
     error: str | None = None
-    agreements: list[float] = field(default_factory=list)
-    windows: int = 0
-    discrepancies: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
+    tally: Tally = field(default_factory=Tally)  # with what earlier tasks counted (token)
+    produced_next: int = 0  # the first primary window whose verification is not computed
+    sent_next: int = 0  # the first whose verification may not have been sent
+    tally_from: int = 0  # rebuilt: windows before it were counted by an earlier task
+    send_after: int = -1  # rebuilt: the client has the verifications up to this start_sample
 
     @property
     def _window_s(self) -> float:
@@ -114,41 +112,41 @@ class StreamVerifier:
         return done
 
     def verify(self, done: list[_Primary]) -> list[WindowVerification]:
-        """CPU work (sigmoids, top-5 sets): run it in a thread."""
+        """CPU work (sigmoids, top-5 sets): run it in a thread; :meth:`count` after."""
         if not done:
             return []
         if self.error is not None:
-            results = [unavailable(f"verifier_unavailable: {self.error}") for _ in done]
-        else:
-            lo, hi = done[0].start_s, done[-1].end_s
-            pairs = [
-                ((i, start), o)
-                for i, (start, o) in sorted(self.outputs.items())
-                if lo <= start + self._window_s / 2 <= hi
-            ]
-            results = compute(
-                self.plan,
-                self.primary_window_s,
-                [(p.start_s, p.logits) for p in done],
-                pairs,
-            )
-            keep_from = self.pending[0].start_s if self.pending else done[-1].start_s
-            for i in [
-                i for i, (s, _) in self.outputs.items() if s + self._window_s / 2 < keep_from
-            ]:
-                del self.outputs[i]
-        record(self.model, results)
-        for v in results:
-            self.windows += 1
-            self.discrepancies += len(v.discrepancies)
-            if v.agreement is None:
-                self.reasons[v.reason or "unknown"] += 1
-            else:
-                self.agreements.append(v.agreement)
+            return [unavailable(f"verifier_unavailable: {self.error}") for _ in done]
+        lo, hi = done[0].start_s, done[-1].end_s
+        pairs = [
+            ((i, start), o)
+            for i, (start, o) in sorted(self.outputs.items())
+            if lo <= start + self._window_s / 2 <= hi
+        ]
+        results = compute(
+            self.plan,
+            self.primary_window_s,
+            [(p.start_s, p.logits) for p in done],
+            pairs,
+        )
+        keep_from = self.pending[0].start_s if self.pending else done[-1].start_s
+        for i in [i for i, (s, _) in self.outputs.items() if s + self._window_s / 2 < keep_from]:
+            del self.outputs[i]
         return results
 
+    def count(self, done: list[_Primary], results: list[WindowVerification]) -> None:
+        """On the event loop (the resume token reads these): a window re-derived after a
+        cross-task resume was counted by the task before."""
+        counted = []
+        for p, v in zip(done, results, strict=True):
+            self.produced_next = max(self.produced_next, p.index + 1)
+            if p.index >= self.tally_from:
+                self.tally.add(v)
+                counted.append(v)
+        record(self.model, counted)
+
     def summary(self) -> AgreementSummary:
-        return summary_of(self.agreements, self.windows, self.discrepancies, self.reasons)
+        return self.tally.summary()
 
 
 class CrossChecks:
@@ -169,7 +167,7 @@ class CrossChecks:
         self.on_answer = on_answer  # wakes whoever waits for pending windows to drain
         self.keep = keep  # held for a resume before it is sent, as window results are
         self.tasks: set[asyncio.Task[None]] = set()
-        self.keeping: set[asyncio.Task[list[str]]] = set()  # shielded: see flush
+        self.keeping: set[asyncio.Task[list[tuple[_Primary, str]]]] = set()  # shielded: see flush
         self.lock = asyncio.Lock()
 
     def dispatch(self, stream_id: str, check: StreamVerifier, windows: list[Window]) -> None:
@@ -192,7 +190,8 @@ class CrossChecks:
         await self.flush(stream_id, check)
 
     async def flush(self, stream_id: str, check: StreamVerifier) -> None:
-        """Send every verification whose BirdNET windows are all answered, in order."""
+        """Send every verification whose BirdNET windows are all answered, in order (a
+        rebuilt stream's re-derived ones the client already has are kept, not sent)."""
         async with self.lock:
             done = check.ready()
             if not done:
@@ -202,15 +201,18 @@ class CrossChecks:
             task = asyncio.create_task(self._verify_and_keep(stream_id, check, done))
             self.keeping.add(task)
             task.add_done_callback(self.keeping.discard)
-            texts = await asyncio.shield(task)
-            for text in texts:
-                await self.send(text)
+            messages = await asyncio.shield(task)
+            for p, text in messages:
+                if p.start_sample > check.send_after:
+                    await self.send(text)
+                check.sent_next = max(check.sent_next, p.index + 1)
 
     async def _verify_and_keep(
         self, stream_id: str, check: StreamVerifier, done: list[_Primary]
-    ) -> list[str]:
+    ) -> list[tuple[_Primary, str]]:
         results = await anyio.to_thread.run_sync(check.verify, done)
-        texts = []
+        check.count(done, results)
+        messages = []
         for p, v in zip(done, results, strict=True):
             message = StreamVerification(
                 stream_id=stream_id,
@@ -220,8 +222,8 @@ class CrossChecks:
             )
             text = message.model_dump_json(exclude_none=True)
             self.keep(p.start_sample, text)
-            texts.append(text)
-        return texts
+            messages.append((p, text))
+        return messages
 
     async def settle(self) -> None:
         """After a cancel: let the shielded verifications finish and be kept, so that a

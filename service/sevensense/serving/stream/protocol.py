@@ -91,8 +91,9 @@ class StreamOpen(EmbedParams):
     last_verified: int | None = Field(
         None,
         ge=-1,
-        description="resume, verify=true: start_sample of the last verification received; "
-        "later ones the server still holds are sent again",
+        description="resume, verify=true: start_sample of the last verification received "
+        "(-1: none); later ones are sent again, from memory or, on a task that rebuilds the "
+        "stream, computed again from the audio sent from received_frames",
     )
     resume_token: str | None = Field(
         None,

@@ -24,10 +24,11 @@ import json
 import secrets
 import time
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sevensense.errors import RequestError, ResumeRefusedError
 from sevensense.serving.stream.protocol import StreamOpen
+from sevensense.verification.agreement import GOOD, AgreementSummary, WindowVerification
 
 # The opening message's fields that describe a connection, not the stream's request.
 CONNECTION_FIELDS = frozenset(
@@ -42,6 +43,42 @@ CONNECTION_FIELDS = frozenset(
         "model",
     }
 )
+
+
+class Tally(BaseModel):
+    """verify=true: the agreement summary's running totals, carried across tasks so that a
+    rebuilt stream's summary covers every window once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    w: int = 0  # windows compared
+    c: int = 0  # windows with an agreement
+    s: float = 0.0  # sum of the agreements
+    g: int = 0  # agreements >= GOOD
+    d: int = 0  # discrepancies
+    r: dict[str, int] = Field(default_factory=dict)  # null reasons
+
+    def add(self, v: WindowVerification) -> None:
+        self.w += 1
+        self.d += len(v.discrepancies)
+        if v.agreement is None:
+            reason = v.reason or "unknown"
+            self.r[reason] = self.r.get(reason, 0) + 1
+        else:
+            self.c += 1
+            self.s += v.agreement
+            self.g += v.agreement >= GOOD - 1e-9
+
+    def summary(self) -> AgreementSummary:
+        counted = self.c or None
+        return AgreementSummary(
+            windows=self.w,
+            counted=self.c,
+            mean=round(self.s / counted, 6) if counted else None,
+            share_ge_0_8=round(self.g / counted, 6) if counted else None,
+            discrepancies=self.d,
+            null_reasons=dict(self.r),
+        )
 
 
 class ResumeState(BaseModel):
@@ -63,6 +100,16 @@ class ResumeState(BaseModel):
     n: int  # windows answered
     sk: int  # windows skipped (silent)
     r: int  # resumes so far
+    f: int = 0  # frames received, all tasks
+    b: int = 0  # bytes received, all tasks
+    t: int = 0  # throttle notices
+    ix: int = 0  # windows indexed (index=true)
+    # verify=true: the first window whose verification is not computed yet (the tally
+    # covers exactly the windows before it), and the first whose verification may not have
+    # reached the client (every one before it was sent before this token).
+    vp: int | None = None
+    vq: int | None = None
+    vt: Tally | None = None
     at: float  # issued, unix seconds
 
 

@@ -14,12 +14,15 @@ audio instead (:mod:`.resume`, :func:`rebuild`).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 from sevensense.audio.live import LiveWindows, PcmDecoder, PcmFormat, resume_point
+from sevensense.audio.pipeline import PreprocessConfig
 from sevensense.audio.windowing import Window
 from sevensense.errors import (
     RequestError,
@@ -29,9 +32,10 @@ from sevensense.errors import (
 )
 from sevensense.inference.engine import WindowResult
 from sevensense.planning.plan import RequestPlan
+from sevensense.serving.dispatch.birdnet_check import Plan as VerifierPlan
 from sevensense.serving.stream.birdnet_check import StreamVerifier
 from sevensense.serving.stream.protocol import StreamOpen
-from sevensense.serving.stream.resume import ResumeState, options_digest
+from sevensense.serving.stream.resume import ResumeState, Tally, options_digest
 from sevensense.settings import StreamSettings
 
 
@@ -55,6 +59,7 @@ class StreamSession:
     replay_evicted: int = -1  # highest start_sample no longer held for a resume
     last_sent: int = -1
     next_index: int = 0  # the window after the last one answered, for a resume token
+    rederive_below: int = 0  # rebuilt verify=true: windows before it were answered already
     verified: deque[tuple[int, str]] = field(default_factory=deque)  # verify=true, as replay
     connection: int = 0
     attached: bool = False
@@ -119,6 +124,13 @@ class StreamSession:
             n=self.windows,
             sk=self.skipped,
             r=self.resumes,
+            f=self.frames,
+            b=self.received_bytes,
+            t=self.throttles,
+            ix=self.indexed,
+            vp=self.verify.produced_next if self.verify is not None else None,
+            vq=self.verify.sent_next if self.verify is not None else None,
+            vt=self.verify.tally.model_copy(deep=True) if self.verify is not None else None,
             at=now,
         )
 
@@ -235,29 +247,80 @@ class StreamRegistry:
 
 
 def rebuild(
-    state: ResumeState, opened: StreamOpen, plan: RequestPlan, replay_size: int
+    state: ResumeState,
+    opened: StreamOpen,
+    plan: RequestPlan,
+    replay_size: int,
+    verify: VerifierPlan | None = None,
 ) -> StreamSession:
     """A stream from its token, on a task that never held it: decoder, resampler and
-    windower restarted at the resume point; the client sends the audio from there."""
-    fmt = PcmFormat(opened.sample_rate, opened.channels, opened.encoding)
-    point = resume_point(opened.sample_rate, plan.config, state.next)
-    decoder = PcmDecoder(fmt)
-    decoder.frames = point.input_offset
-    return StreamSession(
+    windower restarted at the resume point; the client sends the audio from there.
+
+    With verify=true (``verify``: the verifier's plan here), the resume point goes back to
+    the first window whose verification the client may lack: those windows are computed
+    again for their verification alone (no second ``window`` message, no second count), and
+    the BirdNET windows pooled into them are cut again from the same audio."""
+    rate = opened.sample_rate
+    hop = plan.config.window_spec().hop_samples
+    redo, send_after, first_missing = state.next, -1, state.next
+    if verify is not None and verify.config is not None:
+        vp = state.next if state.vp is None else state.vp
+        vq = vp if state.vq is None else state.vq
+        send_after = max(-1 if opened.last_verified is None else opened.last_verified, vq * hop - 1)
+        first_missing = send_after // hop + 1 if send_after >= 0 else 0
+        redo = min(first_missing, vp, state.next)
+    point = resume_point(rate, plan.config, redo)
+    fed_from = point.input_offset
+    vpoint = None
+    if verify is not None and verify.config is not None:
+        vpoint = resume_point(rate, verify.config, _first_pooled(plan, verify.config, redo))
+        fed_from = min(fed_from, vpoint.input_offset)
+    decoder = PcmDecoder(PcmFormat(rate, opened.channels, opened.encoding))
+    decoder.frames = fed_from
+    session = StreamSession(
         stream_id=state.sid,
         owner=state.key,
         opened=opened.model_copy(update={"model": state.asked}),
         plan=plan,
         decoder=decoder,
-        live=LiveWindows.resumed(opened.sample_rate, plan.config, point),
+        live=LiveWindows.resumed(rate, plan.config, point, fed_from),
         replay_size=replay_size,
         replay_evicted=state.last,
         last_sent=state.last,
         next_index=state.next,
+        rederive_below=state.next,
         windows=state.n,
         skipped=state.sk,
+        frames=state.f,
+        received_bytes=state.b,
+        throttles=state.t,
         resumes=state.r,
+        indexed=state.ix,
     )
+    if verify is not None and verify.config is not None and vpoint is not None:
+        manifest = plan.manifest
+        vp = state.next if state.vp is None else state.vp
+        session.verify = StreamVerifier(
+            verify,
+            LiveWindows.resumed(rate, verify.config, vpoint, fed_from),
+            plan.window_s,
+            (manifest.name, manifest.version),
+            tally=(state.vt or Tally()).model_copy(deep=True),
+            produced_next=vp,
+            sent_next=first_missing,
+            tally_from=vp,
+            send_after=send_after,
+        )
+    return session
+
+
+def _first_pooled(plan: RequestPlan, verifier: PreprocessConfig, index: int) -> int:
+    """The first verifier window whose centre lies at or after primary window ``index``'s
+    start: the first one pooled into it (exact, in rationals: both are whole samples)."""
+    start = Fraction(index * plan.config.window_spec().hop_samples, plan.config.sample_rate)
+    spec = verifier.window_spec()
+    centre_from = start * verifier.sample_rate - Fraction(spec.window_samples, 2)
+    return max(0, math.ceil(centre_from / spec.hop_samples))
 
 
 def new_stream_id() -> str:

@@ -85,6 +85,7 @@ from sevensense.serving.stream.sessions import (
 from sevensense.serving.telemetry.metrics import metrics
 from sevensense.serving.tenant_index import SimilarityService, key_scope
 from sevensense.settings import Settings
+from sevensense.verification.agreement import RequestVerification
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ class _Connection:
         verification = None
         rebuilt = False
         if found is None and opened.resuming:
-            session = await self._rebuild(opened, key, gateway)
+            session, verification = await self._rebuild(opened, key, gateway)
             rebuilt = True
         elif found is not None:
             check_resume(opened, found)
@@ -330,22 +331,19 @@ class _Connection:
         await self._send(ready.model_dump_json(exclude_none=True))
         for message in replay:
             await self._send(message)
+        if found is not None and session.verify is not None:
+            session.verify.sent_next = max(session.verify.sent_next, session.verify.produced_next)
 
     async def _rebuild(
         self, opened: StreamOpen, key: ApiKeyRecord, gateway: Gateway
-    ) -> StreamSession:
-        """A resume this worker does not hold: from the client's token and audio."""
+    ) -> tuple[StreamSession, RequestVerification | None]:
+        """A resume this worker does not hold: from the client's token and audio (and the
+        verification answer when verify=true has nothing to compute here)."""
         stream_id = opened.stream_id or ""
         if opened.resume_token is None:
             raise unknown_stream(stream_id)
         state = self.endpoint.tokens.check(opened.resume_token, key.id, stream_id)
         check_same_request(opened, state)
-        if opened.verify:
-            raise ResumeRefusedError(
-                "a verify=true stream resumes only on the entry task that holds it (its "
-                "verifier state is not rebuilt from a token); open a new stream",
-                reason="verify",
-            )
         self.endpoint.registry.check_capacity(key.id)
         pinned = opened.model_copy(update={"model": state.model})
         try:
@@ -357,11 +355,13 @@ class _Connection:
                 reason="model_version",
                 model=state.model,
             ) from None
-        session = rebuild(state, opened, plan, self.limits.replay_windows)
+        vplan = gateway.verifier.plan(plan.artifact, True) if opened.verify else None
+        active = vplan if vplan is not None and vplan.active else None
+        session = rebuild(state, opened, plan, self.limits.replay_windows, active)
         session.resume_audio(opened.resume_from)
         session.resumes += 1
         metrics().stream_resumes.labels("rebuilt").inc()
-        return session
+        return session, vplan.answer if vplan is not None and active is None else None
 
     def _token(self, session: StreamSession) -> str:
         return self.endpoint.tokens.sign(session.state(time.time()))
@@ -533,6 +533,8 @@ class _Connection:
         self, session: StreamSession, kept: list[Window], skipped: list[SkippedWindow]
     ) -> None:
         for s in skipped:
+            if s.index < session.rederive_below:  # notified by the task before
+                continue
             session.skipped += 1
             notice = StreamSkipped(
                 stream_id=session.stream_id,
@@ -584,6 +586,12 @@ class _Connection:
             for window, (result, served, similarity, logits) in zip(
                 pending.windows, results, strict=True
             ):
+                if window.index < session.rederive_below:  # answered by the task before
+                    if session.verify is not None:
+                        session.verify.primary(
+                            result.index, window.start_sample, result.start_s, result.end_s, logits
+                        )
+                    continue
                 latency_ms = (time.monotonic() - pending.ready_at) * 1e3
                 body = window_json(result, served, similarity, embedding=opened.include_embedding)
                 start_at = end_at = None
@@ -591,6 +599,9 @@ class _Connection:
                     start_at = opened.recorded_at + timedelta(seconds=result.start_s)
                     end_at = opened.recorded_at + timedelta(seconds=result.end_s)
                 session.windows += 1
+                if opened.index and served != "zero_vector":  # counted before the token
+                    session.to_index.append(result)  # adds are idempotent per window
+                    session.indexed += 1
                 session.next_index = window.index + 1
                 session.last_sent = max(session.last_sent, window.start_sample)
                 message = StreamWindow(
@@ -603,8 +614,6 @@ class _Connection:
                     resume_token=self._token(session),
                 ).model_dump_json(exclude_none=True)
                 session.answered(window.start_sample, message)
-                if opened.index and served != "zero_vector":
-                    session.to_index.append(result)
                 if session.verify is not None:  # before the send: a drop there loses none
                     session.verify.primary(
                         result.index, window.start_sample, result.start_s, result.end_s, logits
@@ -660,7 +669,7 @@ class _Connection:
             return
         batch, session.to_index = session.to_index, []
         opened = session.opened
-        added = await anyio.to_thread.run_sync(
+        await anyio.to_thread.run_sync(
             lambda: self.endpoint.similarity.add_results(
                 session.plan.manifest,
                 session.plan.transform,
@@ -672,7 +681,6 @@ class _Connection:
                 time=opened.recorded_at,
             )
         )
-        session.indexed += added
 
     async def _send(self, text: str) -> None:
         timeout = self.limits.slow_reader_s

@@ -55,6 +55,7 @@ class Metrics:
     batch_size: Histogram
     model_windows: Counter
     head_windows: Counter
+    model_pending: Gauge
     model_loads: Counter
     path_ready: Gauge
     traffic_weight: Gauge
@@ -149,6 +150,12 @@ def metrics() -> Metrics:
             "sevensense_head_windows",
             "Windows a classifier head scored inside a model service's batch, by outcome",
             ("path", "classifier", "outcome"),
+        ),
+        model_pending=Gauge(
+            "sevensense_model_pending_windows",
+            "Windows a model service accepted and has not answered (its batch queue and the "
+            "batch running), per process",
+            multiprocess_mode="livesum",
         ),
         model_loads=Counter(
             "sevensense_model_loads",

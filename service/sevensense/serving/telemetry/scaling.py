@@ -50,12 +50,15 @@ class Signal:
 OPEN_STREAMS = Signal("OpenStreams", "Count")
 INFLIGHT_UPLOADS = Signal("InflightUploads", "Count")
 REQUESTS_PER_SECOND = Signal("RequestsPerSecond", "Count/Second")
-# Model services: how long a window waits for its batch, and the windows run.
+# Model services: how long a window waits for its batch, the windows waiting or running
+# now (BentoML's queue depth, which it does not expose: counted around the batched API),
+# and the windows run.
 BATCH_QUEUE_WAIT_MS = Signal("BatchQueueWaitMs", "Milliseconds")
+PENDING_WINDOWS = Signal("PendingWindows", "Count")
 WINDOWS_PER_SECOND = Signal("WindowsPerSecond", "Count/Second")
 
 ENTRY_SIGNALS = (OPEN_STREAMS, INFLIGHT_UPLOADS, REQUESTS_PER_SECOND)
-MODEL_SIGNALS = (BATCH_QUEUE_WAIT_MS, WINDOWS_PER_SECOND)
+MODEL_SIGNALS = (BATCH_QUEUE_WAIT_MS, PENDING_WINDOWS, WINDOWS_PER_SECOND)
 
 Sampler = Callable[[], Mapping[Signal, float]]
 
@@ -123,9 +126,11 @@ def entry_sampler(inflight: Callable[[], int]) -> Sampler:
     return sample
 
 
-def model_sampler() -> Sampler:
+def model_sampler(pending: Callable[[], int]) -> Sampler:
     """Mean queue wait of the windows batched since the last line (0 when none were, so
-    an idle service lets target tracking scale in)."""
+    an idle service lets target tracking scale in), and the windows pending now
+    (``pending``: the model service's own count, model_service/pending.py), which the
+    Prometheus gauge shows too."""
     m = metrics()
     last = [_total(m.queue_time, "_sum"), _total(m.queue_time, "_count")]
     windows = _Rate(lambda: _total(m.model_windows, "_total"))
@@ -134,8 +139,10 @@ def model_sampler() -> Sampler:
         wait_s, count = _total(m.queue_time, "_sum"), _total(m.queue_time, "_count")
         waited, n = wait_s - last[0], count - last[1]
         last[:] = [wait_s, count]
+        m.model_pending.set(pending())
         return {
             BATCH_QUEUE_WAIT_MS: 1e3 * waited / n if n > 0 else 0.0,
+            PENDING_WINDOWS: _total(m.model_pending, ""),
             WINDOWS_PER_SECOND: windows(),
         }
 
