@@ -532,12 +532,13 @@ class HopliteIndex:
         HNSW over-fetched by the scope's share of the space, filtered in memory."""
         db, index, table = handle.db, handle.vectors, handle.table
         where, params = _where(scope, flt, tenant="r.tenant")
-        recs = np.fromiter(
-            (r[0] for r in db.execute(f"SELECT r.id {_FROM_RECORDINGS} {where}", params)),
-            np.int64,
-        )
-        mask = table.mask(recs)
-        allowed = int(mask.sum())
+        scope_key = (where, *params)
+
+        def recordings() -> np.ndarray:
+            sql = f"SELECT r.id {_FROM_RECORDINGS} {where}"
+            return np.fromiter((r[0] for r in db.execute(sql, params)), np.int64)
+
+        mask, allowed = handle.scopes.mask(scope_key, table, recordings)
         if allowed == 0:
             return [[] for _ in qs]
         want = candidates(k, metric)
@@ -545,7 +546,7 @@ class HopliteIndex:
         for q in qs:
             while True:
                 if allowed <= self.settings.exact_below:
-                    keys, vecs = handle.scopes.block((where, *params), table, recs, index.get)
+                    keys, vecs = handle.scopes.block(scope_key, table, mask, index.get)
                     hits = [(kk, s, 1.0 - s) for kk, s in top(q, keys, vecs, want)]
                 else:
                     hits = self._overfetch(index, table, mask, allowed, q, want)
@@ -554,8 +555,7 @@ class HopliteIndex:
                 if not dead:
                     break
                 table.forget(np.asarray(dead, dtype=np.uint64))  # deleted by another process
-                mask = table.mask(recs)
-                allowed = int(mask.sum())
+                mask, allowed = handle.scopes.mask(scope_key, table, recordings)
             out.append(_final(index, hits, q, k, metric, handle.info))
         return out
 
