@@ -105,7 +105,7 @@ class ScopeCache:
     """Per filter: its window mask (the last :data:`MASKS` filters) and, for exact scopes,
     its block of vectors (least recently used first out past ``max_bytes``)."""
 
-    MASKS = 32
+    MASKS = 16
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
