@@ -259,7 +259,7 @@ def main() -> None:
         return HopliteIndex(where, "scale", settings), where
 
     CASES[:] = args.cases.split(",")
-    for dim in (int(d) for d in args.dims.split(",")):
+    for dim in (int(d) for d in args.dims.split(",") if d):  # --dims "": pgvector only
         report["hoplite"][dim] = grow(
             hoplite,
             dim,
