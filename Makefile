@@ -140,6 +140,17 @@ bench-e2e: setup
 bench-index-adds: setup
 	.venv/bin/python -m bench.index_adds
 
+# Add p99 across compactions on hoplite (~3 min): inline vs on the background thread, interleaved.
+.PHONY: bench-index-compaction
+bench-index-compaction: setup
+	.venv/bin/python -m bench.index_adds --across-compaction 100000 --cycles 2
+
+# Sustained ingest (~5 min): 64 real-time streams with index=true through a real server vs
+# without, window p99 and /search p99 meanwhile (JSON in out/bench/).
+.PHONY: bench-index-ingest
+bench-index-ingest: setup
+	.venv/bin/python -m bench.index_ingest --streams 64 --seconds 100
+
 # The index at scale (~20 min here; more with 1M): hoplite at 100k/300k/1M × 256-d and 1024-d,
 # pgvector at 100k × 256-d: build time, disk, RSS, recall@10, p50/p99 at 1 and 8 callers,
 # filtered and unfiltered (JSON in out/bench/). --sizes/--dims/--budget-s choose how far.

@@ -164,6 +164,73 @@ def run(sizes: tuple[int, ...], dim: int, adds: int, budget_s: float) -> dict[st
     }
 
 
+def across_compaction(size: int, dim: int, cycles: int, compact_after: int) -> dict[str, Any]:
+    """Add latency while compactions happen, inline (the add that reaches ``compact_after``
+    compacts before it returns, as before) against the background thread, interleaved on
+    the same index: per cycle, each mode adds batches of 16 until one of its compactions
+    has finished (more adds for the background one: they go on while it runs)."""
+    root = Path(tempfile.mkdtemp(prefix="bench-index-adds-bg-"))
+    info = SpaceInfo(key=KEY, dim=dim)
+    loader = HopliteIndex(root, "adds", IndexSettings(compact_after=10**9))
+    source = clustered_chunks(10**12, dim)
+    rows = 0
+    while rows < size:
+        vecs = next(source)[: size - rows]
+        loader.add(info, EntryBatch(vecs, metas(rows, len(vecs))))
+        loader.compact()
+        rows += len(vecs)
+    loader.close()
+    pending = np.zeros((0, dim), np.float32)
+    lat: dict[str, list[float]] = {"inline": [], "background": []}
+    compactions = dict.fromkeys(lat, 0)
+    for _ in range(cycles):
+        for mode, times in lat.items():
+            index = HopliteIndex(
+                root,
+                "adds",
+                IndexSettings(
+                    compact_after=compact_after, compact_in_background=mode == "background"
+                ),
+            )
+            handle = None
+            seen = 0
+            while True:
+                while len(pending) < BATCH:
+                    pending = np.concatenate([pending, next(source)])
+                vecs, pending = pending[:BATCH], pending[BATCH:]
+                t = time.perf_counter()
+                index.add(info, EntryBatch(vecs, metas(rows, BATCH, prefix="c")))
+                times.append(time.perf_counter() - t)
+                rows += BATCH
+                handle = handle or index._handle(KEY)
+                gen = handle.vectors.log.generation
+                if seen == 0:
+                    seen = gen
+                elif gen != seen:  # one compaction done (another may have started)
+                    break
+            compactions[mode] += 1
+            index.close()  # untimed: waits for a compaction still running
+    shutil.rmtree(root, ignore_errors=True)
+    return {
+        "entries": rows,
+        "dim": dim,
+        "batch": BATCH,
+        "compact_after": compact_after,
+        "cycles": cycles,
+        **{
+            mode: {
+                "adds": len(v),
+                "compactions": compactions[mode],
+                "p50_ms": round(_pct(v, 50), 2),
+                "p99_ms": round(_pct(v, 99), 2),
+                "max_ms": round(max(v) * 1000, 1),
+            }
+            for mode, v in lat.items()
+        },
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
@@ -171,10 +238,26 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=30, help="timed adds per size")
     parser.add_argument("--budget-s", type=float, default=600.0)
     parser.add_argument("--quick", action="store_true", help="10k and 30k only (a smoke run)")
+    parser.add_argument(
+        "--across-compaction",
+        type=int,
+        default=0,
+        metavar="SIZE",
+        help="instead: add p50/p99 across compactions at SIZE entries, inline vs background",
+    )
+    parser.add_argument("--cycles", type=int, default=2)
+    parser.add_argument("--compact-after", type=int, default=IndexSettings().compact_after)
     args = parser.parse_args()
     sizes = (10_000, 30_000) if args.quick else tuple(int(s) for s in args.sizes.split(","))
-    report = run(sizes, args.dim, args.adds, args.budget_s)
-    out = repo_root() / "out" / "bench" / f"index_adds_{date.today():%Y%m%d}.json"
+    if args.across_compaction:
+        report = across_compaction(
+            args.across_compaction, args.dim, args.cycles, args.compact_after
+        )
+        name = "index_adds_compaction"
+    else:
+        report = run(sizes, args.dim, args.adds, args.budget_s)
+        name = "index_adds"
+    out = repo_root() / "out" / "bench" / f"{name}_{date.today():%Y%m%d}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

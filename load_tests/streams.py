@@ -64,7 +64,9 @@ class Looped(PcmSource):
             offset += n
 
 
-async def level(url: str, key: str, streams: int, seconds: float) -> dict[str, Any]:
+async def level(
+    url: str, key: str, streams: int, seconds: float, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     server_ms: list[float] = []
     e2e_ms: list[float] = []
     rng = random.Random(streams)
@@ -86,7 +88,7 @@ async def level(url: str, key: str, streams: int, seconds: float) -> dict[str, A
         run = await stream_audio(
             url,
             Looped(rng.random() * 120.0, seconds),
-            {"top_k": 5, "stream_id": f"bench-{streams}-{i}"},
+            {"top_k": 5, "stream_id": f"bench-{streams}-{i}", **(options or {})},
             api_key=key,
             speed=1.0,
             frame_ms=100.0,

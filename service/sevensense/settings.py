@@ -309,6 +309,12 @@ class IndexSettings(_Section):
         ge=0,
         description="a filtered or tenant-scoped search over at most this many entries is exact",
     )
+    scope_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="hoplite: memory per space for the float32 blocks of recently searched "
+        "exact scopes (filters of at most exact_below windows), least recently used out first",
+    )
     pg_pool_size: int = Field(4, ge=1, le=64, description="pgvector connections per process")
     pg_halfvec: bool = Field(
         True,
@@ -321,6 +327,11 @@ class IndexSettings(_Section):
         description="hoplite: fold the append log into usearch.index once it holds this many "
         "vectors (every query scans the log exactly, so this bounds that scan; lower it for "
         "wide spaces with a tight p99: docs/index-at-scale.md)",
+    )
+    compact_in_background: bool = Field(
+        True,
+        description="hoplite: the add that reaches compact_after starts the compaction on the "
+        "space's own thread and returns; adds go on into the log meanwhile",
     )
     audio_roots: list[Path] = Field(
         default_factory=list,

@@ -1,6 +1,7 @@
 """Run by tests/index/test_crash_safety.py in a subprocess that is SIGKILLed at random
 points: adds :data:`BATCHES` batches of deterministic windows to an index, in order,
-printing ``ready`` once started and the number of each batch it committed.
+printing ``ready`` once started, the number of each batch it committed, and ``compacting``
+after an add that left a background compaction (hoplite) running.
 
 ``python -m tests.index.crash_adder hoplite ROOT [FROM]`` or ``... pgvector URL [FROM]``:
 from add number FROM on (default 0, all of them).
@@ -67,6 +68,8 @@ def main() -> None:
             continue
         index.add(INFO, EntryBatch(vecs[windows.start : windows.stop], [meta(i) for i in windows]))
         print(number, flush=True)
+        if getattr(index, "compacting", lambda: False)():  # hoplite: on its own thread
+            print("compacting", flush=True)
     index.close()
     print("done", flush=True)
 

@@ -2,15 +2,19 @@
 in a subprocess, killed at a random moment after it started adding): every time the index
 opens, every window is either fully present (its row, and its vector, bit for bit as
 stored) or absent, whole adds at a time, and the next run of the same adds (idempotent key)
-completes it. Hoplite's kills also land inside compactions (every 4 adds); pgvector's first
-add is a bulk load that drops and rebuilds the HNSW graph in its transaction."""
+completes it. Hoplite's kills also land inside compactions (every 4 adds, on a background
+thread while adds go on: every third kill waits for an add that left one running);
+pgvector's first add is a bulk load that drops and rebuilds the HNSW graph in its
+transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -24,6 +28,7 @@ from pgvector.psycopg import register_vector
 
 from sevensense.errors import IndexNotFoundError
 from sevensense.index.hoplite import HopliteIndex
+from sevensense.index.hoplite_vectors import read_state
 from sevensense.index.pgvector import REGISTRY
 from sevensense.index.records import Scope
 from tests.conftest import REPO
@@ -33,10 +38,15 @@ KILLS = 20
 
 
 def _run(
-    backend: str, where: str, start: int = 0, kill: tuple[int, float] | None = None
+    backend: str,
+    where: str,
+    start: int = 0,
+    kill: tuple[int, float] | None = None,
+    in_compaction: bool = False,
 ) -> tuple[int, list[str]]:
     """One run of the adder from add ``start``; ``kill`` = (n, s): SIGKILL ``s`` seconds
-    after it reports add ``n - 1`` committed (after ``ready`` for n = 0), or at its end."""
+    after it reports add ``n - 1`` committed (after ``ready`` for n = 0), or at its end;
+    ``in_compaction``: ``s`` seconds after it reports a background compaction running."""
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'service'}:{REPO}"}
     child = subprocess.Popen(
         [sys.executable, "-m", "tests.index.crash_adder", backend, where, str(start)],
@@ -50,12 +60,22 @@ def _run(
     assert lines == ["ready"], lines
     if kill is not None:
         after, delay = kill
-        while after > start and lines[-1] not in (str(after - 1), "done", ""):
+        until = "compacting" if in_compaction else str(after - 1)
+        while (in_compaction or after > start) and lines[-1] not in (until, "done", ""):
             lines.append(child.stdout.readline().strip())
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)
     out, _ = child.communicate(timeout=120)
     return child.returncode, lines + out.split()
+
+
+def _next_log(space: Path) -> bool:
+    """A log file of a generation after the committed one: a compaction was swapping."""
+    if not (space / "hoplite.sqlite").is_file():
+        return False
+    with contextlib.closing(sqlite3.connect(space / "hoplite.sqlite")) as db:
+        state = read_state(db)
+    return (space / f"vectors.{state.generation + 1}.log").exists()
 
 
 def _hoplite_entries(root: Path) -> dict[int, np.ndarray]:
@@ -151,13 +171,18 @@ def test_sigkill_during_adds(backend: str, tmp_path: Path, request: pytest.Fixtu
     kills = 0
     partial = 0
     present = 0
-    for _ in range(3 * KILLS):
+    mid_compaction = 0
+    for attempt in range(3 * KILLS):
         # a random add to die in, at a random moment in it; each run first repeats the
         # last add that committed (nothing new: the idempotent key)
         target = rng.randrange(present, total)
         start = max(0, present - 1)
         delay = rng.uniform(0.0, longest if target == 0 else 0.03)
-        code, lines = _run(backend, where, start, (target, delay))
+        in_compaction = backend == "hoplite" and attempt % 3 == 2
+        code, lines = _run(backend, where, start, (target, delay), in_compaction)
+        if backend == "hoplite":  # what a kill inside a compaction leaves behind
+            space = tmp_path / plan.NAME / plan.KEY.slug
+            mid_compaction += any(space.glob(".usearch.index.*.tmp")) or _next_log(space)
         present = _check(entries(), first, stored)
         if code == -signal.SIGKILL:
             kills += 1
@@ -172,6 +197,8 @@ def test_sigkill_during_adds(backend: str, tmp_path: Path, request: pytest.Fixtu
             present = 0
     assert kills == KILLS
     assert partial >= KILLS // 2, "too few kills landed between the first and the last add"
+    if backend == "hoplite":
+        assert mid_compaction >= 1, "no kill landed inside a compaction"
     code, lines = _run(backend, where)  # all the same adds again complete the index
     assert code == 0 and lines[-1] == "done"
     assert _check(entries(), first, stored) == total

@@ -21,7 +21,7 @@ from tests.index.conftest import RealWindows
 from tests.index.test_backends import V1, assert_same, metas, reference
 
 
-def _open(root: Path, **overrides: int) -> HopliteIndex:
+def _open(root: Path, **overrides: int | bool) -> HopliteIndex:
     return HopliteIndex(root, "log", IndexSettings(**overrides))
 
 
@@ -71,7 +71,7 @@ def test_size_trigger(real_windows: RealWindows, tmp_path: Path) -> None:
     w = real_windows
     info = SpaceInfo(key=V1, dim=w.vectors.shape[1])
     every = metas(w)
-    index = _open(tmp_path, compact_after=8)
+    index = _open(tmp_path, compact_after=8, compact_in_background=False)
     for start in range(0, 24, 4):  # six adds of 4: compactions after the 2nd, 4th and 6th
         index.add(info, EntryBatch(w.vectors[start : start + 4], every[start : start + 4]))
     handle = index._handle(V1)
@@ -79,6 +79,60 @@ def test_size_trigger(real_windows: RealWindows, tmp_path: Path) -> None:
         state = read_state(handle.db)
     assert (state.generation, state.entries) == (3, 0)
     index.close()
+
+
+def test_adds_during_a_compaction_are_carried_over(
+    real_windows: RealWindows, tmp_path: Path
+) -> None:
+    """A compaction builds from a snapshot while adds go on; the records added meanwhile
+    move to the next generation's log at the swap, and nothing is lost or answered twice."""
+    w = real_windows
+    info = SpaceInfo(key=V1, dim=w.vectors.shape[1])
+    every = metas(w)
+    n = len(w.vectors)
+    index = _open(tmp_path, compact_after=10**6)
+    index.add(info, EntryBatch(w.vectors[:20], every[:20]))
+    handle = index._handle(V1)
+    with handle.lock:
+        snap = handle.vectors.snapshot(handle.db)
+    temp, mark = handle.vectors.build(snap)  # what the compaction thread does unlocked
+    index.add(info, EntryBatch(w.vectors[20:], every[20:]))  # an add meanwhile
+    with handle.lock:
+        handle.db.execute("BEGIN IMMEDIATE")
+        assert handle.vectors.swap(handle.db, snap, temp, mark)
+        state = read_state(handle.db)
+    assert (state.generation, state.entries) == (1, n - 20)
+    reader = _open(tmp_path)  # a fresh process: the file and the carried log
+    everyone = np.ones(n, dtype=bool)
+    for q in w.vectors[::5]:
+        for idx in (index, reader):
+            got = idx.search(V1, q, 10, Scope.everyone())[0]
+            assert_same(got, reference(w, q, 10, everyone))
+            assert len({(g.recording_id, g.start_s) for g in got}) == 10
+    # a compaction that lost the race (another one swapped first) changes nothing
+    with handle.lock:
+        stale = handle.vectors.snapshot(handle.db)
+    temp, mark = handle.vectors.build(stale)
+    assert index.compact()[V1.slug] > 0
+    with handle.lock:
+        handle.db.execute("BEGIN IMMEDIATE")
+        assert not handle.vectors.swap(handle.db, stale, temp, mark)
+    assert not temp.exists()
+
+    # in the background: the add that reaches the threshold returns, the compaction follows
+    bg = _open(tmp_path / "bg", compact_after=8)
+    for start in range(0, 24, 4):
+        bg.add(info, EntryBatch(w.vectors[start : start + 4], every[start : start + 4]))
+    bg.wait_compactions()
+    bg_handle = bg._handle(V1)
+    with bg_handle.lock:
+        state = read_state(bg_handle.db)
+    assert state.generation >= 1 and state.entries < 24
+    keep = np.arange(n) < 24
+    for q in w.vectors[:24:3]:
+        assert_same(bg.search(V1, q, 10, Scope.everyone())[0], reference(w, q, 10, keep))
+    for idx in (index, reader, bg):
+        idx.close()
 
 
 def _filled(w: RealWindows, root: Path) -> tuple[HopliteIndex, SpaceInfo, Path]:

@@ -194,7 +194,9 @@ DEFERRED_Q = SQ + "aws_sqs_queue.deferred"
 BATCH_DLQ = SQ + "aws_sqs_queue.batch_dlq"
 DEFERRED_DLQ = SQ + "aws_sqs_queue.deferred_dlq"
 INDEX_DB = "module.index_db[0]."
-INDEX_SECRET = INDEX_DB + "aws_secretsmanager_secret.credentials"
+INDEX_SECRET = INDEX_DB + "aws_secretsmanager_secret.app"  # the app role's: the tasks read it
+MASTER_SECRET = INDEX_DB + "aws_secretsmanager_secret.credentials"  # the migration's only
+MIGRATE_TASK = "module.worker.aws_ecs_task_definition.index_migrate[0]"
 PAYLOAD_PREFIX = "deferred/"
 S3_WRITES = {"s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:RestoreObject"}
 
@@ -269,6 +271,11 @@ def expected_grants(parsed: Parsed) -> dict[str, set[tuple[str, str]]]:
             ("kms:GenerateDataKey", KMS),
             ("secretsmanager:GetSecretValue", INDEX_SECRET),
         },
+        "index_migrate[0]": {
+            ("secretsmanager:GetSecretValue", MASTER_SECRET),
+            ("secretsmanager:GetSecretValue", INDEX_SECRET),
+            ("kms:Decrypt", KMS),
+        },
     }
 
 
@@ -294,7 +301,9 @@ def role_grants(parsed: Parsed, role: str) -> set[tuple[str, str]]:
     return grants
 
 
-@pytest.mark.parametrize("role", ["execution", "entry", "model_gpu", "model_cpu", "worker"])
+@pytest.mark.parametrize(
+    "role", ["execution", "entry", "model_gpu", "model_cpu", "worker", "index_migrate[0]"]
+)
 def test_each_role_reaches_exactly_its_resources(parsed: Parsed, role: str) -> None:
     assert role_grants(parsed, role) == expected_grants(parsed)[role]
 
@@ -319,6 +328,7 @@ def test_no_wildcards_except_documented(parsed: Parsed) -> None:
         ("module.serving.aws_ecs_task_definition.model_gpu", "model_gpu"),
         ("module.serving.aws_ecs_task_definition.model_cpu", "model_cpu"),
         ("module.worker.aws_ecs_task_definition.worker", "worker"),
+        (MIGRATE_TASK, "index_migrate[0]"),
     ],
 )
 def test_each_service_runs_with_its_own_task_role(parsed: Parsed, taskdef: str, role: str) -> None:
@@ -638,7 +648,7 @@ def test_index_db_password_only_in_write_only_arguments(parsed: Parsed) -> None:
         "aws_secretsmanager_secret_version",
         INDEX_DB + "aws_secretsmanager_secret_version.credentials",
     )
-    assert parsed.resolve(version["secret_id"]) == INDEX_SECRET
+    assert parsed.resolve(version["secret_id"]) == MASTER_SECRET
     assert "secret_string" not in version
     assert version["secret_string_wo_version"] == cluster["master_password_wo_version"]
 
@@ -668,7 +678,41 @@ def test_index_db_secret_reaches_entry_and_worker_only(
         assert index_env == {}
 
 
-@pytest.mark.parametrize("role", ["execution", "entry", "model_gpu", "model_cpu", "worker"])
+@pytest.mark.parametrize(
+    "role", ["execution", "entry", "model_gpu", "model_cpu", "worker", "index_migrate[0]"]
+)
 def test_index_db_secret_is_readable_by_entry_and_worker_only(parsed: Parsed, role: str) -> None:
-    readers = {r for a, r in role_grants(parsed, role) if r == INDEX_SECRET}
-    assert readers == ({INDEX_SECRET} if role in ("entry", "worker") else set())
+    readers = {r for a, r in role_grants(parsed, role) if r in (INDEX_SECRET, MASTER_SECRET)}
+    if role in ("entry", "worker"):
+        assert readers == {INDEX_SECRET}, "the tasks read the app role's secret, not the master's"
+    elif role == "index_migrate[0]":
+        assert readers == {INDEX_SECRET, MASTER_SECRET}
+    else:
+        assert readers == set()
+
+
+def test_app_secret_is_its_own_login_and_the_master_goes_only_to_the_migration(
+    parsed: Parsed,
+) -> None:
+    app = parsed.one("aws_secretsmanager_secret", INDEX_SECRET)
+    assert parsed.resolve(app["kms_key_id"]) == KMS
+    version = parsed.one(
+        "aws_secretsmanager_secret_version", INDEX_DB + "aws_secretsmanager_secret_version.app"
+    )
+    assert parsed.resolve(version["secret_id"]) == INDEX_SECRET
+    assert "secret_string" not in version and version["secret_string_wo_version"] >= 1
+    # every task definition but the migration's names the app secret, never the master's
+    for address, td in parsed.all("aws_ecs_task_definition"):
+        (container,) = json.loads(td["container_definitions"])
+        env = {e["name"]: parsed.resolve(e["value"]) for e in container["environment"]}
+        refs = {v for v in env.values() if v in (INDEX_SECRET, MASTER_SECRET)}
+        refs |= {parsed.resolve(c) for c in container.get("command", [])} & {
+            INDEX_SECRET,
+            MASTER_SECRET,
+        }
+        if address == MIGRATE_TASK:
+            assert env["SEVENSENSE_INDEX_DB_SECRET_ARN"] == MASTER_SECRET
+            assert container["command"][:4] == ["sevensense", "index", "migrate", "--app-secret"]
+            assert parsed.resolve(container["command"][4]) == INDEX_SECRET
+        else:
+            assert MASTER_SECRET not in refs, f"{address} gets the master secret"

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +49,7 @@ from sevensense.errors import (
     VectorIndexError,
 )
 from sevensense.index.events import compacted
+from sevensense.index.hoplite_scopes import ScopeCache, WindowTable, top
 from sevensense.index.hoplite_vectors import UINDEX_FILENAME, SpaceVectors
 from sevensense.index.ranking import candidates, rank
 from sevensense.index.records import (
@@ -68,8 +71,8 @@ from sevensense.settings import IndexSettings
 from sevensense.storage.atomic import exclusive_lock
 
 HOPLITE_FILENAME = "hoplite.sqlite"
+COMPACT_LOCK = "compaction"  # flock'd as compaction.lock: one compaction per space at a time
 SPACE_META_KEY = "sevensense_space"
-BLOCK = 4096
 
 # perch-hoplite 1.0.2's schema, verbatim (SQLiteUSearchDB._setup_tables).
 _HOPLITE_SCHEMA = (
@@ -124,6 +127,8 @@ _EXTRA_SCHEMA = (
     "CREATE INDEX IF NOT EXISTS sevensense_windows_tenant ON windows(tenant)",
     "CREATE INDEX IF NOT EXISTS sevensense_recordings_filename ON recordings(filename)",
 )
+
+log = logging.getLogger(__name__)
 
 _PERCH_KEYS = {"perch-v2": "perch_v2_onnx"}
 
@@ -180,23 +185,72 @@ class _Space:
         self.db = sqlite3.connect(directory / HOPLITE_FILENAME, check_same_thread=False)
         self.db.execute("PRAGMA busy_timeout = 30000")
         self.vectors = SpaceVectors(directory, info, settings)
+        self.table = WindowTable()
+        self._compactor: threading.Thread | None = None
+        self._compactor_lock = threading.Lock()
+        self.scopes = ScopeCache(settings.scope_cache_mb << 20)
 
     @property
     def lock_path(self) -> Path:
         return self.directory / UINDEX_FILENAME
 
-    def compact(self, index_name: str) -> float:
-        with self.lock, exclusive_lock(self.lock_path):
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-                seconds = self.vectors.compact(self.db)
-            except BaseException:
-                self.db.rollback()
-                raise
+    def compact(self, index_name: str, at_least: int = 0) -> float | None:
+        """Fold the log into a new ``usearch.index`` (see hoplite_vectors): adds wait only for
+        the swap at the end, not the build. None: nothing done (the log held fewer than
+        ``at_least`` records, or another process compacted first)."""
+        with exclusive_lock(self.directory / COMPACT_LOCK):
+            started = time.perf_counter()
+            with self.lock:
+                snap = self.vectors.snapshot(self.db)
+            if snap.state.entries < at_least:
+                return None
+            temp, mark = self.vectors.build(snap)
+            with self.lock, exclusive_lock(self.lock_path):
+                try:
+                    self.db.execute("BEGIN IMMEDIATE")
+                    done = self.vectors.swap(self.db, snap, temp, mark)
+                except BaseException:
+                    self.db.rollback()
+                    temp.unlink(missing_ok=True)
+                    raise
+            seconds = time.perf_counter() - started
+        if not done:
+            return None
         compacted(index_name, self.info.key.slug, seconds)
         return seconds
 
+    def compact_later(self, index_name: str, at_least: int) -> None:
+        """A compaction on this space's own thread, unless one is running already."""
+        with self._compactor_lock:
+            if self._compactor is not None and self._compactor.is_alive():
+                return
+            self._compactor = threading.Thread(
+                target=self._compact_quietly,
+                args=(index_name, at_least),
+                name=f"compact-{self.info.key.slug}",
+                daemon=True,
+            )
+            self._compactor.start()
+
+    def _compact_quietly(self, index_name: str, at_least: int) -> None:
+        try:
+            self.compact(index_name, at_least)
+        except Exception:  # the next add past the threshold tries again
+            log.exception("background compaction of %s failed", self.directory)
+
+    def compacting(self) -> bool:
+        with self._compactor_lock:
+            return self._compactor is not None and self._compactor.is_alive()
+
+    def wait(self) -> None:
+        """Until a background compaction has finished."""
+        with self._compactor_lock:
+            running = self._compactor
+        if running is not None:
+            running.join()
+
     def close(self) -> None:
+        self.wait()
         with self.lock:
             self.db.close()
 
@@ -369,7 +423,10 @@ class HopliteIndex:
                 db.rollback()
                 raise
         if logged >= self.settings.compact_after:
-            handle.compact(self.name)
+            if self.settings.compact_in_background:
+                handle.compact_later(self.name, self.settings.compact_after)
+            else:
+                handle.compact(self.name)
         return len(new_ids)
 
     def delete_recording(self, recording_id: str, scope: Scope) -> int:
@@ -390,6 +447,7 @@ class HopliteIndex:
                         params.append(scope.tenant)
                     ids = [int(r[0]) for r in db.execute(sql, params)]
                     if ids:
+                        handle.table.forget(np.asarray(ids, dtype=np.uint64))
                         db.executemany("DELETE FROM windows WHERE id = ?", [(i,) for i in ids])
                         db.execute(
                             "DELETE FROM recordings WHERE filename = ? AND NOT EXISTS "
@@ -406,7 +464,21 @@ class HopliteIndex:
     def compact(self) -> dict[str, float]:
         """Fold every space's log into its ``usearch.index`` (what perch-hoplite reads) and
         drop deleted vectors; seconds per space."""
-        return {info.key.slug: self._handle(info.key).compact(self.name) for info in self.spaces()}
+        done = {info.key.slug: self._handle(info.key).compact(self.name) for info in self.spaces()}
+        return {slug: seconds for slug, seconds in done.items() if seconds is not None}
+
+    def compacting(self) -> bool:
+        """Whether a background compaction of this process is running."""
+        with self._lock:
+            handles = list(self._open.values())
+        return any(handle.compacting() for handle in handles)
+
+    def wait_compactions(self) -> None:
+        """Until this process's background compactions have finished."""
+        with self._lock:
+            handles = list(self._open.values())
+        for handle in handles:
+            handle.wait()
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -427,6 +499,9 @@ class HopliteIndex:
         with handle.lock:
             db = handle.db
             index = handle.vectors
+            restricted = scope.tenant is not None or not flt.empty
+            if restricted:  # rows before vectors: every row read then has its vector
+                handle.table.refresh(db)
             index.refresh(db)
             sql, args = "SELECT 1 FROM windows LIMIT 1", tuple[str, ...]()
             if scope.tenant is not None:
@@ -438,45 +513,75 @@ class HopliteIndex:
                     index=self.name,
                     space=key.slug,
                 )
-            where, params = _where(scope, flt)
-            restricted = scope.tenant is not None or not flt.empty
-            allowed = (
-                _count_upto(db, where, params, self.settings.exact_below + 1) if restricted else 0
-            )
-            if restricted and allowed == 0:
-                return [[] for _ in qs]
-            if restricted and allowed <= self.settings.exact_below:
-                ids = np.asarray(
-                    [r[0] for r in db.execute(f"SELECT w.id {_FROM} {where}", params)],
-                    dtype=np.uint64,
-                )
-                found = [self._exact(index, ids, q, k, metric, info) for q in qs]
+            if not restricted:
+                found = [self._approximate(db, index, q, k, metric, info) for q in qs]
             else:
-                found = [
-                    self._approximate(db, index, q, k, metric, info, where, params, restricted)
-                    for q in qs
-                ]
+                found = self._filtered(handle, qs, k, metric, scope, flt)
             return [self._neighbours(db, info, hits) for hits in found]
 
-    def _exact(
+    def _filtered(
         self,
-        index: SpaceVectors,
-        ids: np.ndarray,
-        q: np.ndarray,
+        handle: _Space,
+        qs: np.ndarray,
         k: int,
         metric: Metric,
-        info: SpaceInfo,
+        scope: Scope,
+        flt: SearchFilter,
+    ) -> list[list[tuple[int, float, float]]]:
+        """Exact over a scope of at most ``exact_below`` windows (its cached block), else the
+        HNSW over-fetched by the scope's share of the space, filtered in memory."""
+        db, index, table = handle.db, handle.vectors, handle.table
+        where, params = _where(scope, flt, tenant="r.tenant")
+        scope_key = (where, *params)
+
+        def recordings() -> np.ndarray:
+            sql = f"SELECT r.id {_FROM_RECORDINGS} {where}"
+            return np.fromiter((r[0] for r in db.execute(sql, params)), np.int64)
+
+        mask, allowed = handle.scopes.mask(scope_key, table, recordings)
+        if allowed == 0:
+            return [[] for _ in qs]
+        want = candidates(k, metric)
+        out = []
+        for q in qs:
+            while True:
+                if allowed <= self.settings.exact_below:
+                    keys, vecs = handle.scopes.block(scope_key, table, mask, index.get)
+                    hits = [(kk, s, 1.0 - s) for kk, s in top(q, keys, vecs, want)]
+                else:
+                    hits = self._overfetch(index, table, mask, allowed, q, want)
+                live = _live(db, np.asarray([h[0] for h in hits], dtype=np.int64), "", [])
+                dead = [h[0] for h in hits if h[0] not in live]
+                if not dead:
+                    break
+                table.forget(np.asarray(dead, dtype=np.uint64))  # deleted by another process
+                mask, allowed = handle.scopes.mask(scope_key, table, recordings)
+            out.append(_final(index, hits, q, k, metric, handle.info))
+        return out
+
+    def _overfetch(
+        self,
+        index: SpaceVectors,
+        table: WindowTable,
+        mask: np.ndarray,
+        allowed: int,
+        q: np.ndarray,
+        want: int,
     ) -> list[tuple[int, float, float]]:
-        best: list[tuple[int, float, float]] = []
-        for start in range(0, len(ids), BLOCK):
-            block = ids[start : start + BLOCK]
-            vecs = index.get(block)
-            pos, score, dist = rank(q, vecs, candidates(k, metric), "cosine")
-            best.extend(
-                (int(block[p]), float(s), float(d))
-                for p, s, d in zip(pos, score, dist, strict=True)
-            )
-        return _final(index, best, q, k, metric, info)
+        total = len(index)
+        count = min(total, max(want * 4, 2 * want * total // allowed))
+        while True:
+            found, dists = index.search(q, count, False)
+            pos = table.find(found)
+            ok = pos >= 0
+            ok[ok] = mask[pos[ok]]
+            hits = [
+                (int(kk), 1.0 - float(d), float(d))
+                for kk, d in zip(found[ok], dists[ok], strict=True)
+            ]
+            if len(hits) >= want or count >= total:
+                return hits[:want]
+            count = min(total, count * 4)
 
     def _approximate(
         self,
@@ -486,18 +591,15 @@ class HopliteIndex:
         k: int,
         metric: Metric,
         info: SpaceInfo,
-        where: str,
-        params: list[Any],
-        restricted: bool,
     ) -> list[tuple[int, float, float]]:
         want = candidates(k, metric)
         exact = len(index) <= self.settings.exact_below
-        count = want if not restricted else min(len(index), want * 4)
+        count = want
         while True:
             found, dists = index.search(q, count, exact)
             keys = found.astype(np.int64)
-            # rows are checked even unfiltered: deleted windows keep vectors until compaction
-            live = _live(db, keys, where, params)
+            # rows are checked: deleted windows keep vectors until compaction
+            live = _live(db, keys, "", [])
             hits = [
                 (int(kk), 1.0 - float(d), float(d))
                 for kk, d in zip(keys, dists, strict=True)
@@ -591,11 +693,14 @@ _FROM = (
 )
 
 
-def _where(scope: Scope, flt: SearchFilter) -> tuple[str, list[Any]]:
+_FROM_RECORDINGS = "FROM recordings r LEFT JOIN deployments d ON r.deployment_id = d.id"
+
+
+def _where(scope: Scope, flt: SearchFilter, tenant: str = "w.tenant") -> tuple[str, list[Any]]:
     conditions: list[str] = []
     params: list[Any] = []
     if scope.tenant is not None:
-        conditions.append("w.tenant = ?")
+        conditions.append(f"{tenant} = ?")
         params.append(scope.tenant)
     if flt.recording_prefix:
         conditions.append("r.filename LIKE ? ESCAPE '\\'")
@@ -619,12 +724,6 @@ def _iso(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat()
-
-
-def _count_upto(db: sqlite3.Connection, where: str, params: list[Any], limit: int) -> int:
-    """How many rows pass, counting no further than ``limit`` (a bounded cost)."""
-    sql = f"SELECT COUNT(*) FROM (SELECT 1 {_FROM} {where} LIMIT ?)"
-    return int(db.execute(sql, [*params, limit]).fetchone()[0])
 
 
 def _live(db: sqlite3.Connection, keys: np.ndarray, where: str, params: list[Any]) -> set[int]:

@@ -7,10 +7,12 @@ log's. What is committed — the log's generation and length, and the size and C
 HNSW file — is a JSON value in ``hoplite_metadata``, written in the same SQLite
 transactions as the rows, so the rows, the log and the file agree after any crash.
 
-A compaction writes the new HNSW file beside the old one, records its size and checksum as
-the *next* file, replaces the old file atomically, then starts the next log generation:
-a crash between those steps leaves a file one of the two records describes, and log
-records already in the file, which the key rule above makes harmless.
+A compaction snapshots the committed log, builds the new HNSW file beside the old one
+without holding the writers' lock (adds go on appending), then, holding it briefly, copies
+the records added meanwhile into the next generation's log, records the new file's size and
+checksum as the *next* file, replaces the old file atomically, and commits the next
+generation: a crash between those steps leaves a file one of the two records describes, and
+log records already in the file, which the key rule above makes harmless.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import time
 import zlib
 from pathlib import Path
 
@@ -154,6 +155,10 @@ class SpaceVectors:
                     f"vector file {self.index_path} fails its checksum",
                     path=str(self.index_path),
                 )
+        return self._restore()
+
+    def _restore(self) -> Index:
+        """``usearch.index`` memory-mapped read-only."""
         try:
             index = Index.restore(str(self.index_path), view=True)
         except (RuntimeError, ValueError) as exc:
@@ -250,12 +255,19 @@ class SpaceVectors:
         write_state(db, state)
         return state
 
-    def compact(self, db: sqlite3.Connection) -> float:
-        """Fold the log into a new HNSW file and drop vectors without rows (deleted, or
-        leftovers of a crash); returns the seconds it took. Commits ``db`` twice."""
-        started = time.perf_counter()
+    def snapshot(self, db: sqlite3.Connection) -> Snapshot:
+        """What a compaction folds: the log as committed now and the windows with rows
+        (the caller holds the space's lock, not the writers' flock: adds go on)."""
         state = self.refresh(db)
         live = np.fromiter((r[0] for r in db.execute("SELECT id FROM windows")), dtype=np.uint64)
+        pos = self.log.live()
+        return Snapshot(state, live, self.log.keys[pos].copy(), self.log.vectors[pos].copy())
+
+    def build(self, snap: Snapshot) -> tuple[Path, FileMark]:
+        """The new HNSW file, beside the old one, fsync'd, and its mark; no lock needed: only
+        a compaction (one at a time: the caller's flock) replaces the old file."""
+        for stale in self.directory.glob(f".{UINDEX_FILENAME}.*.tmp"):  # of a killed one
+            stale.unlink(missing_ok=True)
         if self.index_path.exists():
             index = Index.restore(str(self.index_path), view=False)
             if index is None:
@@ -266,31 +278,66 @@ class SpaceVectors:
             index = self.new_index()
         index.expansion_add = self.settings.ef_construction  # type: ignore[misc]
         have = np.asarray(index.keys, dtype=np.uint64) if len(index) else np.zeros(0, np.uint64)
-        pos = self.log.live()
-        lkeys = self.log.keys[pos]
-        drop = have[~np.isin(have, live) | np.isin(have, lkeys)]
+        drop = have[~np.isin(have, snap.live) | np.isin(have, snap.keys)]
         if len(drop):
             index.remove(drop)
-        fold = np.isin(lkeys, live)
+        fold = np.isin(snap.keys, snap.live)
         if fold.any():
-            index.add(lkeys[fold], self.log.vectors[pos[fold]], threads=0)
+            index.add(snap.keys[fold], snap.vectors[fold], threads=0)
         temp = self.index_path.with_name(f".{UINDEX_FILENAME}.{os.getpid()}.tmp")
         index.save(str(temp))
+        del index
         with open(temp, "rb") as f:
             os.fsync(f.fileno())
-        mark = file_mark(temp)
+        return temp, file_mark(temp)
+
+    def swap(self, db: sqlite3.Connection, snap: Snapshot, temp: Path, mark: FileMark) -> bool:
+        """Put the new file in place and start the next log generation with the records
+        added since the snapshot; False (nothing changed) if another compaction came first.
+        The caller holds the writers' flock and an IMMEDIATE transaction; commits twice."""
+        state = self.refresh(db)
+        if state.generation != snap.state.generation:
+            db.rollback()
+            temp.unlink(missing_ok=True)
+            return False
+        nxt = state.generation + 1
+        nxt_path = log_path(self.directory, nxt)
+        create_log(nxt_path, self.info.dim, nxt)
+        carried = state.entries - snap.state.entries
+        if carried:  # in log order, so a key logged twice keeps its last record
+            append(
+                nxt_path,
+                self.info.dim,
+                0,
+                self.log.keys[snap.state.entries :].copy(),
+                self.log.vectors[snap.state.entries :],
+            )
         write_state(db, state.model_copy(update={"next_index": mark}))
         db.commit()
         os.replace(temp, self.index_path)
         fsync_dir(self.directory)
         db.execute("BEGIN IMMEDIATE")
-        nxt = state.generation + 1
-        create_log(log_path(self.directory, nxt), self.info.dim, nxt)
-        write_state(db, VectorState(generation=nxt, entries=0, index=mark))
+        write_state(db, VectorState(generation=nxt, entries=carried, index=mark))
         db.commit()
         for old in self.directory.glob("vectors.*.log"):
-            if old.name != log_path(self.directory, nxt).name:
+            if old.name != nxt_path.name:
                 old.unlink(missing_ok=True)
-        self.main = None
-        self._loaded = False
-        return time.perf_counter() - started
+        # this process wrote and checked the file: map it without reading it all again
+        self.main = self._restore()
+        self._main_sig = file_signature(self.index_path)
+        self._loaded = True
+        self.log = LogReader(nxt_path, self.info.dim, nxt)
+        self.log.load(carried)
+        return True
+
+
+class Snapshot:
+    """The committed state a compaction started from, and what it folds."""
+
+    def __init__(
+        self, state: VectorState, live: np.ndarray, keys: np.ndarray, vectors: np.ndarray
+    ) -> None:
+        self.state = state
+        self.live = live
+        self.keys = keys
+        self.vectors = vectors

@@ -308,7 +308,7 @@ resource "aws_iam_role_policy" "worker" {
 }
 
 # --------------------------------------------------------------------------------------
-# Index database (pgvector): the entry and the worker read its credentials secret. The
+# Index database (pgvector): the entry and the worker read the app role's secret. The
 # secret is encrypted with the platform key, which both roles may already decrypt
 # (UsePlatformKey). No database at all (index_backend = "hoplite"): no policy.
 # --------------------------------------------------------------------------------------
@@ -327,6 +327,41 @@ resource "aws_iam_role_policy" "index_db" {
   name     = "read-index-db-credentials"
   role     = each.value
   policy   = data.aws_iam_policy_document.index_db[0].json
+}
+
+# --------------------------------------------------------------------------------------
+# The index database's migration (`sevensense index migrate`, a one-off task): the only
+# role that reads the master user's secret; it also reads the app secret, whose role and
+# password it sets. The tasks above never see the master secret.
+# --------------------------------------------------------------------------------------
+resource "aws_iam_role" "index_migrate" {
+  count              = var.index_db_secret == null ? 0 : 1
+  name               = "${var.name_prefix}-index-migrate-task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+  tags               = var.tags
+}
+
+data "aws_iam_policy_document" "index_migrate" {
+  count = var.index_db_secret == null ? 0 : 1
+
+  statement {
+    sid       = "ReadMasterAndAppSecrets"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [var.index_db_secret.master_arn, var.index_db_secret.arn]
+  }
+
+  statement {
+    sid       = "DecryptSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = [var.kms_key_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "index_migrate" {
+  count  = var.index_db_secret == null ? 0 : 1
+  name   = "index-migrate-least-privilege"
+  role   = aws_iam_role.index_migrate[0].id
+  policy = data.aws_iam_policy_document.index_migrate[0].json
 }
 
 # --------------------------------------------------------------------------------------

@@ -32,3 +32,8 @@ output "gpu_instance_role_name" {
   description = "Role of the GPU container instances."
   value       = aws_iam_role.gpu_instance.name
 }
+
+output "index_migrate_task_role_arn" {
+  description = "Task role of the one-off index migration (null without an index database)."
+  value       = length(aws_iam_role.index_migrate) == 0 ? null : aws_iam_role.index_migrate[0].arn
+}

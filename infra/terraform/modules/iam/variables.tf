@@ -101,9 +101,10 @@ variable "api_keys_secret_arn" {
 }
 
 variable "index_db_secret" {
-  description = "The index database's credentials secret, read by the entry and worker tasks ({arn = ...}); null: no index database."
+  description = "The index database's secrets: arn, the app role's (read by the entry and worker tasks); master_arn, the master user's (read only by the index_migrate task). null: no index database."
   type = object({
-    arn = string
+    arn        = string
+    master_arn = string
   })
   default = null
 }

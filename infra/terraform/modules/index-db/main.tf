@@ -10,7 +10,8 @@
 # Storage, the credentials secret, Performance Insights and the log group are encrypted
 # with the platform CMK. The credentials secret holds the JSON the app reads
 # (SEVENSENSE_INDEX_DB_SECRET_ARN): {engine, host, port, dbname, username, password,
-# dbClusterIdentifier}. The password comes from Secrets Manager's GetRandomPassword and
+# dbClusterIdentifier}: the master user's, read only by the index_migrate task; the tasks
+# get the app role's secret (below). The password comes from Secrets Manager's GetRandomPassword and
 # goes only to write-only arguments (never in the plan); bumping password_version sets a
 # new one on the cluster and in the secret in the same apply. The app runs `CREATE EXTENSION IF NOT EXISTS vector` itself (the
 # master user holds rds_superuser). See README.md.
@@ -151,6 +152,38 @@ resource "aws_secretsmanager_secret" "credentials" {
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = var.secret_recovery_window_days
   tags                    = var.tags
+}
+
+# The app role's secret: what the entry and worker tasks get. Same connection, the login role
+# `sevensense index migrate --app-secret <this>` creates (run once, as a one-off task with
+# the master secret: modules/worker's index_migrate task definition), with its own random
+# password; bumping app_password_version sets a new one here, and the next migrate run
+# sets it on the role (a rotation; the app re-reads the secret after a refused login).
+data "aws_secretsmanager_random_password" "app" {
+  password_length     = 40
+  exclude_punctuation = true
+}
+
+resource "aws_secretsmanager_secret" "app" {
+  #checkov:skip=CKV2_AWS_57:Rotated by bumping app_password_version and running the index_migrate task, which sets the new password on the role.
+  name                    = "${var.name_prefix}/index-db-app"
+  description             = "Index database login of the entry and worker tasks (least-privilege role made by sevensense index migrate): JSON {engine, host, port, dbname, username, password, dbClusterIdentifier}."
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = var.secret_recovery_window_days
+  tags                    = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "app" {
+  secret_id = aws_secretsmanager_secret.app.id
+  secret_string_wo = jsonencode(merge(local.connection, {
+    username = var.app_username
+    password = data.aws_secretsmanager_random_password.app.random_password
+  }))
+  secret_string_wo_version = var.app_password_version
+
+  lifecycle {
+    replace_triggered_by = [aws_rds_cluster.this.id]
+  }
 }
 
 resource "aws_secretsmanager_secret_version" "credentials" {

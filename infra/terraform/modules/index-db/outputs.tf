@@ -19,8 +19,13 @@ output "connection" {
 }
 
 output "credentials_secret_arn" {
-  description = "Secret with the JSON the app reads (SEVENSENSE_INDEX_DB_SECRET_ARN): {engine, host, port, dbname, username, password, dbClusterIdentifier}."
+  description = "The master user's secret, {engine, host, port, dbname, username, password, dbClusterIdentifier}: for `sevensense index migrate` only (the index_migrate task)."
   value       = aws_secretsmanager_secret.credentials.arn
+}
+
+output "app_secret_arn" {
+  description = "The app role's secret the entry and worker tasks read (SEVENSENSE_INDEX_DB_SECRET_ARN), same JSON shape."
+  value       = aws_secretsmanager_secret.app.arn
 }
 
 output "security_group_id" {

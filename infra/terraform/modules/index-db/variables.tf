@@ -86,6 +86,28 @@ variable "password_version" {
   }
 }
 
+variable "app_username" {
+  description = "Login role of the entry and worker tasks, created by `sevensense index migrate` (not the master user)."
+  type        = string
+  default     = "sevensense_app"
+
+  validation {
+    condition     = can(regex("^[a-z_][a-z0-9_]{0,62}$", var.app_username))
+    error_message = "app_username must be a lower-case PostgreSQL identifier."
+  }
+}
+
+variable "app_password_version" {
+  description = "Bump to put a new random password in the app secret; then run the index_migrate task, which sets it on the role."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.app_password_version >= 1 && floor(var.app_password_version) == var.app_password_version
+    error_message = "app_password_version must be a positive integer."
+  }
+}
+
 variable "secret_recovery_window_days" {
   description = "Days a deleted credentials secret can be restored (0 deletes at once; 7-30 otherwise)."
   type        = number

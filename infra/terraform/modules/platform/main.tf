@@ -10,7 +10,11 @@ locals {
   image              = "${module.registry.repository_url}:${var.image_tag}"
   model_registry_uri = "s3://${module.storage_queues.model_artifacts_bucket}/${var.model_artifacts_prefix}"
 
-  index_db = var.index_backend == "pgvector" ? { secret_arn = module.index_db[0].credentials_secret_arn } : null
+  # The tasks get the app role's secret; the master's goes only to the migration task.
+  index_db = var.index_backend == "pgvector" ? {
+    secret_arn        = module.index_db[0].app_secret_arn
+    master_secret_arn = module.index_db[0].credentials_secret_arn
+  } : null
 }
 
 module "kms" {
@@ -111,7 +115,7 @@ module "iam" {
   api_keys_secret_arn          = module.config.api_keys_secret_arn
   model_registry_parameter_arn = module.config.model_registry_parameter_arn
   canary_parameter_arn         = module.config.canary_parameter_arn
-  index_db_secret              = local.index_db == null ? null : { arn = local.index_db.secret_arn }
+  index_db_secret              = local.index_db == null ? null : { arn = local.index_db.secret_arn, master_arn = local.index_db.master_secret_arn }
   tags                         = local.tags
 }
 
@@ -170,7 +174,7 @@ module "serving" {
   model_registry_uri            = local.model_registry_uri
   model_registry_parameter_name = module.config.model_registry_parameter_name
   canary_parameter_name         = module.config.canary_parameter_name
-  index_db                      = local.index_db
+  index_db                      = local.index_db == null ? null : { secret_arn = local.index_db.secret_arn }
 
   entry_min_tasks     = var.entry_min_tasks
   entry_max_tasks     = var.entry_max_tasks
@@ -212,7 +216,11 @@ module "worker" {
   model_registry_uri            = local.model_registry_uri
   model_registry_parameter_name = module.config.model_registry_parameter_name
   canary_parameter_name         = module.config.canary_parameter_name
-  index_db                      = local.index_db
+  index_db                      = local.index_db == null ? null : { secret_arn = local.index_db.secret_arn }
+  index_migrate = local.index_db == null ? null : {
+    master_secret_arn = local.index_db.master_secret_arn
+    task_role_arn     = module.iam.index_migrate_task_role_arn
+  }
 
   min_tasks        = 0
   max_tasks        = var.worker_max_tasks
@@ -241,6 +249,7 @@ module "index_db" {
   max_capacity                = var.index_db_max_capacity
   backup_retention_days       = var.index_db_backup_retention_days
   password_version            = var.index_db_password_version
+  app_password_version        = var.index_db_app_password_version
   deletion_protection         = !var.force_destroy
   skip_final_snapshot         = var.force_destroy
   secret_recovery_window_days = var.force_destroy ? 0 : 30

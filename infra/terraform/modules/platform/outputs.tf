@@ -119,8 +119,18 @@ output "index_db_endpoint" {
 }
 
 output "index_db_secret_arn" {
-  description = "Credentials secret of the index database, JSON {engine, host, port, dbname, username, password, dbClusterIdentifier} (null without pgvector)."
+  description = "The app role's secret the entry and worker tasks read, JSON {engine, host, port, dbname, username, password, dbClusterIdentifier} (null without pgvector)."
   value       = local.index_db == null ? null : local.index_db.secret_arn
+}
+
+output "index_db_master_secret_arn" {
+  description = "The master user's secret, read only by the index_migrate task (null without pgvector)."
+  value       = local.index_db == null ? null : local.index_db.master_secret_arn
+}
+
+output "index_migrate_task_definition_arn" {
+  description = "Run once after the first apply (and after bumping the app password): aws ecs run-task in the private subnets with the worker's security group (null without pgvector)."
+  value       = module.worker.index_migrate_task_definition_arn
 }
 
 output "index_db_url" {

@@ -225,6 +225,12 @@ variable "index_db_password_version" {
   default     = 1
 }
 
+variable "index_db_app_password_version" {
+  description = "Bump to put a new random password in the index database's app secret; then run the index_migrate task, which sets it on the role."
+  type        = number
+  default     = 1
+}
+
 variable "log_retention_days" {
   description = "Retention of all CloudWatch log groups."
   type        = number

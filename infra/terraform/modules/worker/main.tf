@@ -116,6 +116,52 @@ resource "aws_ecs_task_definition" "worker" {
   tags = var.tags
 }
 
+# The index database's migration, run once per environment (and after bumping the app
+# password) with `aws ecs run-task` in the private subnets with the worker's security
+# group: the master secret in, the app role created or its password set. Only this task
+# definition carries the master secret; the worker's and the entry's carry the app secret.
+resource "aws_ecs_task_definition" "index_migrate" {
+  count                    = var.index_migrate == null || var.index_db == null ? 0 : 1
+  family                   = "${var.name_prefix}-index-migrate"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = 256
+  memory                   = 512
+  execution_role_arn       = var.execution_role_arn
+  task_role_arn            = var.index_migrate.task_role_arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+
+  container_definitions = jsonencode([{
+    name                   = "index-migrate"
+    image                  = var.image
+    essential              = true
+    command                = ["sevensense", "index", "migrate", "--app-secret", var.index_db.secret_arn]
+    readonlyRootFilesystem = var.readonly_root_filesystem
+    user                   = var.container_user
+    environment = [for k, v in {
+      SEVENSENSE_PROFILE             = "cloud"
+      SEVENSENSE_INDEX__BACKEND      = "pgvector"
+      SEVENSENSE_INDEX_DB_SECRET_ARN = var.index_migrate.master_secret_arn
+      AWS_REGION                     = local.region
+      AWS_DEFAULT_REGION             = local.region
+    } : { name = k, value = v }]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = var.log_group_name
+        awslogs-region        = local.region
+        awslogs-stream-prefix = "index-migrate"
+      }
+    }
+  }])
+
+  tags = var.tags
+}
+
 resource "aws_ecs_service" "worker" {
   name                               = local.service
   cluster                            = var.cluster_arn

@@ -144,6 +144,15 @@ variable "index_db" {
   default = null
 }
 
+variable "index_migrate" {
+  description = "The index database's one-off migration task (`sevensense index migrate`): the master user's secret and the task role that may read it; null: no index database."
+  type = object({
+    master_secret_arn = string
+    task_role_arn     = string
+  })
+  default = null
+}
+
 variable "model_registry_uri" {
   description = "Model registry S3 URI."
   type        = string
