@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -90,6 +91,30 @@ def test_checksum_mismatch_is_refused_before_any_session(copy_registry: ModelReg
     with pytest.raises(ChecksumMismatchError):
         sessions.get("perch-contract")
     assert sessions.loaded() == []
+
+
+def test_digest_is_kept_across_processes_but_not_past_a_rewrite(
+    copy_registry: ModelRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The on-disk digest spares later processes the hashing; an in-place rewrite that keeps
+    size and mtime still moves ctime, so the tampered file is hashed again and refused."""
+    from sevensense.artifacts import checksum
+
+    monkeypatch.setattr(checksum, "DIGEST_CACHE", tmp_path / "digests")
+    artifact = copy_registry.resolve("perch-contract")
+    path = artifact.model_path
+    assert path.stat().st_size >= checksum.PERSIST_MIN_BYTES
+    copy_registry.verify(artifact)
+    assert [p.suffix for p in (tmp_path / "digests").iterdir()] == [".json"]
+    monkeypatch.setattr(checksum, "_CACHE", {})  # as a new process starts
+    assert checksum.sha256_file(path) == artifact.manifest.sha256
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(ChecksumMismatchError, match="does not match"):
+        copy_registry.verify(artifact)
 
 
 def test_size_mismatch_is_refused(copy_registry: ModelRegistry) -> None:

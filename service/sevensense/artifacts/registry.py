@@ -2,7 +2,10 @@
 
 Resolution accepts ``name[:version][:variant]``; the newest version and the ``base`` variant
 are the defaults. Nothing reaches ONNX Runtime before :meth:`ModelRegistry.verify` has
-checked size, SHA-256 and the graph's input/output contract against the manifest.
+checked size and SHA-256 against the manifest, and the graph's input/output contract is
+checked by the same call with ``onnx`` (registering, ``models verify``) or, when a model is
+loaded to run, on the session's own inputs and outputs (:func:`contract_problems`), which
+spares every command ``onnx``'s import and a second parse of the file.
 """
 
 from __future__ import annotations
@@ -98,6 +101,34 @@ def _shape_ok(expected: list[int | str], actual: list[int | str]) -> bool:
     return all(not isinstance(e, int) or e == a for e, a in zip(expected, actual, strict=True))
 
 
+def contract_problems(
+    inputs: dict[str, list[int | str]], outputs: dict[str, list[int | str]], manifest: ModelManifest
+) -> list[str]:
+    """What differs between a graph's declared inputs/outputs (name -> dims) and the manifest."""
+    problems: list[str] = []
+
+    def _check(kind: str, table: dict[str, list[int | str]], spec: TensorSpec) -> None:
+        if spec.name not in table:
+            problems.append(f"{kind} {spec.name!r} missing (graph has {sorted(table)})")
+            return
+        actual = table[spec.name]
+        if not _shape_ok(spec.shape, actual):
+            problems.append(f"{kind} {spec.name!r} has shape {actual}, manifest says {spec.shape}")
+
+    _check("input", inputs, manifest.input)
+    for role, spec in manifest.outputs.items():
+        _check(f"output[{role.value}]", outputs, spec)
+    return problems
+
+
+def raise_on_problems(manifest: ModelManifest, problems: list[str]) -> None:
+    if problems:
+        raise ContractMismatchError(
+            f"{manifest.identity}: model does not match its manifest: " + "; ".join(problems),
+            problems=problems,
+        )
+
+
 def check_contract(model_path: Path, manifest: ModelManifest) -> None:
     """Compare the graph's declared I/O with the manifest, without loading the weights."""
     import onnx  # only when models are registered: every command would pay ~0.1 s for it
@@ -108,26 +139,9 @@ def check_contract(model_path: Path, manifest: ModelManifest) -> None:
         raise ContractMismatchError(f"{model_path} is not a readable ONNX model: {exc}") from exc
     graph = model.graph
     initializers = {i.name for i in graph.initializer}
-    inputs = {i.name: i for i in graph.input if i.name not in initializers}
-    outputs = {o.name: o for o in graph.output}
-    problems: list[str] = []
-
-    def _check(kind: str, table: dict[str, onnx.ValueInfoProto], spec: TensorSpec) -> None:
-        if spec.name not in table:
-            problems.append(f"{kind} {spec.name!r} missing (graph has {sorted(table)})")
-            return
-        actual = _dims(table[spec.name])
-        if not _shape_ok(spec.shape, actual):
-            problems.append(f"{kind} {spec.name!r} has shape {actual}, manifest says {spec.shape}")
-
-    _check("input", inputs, manifest.input)
-    for role, spec in manifest.outputs.items():
-        _check(f"output[{role.value}]", outputs, spec)
-    if problems:
-        raise ContractMismatchError(
-            f"{manifest.identity}: model does not match its manifest: " + "; ".join(problems),
-            problems=problems,
-        )
+    inputs = {i.name: _dims(i) for i in graph.input if i.name not in initializers}
+    outputs = {o.name: _dims(o) for o in graph.output}
+    raise_on_problems(manifest, contract_problems(inputs, outputs, manifest))
 
 
 class ModelRegistry:
@@ -192,8 +206,9 @@ class ModelRegistry:
             raise ModelNotFoundError(f"no artifact matches {ref} (variant {variant!r})")
         return max(with_variant, key=lambda a: version_key(a.manifest.version))
 
-    def verify(self, artifact: Artifact, *, use_cache: bool = True) -> None:
-        """Size, digest and I/O contract; raises a typed error naming what differs."""
+    def verify(self, artifact: Artifact, *, use_cache: bool = True, contract: bool = True) -> None:
+        """Size, digest and (unless ``contract`` is off, for a caller that checks the
+        session's I/O itself) the I/O contract; raises a typed error naming what differs."""
         manifest = artifact.manifest
         if not artifact.present:
             raise ArtifactMissingError(
@@ -220,7 +235,8 @@ class ModelRegistry:
                 f"{manifest.identity}: no pinned sha256 and the digest {digest} does not match "
                 f"the published hint {manifest.sha256_hint!r}"
             )
-        check_contract(artifact.model_path, manifest)
+        if contract:
+            check_contract(artifact.model_path, manifest)
 
     def register(
         self,

@@ -12,15 +12,13 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import click
 
 from sevensense.errors import RequestError, SevensenseError
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
-
     from sevensense.inference.engine import EmbeddingEngine, WindowResult
     from sevensense.inference.recordings import RunSummary
     from sevensense.inference.sessions import LoadedModel
@@ -97,21 +95,41 @@ def _total_seconds(files: list[Path]) -> float:
     return total
 
 
-def audio_bar(files: list[Path], quiet: bool, desc: str) -> tqdm:
+class ProgressBar(Protocol):
+    def update(self, n: float) -> object: ...
+
+    def close(self) -> None: ...
+
+
+class _NoBar:
+    """What ``--quiet`` gets: tqdm (and the probing of every file for its total) cost a
+    3-s file's run more than its windows did (issue 25)."""
+
+    def update(self, n: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def audio_bar(files: list[Path], quiet: bool, desc: str) -> ProgressBar:
     """A bar counting audio seconds, so files of any length advance it fairly."""
+    if quiet:
+        return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(
+    bar: ProgressBar = tqdm(
         total=round(_total_seconds(files)),
         unit="s",
         unit_scale=True,
-        disable=quiet or None,
+        disable=None,
         desc=desc,
         file=sys.stderr,
     )
+    return bar
 
 
-def window_progress(bar: tqdm) -> Callable[[WindowResult], None]:
+def window_progress(bar: ProgressBar) -> Callable[[WindowResult], None]:
     """Advances ``bar`` by the audio seconds each recording's windows have reached."""
     reached: dict[str, float] = {}
 

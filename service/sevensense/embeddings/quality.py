@@ -107,11 +107,16 @@ class QualityMonitor:
         self._recent: np.ndarray | None = None
         self._recent_count = 0
         self._recent_pos = 0
-        self._rng = np.random.default_rng(settings.seed)
+        self._rng: np.random.Generator | None = None  # numpy.random loads on first use
         self._lock = threading.Lock()
         self.seen = 0
         self.anomalies_total = 0
         self.non_finite = 0
+
+    def _sampler(self) -> np.random.Generator:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.settings.seed)
+        return self._rng
 
     def is_anomalous(self, raw_norm: float) -> bool:
         """ADR-007 §6.1 against the current history (before ``raw_norm`` joins it)."""
@@ -151,7 +156,9 @@ class QualityMonitor:
         if k:
             # Pool slots oldest first, so distances enter the window in arrival order.
             order = (np.arange(n) + (self._recent_pos if n == size else 0)) % size
-            picked = order if k == n else order[np.sort(self._rng.choice(n, k, replace=False))]
+            picked = (
+                order if k == n else order[np.sort(self._sampler().choice(n, k, replace=False))]
+            )
             for cos in self._recent[picked] @ embedding:
                 self._distances.push(float(1.0 - cos))
         self._recent[self._recent_pos] = embedding

@@ -21,7 +21,14 @@ from packaging.version import Version
 
 from sevensense.artifacts.labels import load_labels
 from sevensense.artifacts.manifest import ModelIdentity, ModelManifest, OutputRole
-from sevensense.artifacts.registry import Artifact, ModelRef, ModelRegistry
+from sevensense.artifacts.registry import (
+    Artifact,
+    ModelRef,
+    ModelRegistry,
+    check_contract,
+    contract_problems,
+    raise_on_problems,
+)
 from sevensense.errors import ModelError
 from sevensense.inference.openvino_runtime import OpenVinoSession
 from sevensense.inference.spinning import spinning
@@ -146,6 +153,23 @@ def create_session(
     return session, session.get_providers(), [name for name, _ in chain]
 
 
+def check_session_contract(
+    session: ort.InferenceSession | OpenVinoSession, artifact: Artifact
+) -> None:
+    """The manifest's I/O contract against what the session will run."""
+    if isinstance(session, OpenVinoSession):
+        check_contract(artifact.model_path, artifact.manifest)
+        return
+
+    def dims(args: list[ort.NodeArg]) -> dict[str, list[int | str]]:
+        return {a.name: [d if isinstance(d, int | str) else "?" for d in a.shape] for a in args}
+
+    problems = contract_problems(
+        dims(session.get_inputs()), dims(session.get_outputs()), artifact.manifest
+    )
+    raise_on_problems(artifact.manifest, problems)
+
+
 def load_model(
     artifact: Artifact, registry: ModelRegistry, settings: InferenceSettings
 ) -> LoadedModel:
@@ -156,7 +180,7 @@ def load_model(
             f"{manifest.identity} needs onnxruntime >= {manifest.min_onnxruntime}, "
             f"this is {ort.__version__}"
         )
-    registry.verify(artifact)
+    registry.verify(artifact, contract=False)
     start = time.perf_counter()
     try:
         session, used, requested = create_session(artifact.model_path, settings)
@@ -164,6 +188,7 @@ def load_model(
         raise ModelError(
             f"{manifest.identity}: ONNX Runtime could not load the model: {exc}"
         ) from exc
+    check_session_contract(session, artifact)
     labels = load_labels(manifest.labels, artifact.directory) if manifest.labels else None
     loaded = LoadedModel(
         artifact, session, used, requested, labels, (time.perf_counter() - start) * 1e3

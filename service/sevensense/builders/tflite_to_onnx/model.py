@@ -14,7 +14,7 @@ from sevensense.builders.tflite_to_onnx.converter import _Converter
 from sevensense.builders.tflite_to_onnx.errors import ConversionError
 
 PRODUCER_NAME: Final = "sevensense-tflite2onnx"
-PRODUCER_VERSION: Final = "1.1"  # 1.1: the RFFT2D matmul accumulates in float64
+PRODUCER_VERSION: Final = "1.2"  # 1.1: the RFFT2D matmul in float64; 1.2: unpaired rows
 MIN_OPSET: Final = 18
 
 
