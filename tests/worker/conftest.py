@@ -238,5 +238,5 @@ def long_flac(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def hour_flac(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield long_recording(tmp_path_factory.mktemp("long") / "long_60min_16k.flac", 60.0)
+def two_hour_flac(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield long_recording(tmp_path_factory.mktemp("long") / "long_120min_16k.flac", 120.0)

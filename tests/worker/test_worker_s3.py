@@ -241,11 +241,12 @@ def test_killed_worker_message_returns_and_is_written_once(
 
 
 def test_visibility_extension_keeps_a_long_job_from_a_second_worker(
-    moto_endpoint: str, tmp_path: Path, hour_flac: Path
+    moto_endpoint: str, tmp_path: Path, two_hour_flac: Path
 ) -> None:
     stack = make_stack(moto_endpoint, tmp_path, visibility_s=10)
-    key = stack.upload(f"{PREFIX}long/60min.flac", hour_flac)
-    # One ORT thread: the hour must outlast the 10-s timeout on faster machines too.
+    key = stack.upload(f"{PREFIX}long/120min.flac", two_hour_flac)
+    # One ORT thread and two hours (about 28 s here; one hour took 14 s once the converter's
+    # front end got faster): the job must outlast the 10-s timeout on faster machines too.
     busy = stack.start("--once", env=stack.env(SEVENSENSE_INFERENCE__INTRA_THREADS="1"))
     busy.wait_for(f"processing s3://{stack.in_bucket}/{key}", timeout=60)
     rival = stack.start("--once")  # polls all along, and leaves once the queue is drained
