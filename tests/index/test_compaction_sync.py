@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from usearch.index import Index
 
 from sevensense.errors import CorruptIndexError
-from sevensense.index import hoplite_build
+from sevensense.index import hoplite_vectors
 from sevensense.index.hoplite import HopliteIndex
 from sevensense.index.hoplite_vectors import UINDEX_FILENAME, file_mark, read_state
 from sevensense.index.records import EntryBatch, Scope, SpaceInfo
@@ -42,13 +41,13 @@ def test_compaction_writes_in_synced_chunks(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     chunk = 16 << 10  # small, so that a test-sized file takes several chunks
-    monkeypatch.setattr(hoplite_build, "SYNC_CHUNK_BYTES", chunk)
+    monkeypatch.setattr(hoplite_vectors, "SYNC_CHUNK_BYTES", chunk)
     w = real_windows
     info = SpaceInfo(key=V1, dim=w.vectors.shape[1])
     n = len(w.vectors)
     index = HopliteIndex(tmp_path, "sync", IndexSettings(compact_after=10**6))
     index.add(info, EntryBatch(w.vectors, metas(w)))
-    with caplog.at_level(logging.DEBUG, logger=hoplite_build.__name__):
+    with caplog.at_level(logging.DEBUG, logger=hoplite_vectors.__name__):
         index.compact()
     index.close()
 
@@ -75,58 +74,24 @@ def test_compaction_writes_in_synced_chunks(
     reader.close()
 
 
-def test_a_large_build_runs_in_a_child_process(
-    real_windows: RealWindows,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+def test_a_corrupt_old_file_stops_the_compaction_with_its_path(
+    real_windows: RealWindows, tmp_path: Path
 ) -> None:
-    """usearch holds the GIL while it loads and saves: past BUILD_IN_CHILD_BYTES the build
-    is another interpreter's, and the result is the same index."""
-    monkeypatch.setattr(hoplite_build, "BUILD_IN_CHILD_BYTES", 0)
+    """A file that went bad after the snapshot checked it: typed, with its path (usearch
+    raises a bare ValueError), and nothing replaced."""
     w = real_windows
     info = SpaceInfo(key=V1, dim=w.vectors.shape[1])
-    n = len(w.vectors)
-    index = HopliteIndex(tmp_path, "child", IndexSettings(compact_after=10**6))
-    half = n // 2
-    index.add(info, EntryBatch(w.vectors[:half], metas(w)[:half]))
-    with caplog.at_level(logging.DEBUG, logger=hoplite_build.__name__):
-        index.compact()  # a first file, from nothing
-        index.add(info, EntryBatch(w.vectors[half:], metas(w)[half:]))
-        index.compact()  # the old file loaded and extended, in the child
-    built = [r for r in caplog.records if r.getMessage().startswith("compaction built")]
-    assert len(built) == 2
-    assert all(r.args is not None and r.args[1] != os.getpid() for r in built)
-    directory = tmp_path / "child" / V1.slug
-    assert not list(directory.glob(".*.tmp*"))  # the job's files are gone
-    with index._handle(V1).lock:
-        state = read_state(index._handle(V1).db)
-    assert state.index == file_mark(directory / UINDEX_FILENAME) and state.entries == 0
-    everyone = np.ones(n, dtype=bool)
-    for q in w.vectors[::7]:
-        assert_same(index.search(V1, q, 10, Scope.everyone())[0], reference(w, q, 10, everyone))
+    index = HopliteIndex(tmp_path, "corrupt", IndexSettings(compact_after=10**6))
+    index.add(info, EntryBatch(w.vectors[:8], metas(w)[:8]))
+    index.compact()
+    index.add(info, EntryBatch(w.vectors[8:16], metas(w)[8:16]))
+    handle = index._handle(V1)
+    with handle.lock:
+        snap = handle.vectors.snapshot(handle.db)
+    path = tmp_path / "corrupt" / V1.slug / UINDEX_FILENAME
+    path.write_bytes(b"\0" * 64)
+    with pytest.raises(CorruptIndexError) as caught:
+        handle.vectors.build(snap)
+    assert caught.value.details["path"] == str(path) and str(path) in caught.value.message
+    assert path.read_bytes() == b"\0" * 64
     index.close()
-
-
-def test_a_corrupt_old_file_is_reported_from_the_child(
-    real_windows: RealWindows, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(hoplite_build, "BUILD_IN_CHILD_BYTES", 0)
-    w = real_windows
-    info = SpaceInfo(key=V1, dim=w.vectors.shape[1])
-    old = tmp_path / "usearch.index"
-    old.write_bytes(b"\0" * 64)  # not an index
-    spec = hoplite_build.BuildSpec(
-        old=str(old),
-        temp=str(tmp_path / ".usearch.index.1.tmp"),
-        dim=info.dim,
-        metric="IP",
-        connectivity=16,
-        expansion_add=128,
-        expansion_search=64,
-    )
-    keys = np.arange(4, dtype=np.uint64)
-    with pytest.raises(CorruptIndexError) as caught:  # typed, with its path, as in process
-        hoplite_build.build(spec, keys, keys, w.vectors[:4].astype(np.float16))
-    assert caught.value.details["path"] == str(old) and str(old) in caught.value.message
-    assert not (tmp_path / ".usearch.index.1.tmp.job").exists()

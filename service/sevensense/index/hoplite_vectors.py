@@ -18,6 +18,7 @@ log records already in the file, which the key rule above makes harmless.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import zlib
@@ -32,15 +33,15 @@ from usearch.compiled import MetricKind, ScalarKind
 from usearch.index import Index
 
 from sevensense.errors import CorruptIndexError
-from sevensense.index import hoplite_build
-from sevensense.index.hoplite_build import BuildSpec, FileMark
 from sevensense.index.records import SpaceInfo
 from sevensense.index.vector_log import (
+    SYNC_CHUNK_BYTES,
     LogReader,
     append,
     create_log,
     fsync_dir,
     log_path,
+    write_synced,
 )
 from sevensense.settings import IndexSettings
 from sevensense.storage.atomic import file_signature
@@ -48,6 +49,16 @@ from sevensense.storage.atomic import file_signature
 UINDEX_FILENAME = "usearch.index"
 STATE_KEY = "sevensense_vectors"
 _CHUNK = 1 << 22
+log = logging.getLogger(__name__)
+
+
+class FileMark(BaseModel):
+    """Size and CRC32 of an HNSW file as written by a compaction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int
+    crc32: int
 
 
 class VectorState(BaseModel):
@@ -99,6 +110,16 @@ class SpaceVectors:
     @property
     def index_path(self) -> Path:
         return self.directory / UINDEX_FILENAME
+
+    def new_index(self) -> Index:
+        return Index(
+            ndim=self.info.dim,
+            metric=self.metric,
+            dtype=ScalarKind.F16,
+            connectivity=self.settings.hnsw_m,
+            expansion_add=self.settings.ef_construction,
+            expansion_search=self.settings.ef_search,
+        )
 
     # --- reading ------------------------------------------------------------------------
 
@@ -250,32 +271,44 @@ class SpaceVectors:
         """The new HNSW file, beside the old one, fsync'd, and its mark; no lock needed: only
         a compaction (one at a time: the caller's flock) replaces the old file.
 
-        :mod:`sevensense.index.hoplite_build` builds it, in a child process when it is large
-        (usearch holds the GIL while it loads and saves), and writes it in synced chunks
-        (:func:`~sevensense.index.vector_log.write_synced`), so that an add's fsync of its log
-        waits behind at most ``SYNC_CHUNK_BYTES`` of it (issue 24). Checked on usearch 2.26,
-        the alternatives do not bound that: ``save(path, progress=...)`` calls back only
-        while it writes the graph, after the vectors (about 93% of a 1024-d file), and
-        ``save(path)`` holds the GIL for the whole write. The cost is a transient copy of the
-        file in memory (about 2 GB at 1M × 1024-d); the index is dropped before it is written."""
-        for stale in self.directory.glob(f".{UINDEX_FILENAME}.*.tmp*"):  # of a killed one
-            if stale.is_dir():
-                for part in stale.glob("*"):
-                    part.unlink(missing_ok=True)
-                stale.rmdir()
-            else:
-                stale.unlink(missing_ok=True)
+        The file is serialised to memory and written by :func:`write_synced`, so that at
+        most ``SYNC_CHUNK_BYTES`` of it is ever dirty and an add's fsync of its log waits
+        behind at most that much (issue 24). Checked on usearch 2.26, the alternatives do
+        not bound it: ``save(path, progress=...)`` calls back only while it writes the graph,
+        after the vectors (about 93% of a 1024-d file); and ``save(path)`` holds the GIL
+        for the whole write, so a flusher thread in this process gets no turn (and a save
+        throttled to the disk's speed would stall every thread of the process). The cost is
+        a transient copy of the file in memory (about 2 GB at 1M × 1024-d); the index is
+        dropped before the copy is written."""
+        for stale in self.directory.glob(f".{UINDEX_FILENAME}.*.tmp"):  # of a killed one
+            stale.unlink(missing_ok=True)
+        if self.index_path.exists():
+            try:
+                index = Index.restore(str(self.index_path), view=False)
+            except (RuntimeError, ValueError) as exc:
+                message = f"unreadable vector file {self.index_path}: {exc}"
+                raise CorruptIndexError(message, path=str(self.index_path)) from exc
+            if index is None:
+                raise CorruptIndexError(
+                    f"unreadable vector file {self.index_path}", path=str(self.index_path)
+                )
+        else:
+            index = self.new_index()
+        index.expansion_add = self.settings.ef_construction  # type: ignore[misc]
+        have = np.asarray(index.keys, dtype=np.uint64) if len(index) else np.zeros(0, np.uint64)
+        drop = have[~np.isin(have, snap.live) | np.isin(have, snap.keys)]
+        if len(drop):
+            index.remove(drop)
+        fold = np.isin(snap.keys, snap.live)
+        if fold.any():
+            index.add(snap.keys[fold], snap.vectors[fold], threads=0)
         temp = self.index_path.with_name(f".{UINDEX_FILENAME}.{os.getpid()}.tmp")
-        spec = BuildSpec(
-            old=str(self.index_path) if self.index_path.exists() else None,
-            temp=str(temp),
-            dim=self.info.dim,
-            metric=self.metric.name,
-            connectivity=self.settings.hnsw_m,
-            expansion_add=self.settings.ef_construction,
-            expansion_search=self.settings.ef_search,
-        )
-        mark = hoplite_build.build(spec, snap.live, snap.keys, snap.vectors)
+        data = index.save()  # a bytearray: the file's bytes, the same as save(path) writes
+        del index
+        assert data is not None
+        syncs = write_synced(temp, data, SYNC_CHUNK_BYTES)
+        mark = FileMark(size=len(data), crc32=zlib.crc32(data))
+        log.debug("compaction wrote %s: %d bytes, %d synced chunks", temp, mark.size, syncs)
         return temp, mark
 
     def swap(self, db: sqlite3.Connection, snap: Snapshot, temp: Path, mark: FileMark) -> bool:
