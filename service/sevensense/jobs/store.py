@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from sevensense.errors import JobNotFoundError, ObjectNotFoundError
-from sevensense.jobs.records import JobRecord, check_job_id, now
+from sevensense.jobs.records import JobRecord, JobStatus, check_job_id, now
 from sevensense.storage.objects import ObjectStore
 
 
@@ -47,6 +47,17 @@ class JobStore:
         except ObjectNotFoundError:
             raise JobNotFoundError(f"no job {job_id}") from None
         return JobRecord.model_validate_json(raw)
+
+    def start(self, job_id: str) -> JobRecord | None:
+        """The record marked running for one more attempt; None when the job has ended
+        already (a redelivered message must not run it again)."""
+        record = self.get(job_id)
+        if record.status in (JobStatus.DONE, JobStatus.FAILED):
+            return None
+        record.status = JobStatus.RUNNING
+        record.started_at = record.started_at or now()
+        record.attempts += 1
+        return self.save(record)
 
     def put_payload(self, job_id: str, source: BinaryIO) -> int:
         return self.store.put_stream(self.payload_key(job_id), source)

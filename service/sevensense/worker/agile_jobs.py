@@ -70,14 +70,10 @@ class AgileHandler:
 
     def __call__(self, message: Message, heartbeat: Heartbeat | None = None) -> HandlerResult:
         job = AgileJob.model_validate_json(message.body)
-        record = self.jobs.get(job.job_id)
-        if record.status in (JobStatus.DONE, JobStatus.FAILED):
-            log.info("job %s already %s; redelivery ignored", record.job_id, record.status)
-            return HandlerResult("exists", detail=record.job_id)
-        record.status = JobStatus.RUNNING
-        record.started_at = record.started_at or now()
-        record.attempts += 1
-        self.jobs.save(record)
+        record = self.jobs.start(job.job_id)
+        if record is None:
+            log.info("job %s has ended already; redelivery ignored", job.job_id)
+            return HandlerResult("exists", detail=job.job_id)
         started = time.perf_counter()
         try:
             body, windows = self.run(job, _Reporter(self.jobs, record, heartbeat))

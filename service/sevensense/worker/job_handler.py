@@ -72,14 +72,10 @@ class DeferredHandler:
 
     def __call__(self, message: Message, heartbeat: Heartbeat | None = None) -> HandlerResult:
         request = DeferredRequest.model_validate_json(message.body)
-        record = self.jobs.get(request.job_id)
-        if record.status in (JobStatus.DONE, JobStatus.FAILED):
-            log.info("job %s already %s; redelivery ignored", record.job_id, record.status)
-            return HandlerResult("exists", detail=record.job_id)
-        record.status = JobStatus.RUNNING
-        record.started_at = record.started_at or now()
-        record.attempts += 1
-        self.jobs.save(record)
+        record = self.jobs.start(request.job_id)
+        if record is None:
+            log.info("job %s has ended already; redelivery ignored", request.job_id)
+            return HandlerResult("exists", detail=request.job_id)
         try:
             answer = self.answer(request, heartbeat)
         except CancelledError:  # shutdown: the message goes back, the job waits for it
