@@ -122,6 +122,9 @@ def in_process(streams: int, seconds: float, prefill: int, logged: int) -> dict[
             searches[phase].append((time.perf_counter() - t) * 1000)
             i += 1
 
+    for i in range(16):  # each scope's first query builds its cached block: not timed
+        scope = Scope.everyone() if i % 2 else Scope.of(f"t{i % 8}")
+        index.search(info.key, queries[i % len(queries)], 10, scope)
     for phase in ("without", "with"):
         stop = threading.Event()
         searcher = threading.Thread(target=search_for, args=(phase, stop))
@@ -169,6 +172,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per stream per phase")
     parser.add_argument("--search-every-s", type=float, default=0.5)
     parser.add_argument(
+        "--phases",
+        default="off,on,off",
+        help="server: index=true off/on per phase, in order (comma-separated)",
+    )
+    parser.add_argument(
         "--in-process",
         action="store_true",
         help="no server: the streams' index writes at their rate straight into the index",
@@ -210,7 +218,7 @@ def main() -> None:
             server = psutil.Process(service.proc.pid) if service.proc else None
             # untimed: a few windows indexed, so that the space exists for the searches
             asyncio.run(level(url, key, 4, 4 * 3.0, {"index": True}))
-            for indexing in (False, True, False):
+            for indexing in (p.strip() == "on" for p in args.phases.split(",")):
                 stop = threading.Event()
                 found: dict[str, Any] = {}
                 searcher = threading.Thread(

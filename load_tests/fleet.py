@@ -34,8 +34,7 @@ import httpx
 import psutil
 
 from load_tests.cluster import Fleet
-from load_tests.run import OUT
-from load_tests.server import REPO
+from load_tests.server import OUT, REPO
 from load_tests.stats import latency_stats
 from load_tests.streams import HOP_S, Looped
 from sevensense.client.stream import StreamRun, stream_audio

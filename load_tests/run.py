@@ -42,11 +42,10 @@ import psutil
 from locust.env import Environment
 
 from load_tests.locustfile import KEY_ENV, EmbedUser, clips
-from load_tests.server import REPO, Service, base_env, free_port
+from load_tests.server import OUT, REPO, Service, base_env, free_port
 from load_tests.stats import CpuPath, cpu_s, host_busy_s, latency_stats
 from sevensense.serving.access.keys import generate_key, hash_key
 
-OUT = REPO / "out" / "bench"
 TARGET_RATIO = 0.8
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "out" / "bench"  # where the load tests and benchmarks write their reports
 
 
 def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:

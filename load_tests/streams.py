@@ -30,8 +30,7 @@ from typing import Any
 import psutil
 import soundfile as sf
 
-from load_tests.run import OUT
-from load_tests.server import REPO, Service, base_env, free_port
+from load_tests.server import OUT, REPO, Service, base_env, free_port
 from load_tests.stats import cpu_s, latency_stats
 from sevensense.audio.encoding import SampleEncoding
 from sevensense.client.stream import PcmSource, stream_audio

@@ -310,16 +310,30 @@ class IndexSettings(_Section):
         description="a filtered or tenant-scoped search over at most this many entries is exact",
     )
     scope_cache_mb: int = Field(
-        256,
+        512,
         ge=0,
         description="hoplite: memory per space for the float32 blocks of recently searched "
         "exact scopes (filters of at most exact_below windows), least recently used out first",
     )
     pg_pool_size: int = Field(4, ge=1, le=64, description="pgvector connections per process")
+    pg_build_mb: int = Field(
+        512,
+        ge=64,
+        le=1 << 20,
+        description="pgvector: maintenance_work_mem of the HNSW build after a bulk load; a "
+        "graph larger than this is built on disk, several times slower (docs/index-at-scale.md)",
+    )
     pg_halfvec: bool = Field(
         True,
         description="pgvector: new spaces store float16 (halfvec), kept in the row; "
         "existing spaces keep their type",
+    )
+    build_in_worker_mb: int = Field(
+        64,
+        ge=0,
+        description="hoplite: a compaction whose old file plus folded vectors reach this size "
+        "builds in a worker process, away from the GIL of the process that serves searches "
+        "(0: always)",
     )
     compact_after: int = Field(
         10_000,

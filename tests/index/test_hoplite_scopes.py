@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from sevensense.index.hoplite import HopliteIndex
+from sevensense.index.hoplite_scopes import _Block, top
+from sevensense.index.ranking import unit
 from sevensense.index.records import EntryBatch, Scope, SearchFilter, SpaceInfo
 from sevensense.settings import IndexSettings
 from tests.index.conftest import RealWindows
@@ -88,3 +90,32 @@ def test_without_cache_and_through_the_graph(tmp_path: Path, real_windows: RealW
                 got = index.search(info.key, q, 10, scope, flt)[0]
                 assert_same(got, reference(w, q, 10, keep_mask(w, predicate) & everything))
         index.close()
+
+
+def test_a_block_grows_by_chunks_without_copying_what_it_holds() -> None:
+    """Windows added to a cached scope cost their own rows: the block's first chunk is never
+    copied again, memory stays within an eighth (or one small chunk) of the rows held, and
+    the ranking over the parts is the ranking over all the rows."""
+    rng = np.random.default_rng(7)
+    dim = 16
+    keys = np.arange(1000, dtype=np.uint64)
+    vectors = rng.standard_normal((1000, dim)).astype(np.float32)
+    block = _Block(keys[:300], vectors[:300], 300, 0)
+    first = block.parts()[0][1].base
+    at = 300
+    for step in (1, 50, 7, 200, 142, 300):
+        block.extend(keys[at : at + step], vectors[at : at + step], at + step)
+        at += step
+    parts = block.parts()
+    assert parts[0][1].base is first  # the first 300 rows were not copied
+    assert np.array_equal(np.concatenate([k for k, _ in parts]), keys)
+    assert np.array_equal(np.concatenate([v for _, v in parts]), vectors)
+    row = 8 + 4 * dim
+    assert block.nbytes <= 1000 * row + max(1000 // 8, _Block.MIN_CHUNK) * row
+    q = rng.standard_normal(dim).astype(np.float32)
+    cos = unit(vectors) @ unit(q)
+    expected = np.lexsort((keys, -cos))[:10]
+    got = top(q, [(k, unit(v)) for k, v in parts], 10)
+    assert [k for k, _ in got] == keys[expected].tolist()
+    assert np.allclose([c for _, c in got], cos[expected], atol=1e-6)
+    assert top(q, [], 10) == []

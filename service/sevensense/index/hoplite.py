@@ -546,8 +546,8 @@ class HopliteIndex:
         for q in qs:
             while True:
                 if allowed <= self.settings.exact_below:
-                    keys, vecs = handle.scopes.block(scope_key, table, mask, index.get)
-                    hits = [(kk, s, 1.0 - s) for kk, s in top(q, keys, vecs, want)]
+                    parts = handle.scopes.block(scope_key, table, mask, index.get)
+                    hits = [(kk, s, 1.0 - s) for kk, s in top(q, parts, want)]
                 else:
                     hits = self._overfetch(index, table, mask, allowed, q, want)
                 live = _live(db, np.asarray([h[0] for h in hits], dtype=np.int64), "", [])

@@ -79,17 +79,59 @@ class WindowTable:
 
 
 class _Block:
-    """A scope's windows (ascending ids) and their unit vectors, as of ``upto`` windows."""
+    """A scope's windows (ascending ids) and their unit vectors, as of ``upto`` windows, in
+    chunks: the first holds the windows the block was made with, each later one an eighth of
+    the block (``MIN_CHUNK`` to ``CHUNK`` rows), so windows added since cost their own rows.
+    One contiguous array had to be copied whole at every extension: 35-150 ms per search for
+    a 50-MB block on this host while streams were adding (docs/index-at-scale.md)."""
+
+    CHUNK = 4096
+    MIN_CHUNK = 64
 
     def __init__(self, keys: np.ndarray, vectors: np.ndarray, upto: int, version: int) -> None:
-        self.keys = keys
-        self.vectors = vectors
         self.upto = upto
         self.version = version
+        self._keys: list[np.ndarray] = []
+        self._vectors: list[np.ndarray] = []
+        self._fill: list[int] = []
+        self.dim = vectors.shape[1]
+        self.extend(keys, vectors, upto)
+
+    def parts(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [
+            (k[:n], v[:n]) for k, v, n in zip(self._keys, self._vectors, self._fill, strict=True)
+        ]
+
+    def extend(self, keys: np.ndarray, vectors: np.ndarray, upto: int) -> None:
+        done = 0
+        while done < len(keys):
+            if not self._fill or self._fill[-1] == len(self._keys[-1]):
+                spare = min(self.CHUNK, max(self.MIN_CHUNK, sum(self._fill) // 8))
+                room = len(keys) - done if not self._fill else spare
+                self._keys.append(np.empty(room, np.uint64))
+                self._vectors.append(np.empty((room, self.dim), np.float32))
+                self._fill.append(0)
+            at = self._fill[-1]
+            take = min(len(self._keys[-1]) - at, len(keys) - done)
+            self._keys[-1][at : at + take] = keys[done : done + take]
+            self._vectors[-1][at : at + take] = vectors[done : done + take]
+            self._fill[-1] = at + take
+            done += take
+        self.upto = upto
+
+    def without(self, alive: Callable[[np.ndarray], np.ndarray], version: int) -> _Block:
+        """The block less windows no longer alive (``alive``: a mask over keys)."""
+        parts = self.parts()
+        keys = np.concatenate([k for k, _ in parts]) if parts else np.zeros(0, np.uint64)
+        vectors = (
+            np.concatenate([v for _, v in parts]) if parts else np.zeros((0, self.dim), np.float32)
+        )
+        keep = alive(keys)
+        return _Block(keys[keep], vectors[keep], self.upto, version)
 
     @property
     def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.vectors.nbytes)
+        return sum(int(k.nbytes + v.nbytes) for k, v in zip(self._keys, self._vectors, strict=True))
 
 
 class _Mask:
@@ -135,25 +177,18 @@ class ScopeCache:
 
     def block(
         self, key: tuple[Any, ...], table: WindowTable, mask: np.ndarray, gather: Gather
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(keys, unit float32 vectors) of the scope's live windows; ``mask`` is the scope's
-        current one (:meth:`mask`)."""
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(keys, unit float32 vectors) of the scope's live windows, in parts; ``mask`` is the
+        scope's current one (:meth:`mask`)."""
         block = self._blocks.pop(key, None)
         if block is not None:
             self._bytes -= block.nbytes
             if block.version != table.version:  # drop windows deleted since
-                keep = table.alive[table.find(block.keys)]
-                block = _Block(block.keys[keep], block.vectors[keep], block.upto, table.version)
+                block = block.without(lambda keys: table.alive[table.find(keys)], table.version)
             n = len(table.ids)
             if block.upto < n:  # windows added since
-                new = block.upto + np.flatnonzero(mask[block.upto :])
-                keys = table.ids[new]
-                block = _Block(
-                    np.concatenate([block.keys, keys]),
-                    np.concatenate([block.vectors, unit(gather(keys))]),
-                    n,
-                    table.version,
-                )
+                keys = table.ids[block.upto + np.flatnonzero(mask[block.upto :])]
+                block.extend(keys, unit(gather(keys)), n)
         else:
             keys = table.ids[mask]
             block = _Block(keys, unit(gather(keys)), len(table.ids), table.version)
@@ -163,7 +198,7 @@ class ScopeCache:
             while self._bytes > self.max_bytes:
                 _, old = self._blocks.popitem(last=False)
                 self._bytes -= old.nbytes
-        return block.keys, block.vectors
+        return block.parts()
 
     def clear(self) -> None:
         self._blocks.clear()
@@ -172,15 +207,23 @@ class ScopeCache:
 
 
 def top(
-    q: np.ndarray, keys: np.ndarray, vectors: np.ndarray, count: int
+    q: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], count: int
 ) -> list[tuple[int, float]]:
-    """The ``count`` best (key, cosine) of a block, best first (ties: lower key). einsum, not
-    BLAS: one thread, whose latency holds on a busy host, where OpenBLAS's threads measured
-    p99s of 20-60 ms for a 20,000 × 256 product (einsum: 10-13 ms, p50 1.5-1.8 ms)."""
-    if not len(keys):
+    """The ``count`` best (key, cosine) of a block's parts, best first (ties: lower key).
+    einsum, not BLAS: one thread, whose latency holds on a busy host, where OpenBLAS's threads
+    measured p99s of 20-60 ms for a 20,000 × 256 product (einsum: 10-13 ms, p50 1.5-1.8 ms)."""
+    u = unit(q)
+    found_keys, found_cos = [], []
+    for keys, vectors in parts:
+        if not len(keys):
+            continue
+        cos = np.einsum("ij,j->i", vectors, u)
+        take = min(count, len(cos))
+        best = np.argpartition(-cos, take - 1)[:take] if take < len(cos) else np.arange(len(cos))
+        found_keys.append(keys[best])
+        found_cos.append(cos[best])
+    if not found_keys:
         return []
-    cos = np.einsum("ij,j->i", vectors, unit(q))
-    take = min(count, len(cos))
-    best = np.argpartition(-cos, take - 1)[:take] if take < len(cos) else np.arange(len(cos))
-    best = best[np.lexsort((keys[best], -cos[best]))]
+    keys, cos = np.concatenate(found_keys), np.concatenate(found_cos)
+    best = np.lexsort((keys, -cos))[:count]
     return [(int(keys[b]), float(cos[b])) for b in best]

@@ -33,16 +33,10 @@ from usearch.compiled import MetricKind, ScalarKind
 from usearch.index import Index
 
 from sevensense.errors import CorruptIndexError
+from sevensense.index import hoplite_build
+from sevensense.index.hoplite_build import BuildSpec, FileMark
 from sevensense.index.records import SpaceInfo
-from sevensense.index.vector_log import (
-    SYNC_CHUNK_BYTES,
-    LogReader,
-    append,
-    create_log,
-    fsync_dir,
-    log_path,
-    write_synced,
-)
+from sevensense.index.vector_log import LogReader, append, create_log, fsync_dir, log_path
 from sevensense.settings import IndexSettings
 from sevensense.storage.atomic import file_signature
 
@@ -50,15 +44,6 @@ UINDEX_FILENAME = "usearch.index"
 STATE_KEY = "sevensense_vectors"
 _CHUNK = 1 << 22
 log = logging.getLogger(__name__)
-
-
-class FileMark(BaseModel):
-    """Size and CRC32 of an HNSW file as written by a compaction."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    size: int
-    crc32: int
 
 
 class VectorState(BaseModel):
@@ -270,45 +255,28 @@ class SpaceVectors:
     def build(self, snap: Snapshot) -> tuple[Path, FileMark]:
         """The new HNSW file, beside the old one, fsync'd, and its mark; no lock needed: only
         a compaction (one at a time: the caller's flock) replaces the old file.
-
-        The file is serialised to memory and written by :func:`write_synced`, so that at
-        most ``SYNC_CHUNK_BYTES`` of it is ever dirty and an add's fsync of its log waits
-        behind at most that much (issue 24). Checked on usearch 2.26, the alternatives do
-        not bound it: ``save(path, progress=...)`` calls back only while it writes the graph,
-        after the vectors (about 93% of a 1024-d file); and ``save(path)`` holds the GIL
-        for the whole write, so a flusher thread in this process gets no turn (and a save
-        throttled to the disk's speed would stall every thread of the process). The cost is
-        a transient copy of the file in memory (about 2 GB at 1M × 1024-d); the index is
-        dropped before the copy is written."""
-        for stale in self.directory.glob(f".{UINDEX_FILENAME}.*.tmp"):  # of a killed one
-            stale.unlink(missing_ok=True)
-        if self.index_path.exists():
-            try:
-                index = Index.restore(str(self.index_path), view=False)
-            except (RuntimeError, ValueError) as exc:
-                message = f"unreadable vector file {self.index_path}: {exc}"
-                raise CorruptIndexError(message, path=str(self.index_path)) from exc
-            if index is None:
-                raise CorruptIndexError(
-                    f"unreadable vector file {self.index_path}", path=str(self.index_path)
-                )
-        else:
-            index = self.new_index()
-        index.expansion_add = self.settings.ef_construction  # type: ignore[misc]
-        have = np.asarray(index.keys, dtype=np.uint64) if len(index) else np.zeros(0, np.uint64)
-        drop = have[~np.isin(have, snap.live) | np.isin(have, snap.keys)]
-        if len(drop):
-            index.remove(drop)
-        fold = np.isin(snap.keys, snap.live)
-        if fold.any():
-            index.add(snap.keys[fold], snap.vectors[fold], threads=0)
+        :mod:`sevensense.index.hoplite_build` builds it, in its worker process when it is
+        large (usearch holds the GIL while it loads and saves), and writes it in synced
+        chunks, so that an add's fsync of its log waits behind one chunk at most."""
+        for stale in self.directory.glob(f".{UINDEX_FILENAME}.*.tmp*"):  # of a killed one
+            if stale.is_dir():
+                for part in stale.glob("*"):
+                    part.unlink(missing_ok=True)
+                stale.rmdir()
+            else:
+                stale.unlink(missing_ok=True)
         temp = self.index_path.with_name(f".{UINDEX_FILENAME}.{os.getpid()}.tmp")
-        data = index.save()  # a bytearray: the file's bytes, the same as save(path) writes
-        del index
-        assert data is not None
-        syncs = write_synced(temp, data, SYNC_CHUNK_BYTES)
-        mark = FileMark(size=len(data), crc32=zlib.crc32(data))
-        log.debug("compaction wrote %s: %d bytes, %d synced chunks", temp, mark.size, syncs)
+        spec = BuildSpec(
+            old=str(self.index_path) if self.index_path.exists() else None,
+            temp=str(temp),
+            dim=self.info.dim,
+            metric=self.metric.name,
+            connectivity=self.settings.hnsw_m,
+            expansion_add=self.settings.ef_construction,
+            expansion_search=self.settings.ef_search,
+        )
+        worker_bytes = self.settings.build_in_worker_mb << 20
+        mark = hoplite_build.build(spec, snap.live, snap.keys, snap.vectors, worker_bytes)
         return temp, mark
 
     def swap(self, db: sqlite3.Connection, snap: Snapshot, temp: Path, mark: FileMark) -> bool:

@@ -257,7 +257,11 @@ class PgVectorIndex:
                 cur.executemany(statement, rows[start : start + 500])
                 added += max(cur.rowcount, 0)
             if bulk:
-                cur.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                cur.execute(
+                    sql.SQL("SET LOCAL maintenance_work_mem = {}").format(
+                        sql.Literal(f"{self.settings.pg_build_mb}MB")
+                    )
+                )
                 self._hnsw(cur, name, self._storage(conn, name))
         return added
 
