@@ -49,13 +49,15 @@ def _searches(service: Service, stop: threading.Event, every_s: float, out: dict
     rng = np.random.default_rng(0)
     ok: list[float] = []
     refused: dict[int, int] = {}
+    first_refusal: dict[int, str] = {}
     with service.client("bench", timeout=30.0) as client:
         while not stop.wait(every_s):
             q = rng.normal(size=DIM)
             body = {**SPACE, "k": "10", "embedding": json.dumps((q / np.linalg.norm(q)).tolist())}
             t = time.perf_counter()
             try:
-                status = client.post("/search", data=body).status_code
+                answer = client.post("/search", data=body)
+                status = answer.status_code
             except httpx.HTTPError:  # a timeout on an overloaded server
                 status = 0
             took = (time.perf_counter() - t) * 1000
@@ -63,7 +65,9 @@ def _searches(service: Service, stop: threading.Event, every_s: float, out: dict
                 ok.append(took)
             else:
                 refused[status] = refused.get(status, 0) + 1
-    out.update(answered=len(ok), refused=refused)
+                if status and status not in first_refusal:
+                    first_refusal[status] = answer.text[:300]
+    out.update(answered=len(ok), refused=refused, first_refusal=first_refusal)
     if ok:
         out["latency"] = {k: round(v, 1) for k, v in latency_stats(ok).items()}
 
@@ -172,6 +176,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="audio per stream per phase")
     parser.add_argument("--search-every-s", type=float, default=0.5)
     parser.add_argument(
+        "--compact-after", type=int, default=None, help="server: index.compact_after"
+    )
+    parser.add_argument(
         "--phases",
         default="off,on,off",
         help="server: index=true off/on per phase, in order (comma-separated)",
@@ -210,6 +217,11 @@ def main() -> None:
             SEVENSENSE_SERVING__STREAM__MAX_PER_KEY="1024",
             SEVENSENSE_SERVING__STREAM__MAX_TOTAL="1024",
             SEVENSENSE_INDEX__DIR=str(state / "index"),
+            **(
+                {"SEVENSENSE_INDEX__COMPACT_AFTER": str(args.compact_after)}
+                if args.compact_after
+                else {}
+            ),
         )
         service = Service(free_port(), env, state / "server.log", {"bench": key})
         service.start()

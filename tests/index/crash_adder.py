@@ -9,6 +9,7 @@ from add number FROM on (default 0, all of them).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,11 @@ KEY = SpaceKey(model_name="crash", model_version="1")
 INFO = SpaceInfo(key=KEY, dim=DIM)
 NAME = "crash"
 # hoplite: a compaction every 4 batches, so kills also land inside compactions
-SETTINGS = IndexSettings(compact_after=4 * BATCH, exact_below=0)
+# hoplite-worker: every compaction's build in the build worker process, which outlives a kill
+WORKER = os.environ.get("CRASH_BUILD_IN_WORKER") == "1"
+SETTINGS = IndexSettings(
+    compact_after=4 * BATCH, exact_below=0, build_in_worker_mb=0 if WORKER else 64
+)
 
 
 def vectors(n: int) -> np.ndarray:

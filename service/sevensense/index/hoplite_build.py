@@ -233,8 +233,11 @@ def _serve(requests: IO[bytes], replies: IO[bytes]) -> None:
             reply.corrupt = exc.message
         except Exception as exc:  # the parent raises it; the worker serves the next job
             reply.error = f"{type(exc).__name__}: {exc}"
-        replies.write(reply.model_dump_json().encode() + b"\n")
-        replies.flush()
+        try:
+            replies.write(reply.model_dump_json().encode() + b"\n")
+            replies.flush()
+        except BrokenPipeError:  # the parent is gone: nobody waits for this build
+            return
 
 
 if __name__ == "__main__":
@@ -242,3 +245,4 @@ if __name__ == "__main__":
     _replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     _serve(sys.stdin.buffer, _replies)
+    os._exit(0)  # not through a flush of the closed pipe again
