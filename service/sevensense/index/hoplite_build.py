@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -145,9 +146,7 @@ class BuildWorker:
             with self._lock:
                 answer = self._ask(request.encode())
         finally:
-            for part in job.glob("*"):
-                part.unlink(missing_ok=True)
-            job.rmdir()
+            shutil.rmtree(job, ignore_errors=True)
         reply = BuildReply.model_validate_json(answer)
         if reply.corrupt is not None:
             raise CorruptIndexError(reply.corrupt, path=spec.old)

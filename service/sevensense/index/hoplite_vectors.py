@@ -18,8 +18,8 @@ log records already in the file, which the key rule above makes harmless.
 from __future__ import annotations
 
 import json
-import logging
 import os
+import shutil
 import sqlite3
 import zlib
 from pathlib import Path
@@ -43,7 +43,6 @@ from sevensense.storage.atomic import file_signature
 UINDEX_FILENAME = "usearch.index"
 STATE_KEY = "sevensense_vectors"
 _CHUNK = 1 << 22
-log = logging.getLogger(__name__)
 
 
 class VectorState(BaseModel):
@@ -95,16 +94,6 @@ class SpaceVectors:
     @property
     def index_path(self) -> Path:
         return self.directory / UINDEX_FILENAME
-
-    def new_index(self) -> Index:
-        return Index(
-            ndim=self.info.dim,
-            metric=self.metric,
-            dtype=ScalarKind.F16,
-            connectivity=self.settings.hnsw_m,
-            expansion_add=self.settings.ef_construction,
-            expansion_search=self.settings.ef_search,
-        )
 
     # --- reading ------------------------------------------------------------------------
 
@@ -259,10 +248,8 @@ class SpaceVectors:
         large (usearch holds the GIL while it loads and saves), and writes it in synced
         chunks, so that an add's fsync of its log waits behind one chunk at most."""
         for stale in self.directory.glob(f".{UINDEX_FILENAME}.*.tmp*"):  # of a killed one
-            if stale.is_dir():
-                for part in stale.glob("*"):
-                    part.unlink(missing_ok=True)
-                stale.rmdir()
+            if stale.is_dir():  # a build job's arrays
+                shutil.rmtree(stale, ignore_errors=True)
             else:
                 stale.unlink(missing_ok=True)
         temp = self.index_path.with_name(f".{UINDEX_FILENAME}.{os.getpid()}.tmp")
