@@ -194,6 +194,15 @@ def writes(*workers: WorkerProcess) -> Counter[str]:
     )
 
 
+def found_done(*workers: WorkerProcess) -> set[str]:
+    """Outputs a worker found already written when a message came to it again."""
+    return {
+        uri
+        for w in workers
+        for uri in re.findall(r"output (s3://.+?\.parquet) already exists", w.text())
+    }
+
+
 def test_fleet_drains_a_submitted_prefix_exactly_once_while_a_worker_dies(
     moto_endpoint: str, tmp_path: Path
 ) -> None:
@@ -235,10 +244,16 @@ def test_fleet_drains_a_submitted_prefix_exactly_once_while_a_worker_dies(
     assert len(parquet) == CLIPS
     per_input = Counter(k.split(".wav.")[0] + ".wav" for k in parquet)
     assert set(per_input) == {f"{OUT_PREFIX}{k}" for k in keys} and max(per_input.values()) == 1
-    written = writes(victim, survivor, replacement)  # every upload each worker made
-    assert len(written) == CLIPS and max(written.values()) == 1
+    written = writes(victim, survivor, replacement)  # every upload a worker logged
+    # the SIGKILL can land between the victim's upload and its log line: the redelivered
+    # message then finds that output written, and nobody uploads it again
+    unlogged = found_done(survivor, replacement) - set(written)
+    assert len(unlogged) <= 2  # the victim's two slots
+    uploaded = set(written) | unlogged
+    assert {uri.split("/", 3)[3] for uri in uploaded} == set(parquet)
+    assert len(uploaded) == CLIPS and max(written.values()) == 1
     done = sum(summary["outcomes"].get("done", 0) for _, summary, _ in results)
-    assert done + killed_after == CLIPS
+    assert done + killed_after + len(unlogged) == CLIPS
     assert stack.depth() == (0, 0) and stack.dead_letters() == []
 
     rc, again, err = submit_cli(stack, env)  # a re-submit finds everything done
